@@ -1,0 +1,1 @@
+//! tidings filter language and matchers.

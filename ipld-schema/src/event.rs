@@ -1,0 +1,531 @@
+//! The event: building, signing, canonical encoding and strict decoding (DESIGN §2).
+
+use crate::block::{Block, check_depth, cid_of, decode_dag_cbor, encode_dag_cbor};
+use crate::{Cid, DAG_CBOR, Error, Ipld, Keypair, PeerId, PublicKey, topic};
+use libp2p_identity::KeyType;
+use std::collections::BTreeMap;
+
+/// The event format version this crate writes and reads.
+pub const VERSION: u64 = 1;
+/// Length of an ed25519 signature in bytes.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// The eight keys of an event map, in canonical DAG-CBOR order.
+pub const KEYS: [&str; 8] = ["v", "seq", "sig", "body", "prev", "time", "topic", "author"];
+
+/// One event, the Rust mirror of `type Event` in `schema/tidings.ipldsch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Format version, 1.
+    pub v: u64,
+    /// The topic, e.g. `/stocks/euronext/CTT` (see [`crate::topic::validate`]).
+    pub topic: String,
+    /// The payload: any IPLD data-model value.
+    pub body: Ipld,
+    /// The publisher's public key, libp2p protobuf encoding (`PublicKey::encode_protobuf`).
+    pub author: Vec<u8>,
+    /// Per (author, topic) sequence number, starting at 1.
+    pub seq: u64,
+    /// Publisher clock, ms since the Unix epoch (advisory only).
+    pub time: u64,
+    /// Stream parents: the author's previous event on this topic first, then other heads.
+    pub prev: Vec<Cid>,
+    /// ed25519 signature over [`Event::signing_bytes`].
+    pub sig: Vec<u8>,
+}
+
+impl Event {
+    /// Builds and signs a v1 event (validates topic, seq >= 1, size <= MAX_BLOCK_SIZE).
+    ///
+    /// The keypair must be ed25519. Fails with [`Error::BadTopic`], [`Error::BadSeq`],
+    /// [`Error::TooLarge`], [`Error::TooDeep`] or [`Error::Encode`] (NaN/infinite floats).
+    pub fn sign(
+        keypair: &Keypair,
+        topic: &str,
+        body: Ipld,
+        seq: u64,
+        time: u64,
+        prev: Vec<Cid>,
+    ) -> Result<Event, Error> {
+        Self::sign_block(keypair, topic, body, seq, time, prev).map(|(e, _)| e)
+    }
+
+    /// Like [`Event::sign`], also returning the encoded block (saves encoding twice).
+    pub fn sign_block(
+        keypair: &Keypair,
+        topic: &str,
+        body: Ipld,
+        seq: u64,
+        time: u64,
+        prev: Vec<Cid>,
+    ) -> Result<(Event, Block), Error> {
+        topic::validate(topic)?;
+        if seq < 1 {
+            return Err(Error::BadSeq);
+        }
+        if keypair.key_type() != KeyType::Ed25519 {
+            return Err(Error::Signing(format!(
+                "tidings events are signed with ed25519 keys, not {:?}",
+                keypair.key_type()
+            )));
+        }
+        check_depth(&body)?;
+        let mut event = Event {
+            v: VERSION,
+            topic: topic.to_owned(),
+            body,
+            author: keypair.public().encode_protobuf(),
+            seq,
+            time,
+            prev,
+            sig: Vec::new(),
+        };
+        let to_sign = event.signing_bytes()?;
+        event.sig = keypair
+            .sign(&to_sign)
+            .map_err(|e| Error::Signing(e.to_string()))?;
+        let block = event.to_block()?;
+        Ok((event, block))
+    }
+
+    /// The event as an IPLD map (all eight keys; without `sig` when `with_sig` is false).
+    pub fn to_ipld(&self, with_sig: bool) -> Ipld {
+        let mut m = BTreeMap::new();
+        m.insert("v".to_owned(), Ipld::Integer(self.v.into()));
+        m.insert("topic".to_owned(), Ipld::String(self.topic.clone()));
+        m.insert("body".to_owned(), self.body.clone());
+        m.insert("author".to_owned(), Ipld::Bytes(self.author.clone()));
+        m.insert("seq".to_owned(), Ipld::Integer(self.seq.into()));
+        m.insert("time".to_owned(), Ipld::Integer(self.time.into()));
+        m.insert(
+            "prev".to_owned(),
+            Ipld::List(self.prev.iter().copied().map(Ipld::Link).collect()),
+        );
+        if with_sig {
+            m.insert("sig".to_owned(), Ipld::Bytes(self.sig.clone()));
+        }
+        Ipld::Map(m)
+    }
+
+    /// Canonical DAG-CBOR encoding of the whole event; [`Error::TooLarge`] over 1 MiB.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        encode_dag_cbor(&self.to_ipld(true))
+    }
+
+    /// Decodes an event block strictly: canonical DAG-CBOR only (re-encoding is byte-identical),
+    /// a map with exactly the eight schema keys of the right kinds, `v == 1`, at most 1 MiB.
+    ///
+    /// Does not check the signature, topic or seq: [`crate::verify`] does.
+    pub fn decode(bytes: &[u8]) -> Result<Event, Error> {
+        let v = decode_dag_cbor(bytes)?;
+        Event::from_ipld(v)
+    }
+
+    /// Builds an event from its IPLD map form, checking the shape as [`Event::decode`] does.
+    pub fn from_ipld(v: Ipld) -> Result<Event, Error> {
+        let Ipld::Map(mut m) = v else {
+            return Err(shape(format!("an event is a map, found {}", kind(&v))));
+        };
+        if let Some(k) = m.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(shape(format!("unknown key {k:?} in event")));
+        }
+        let mut take = |k: &str| {
+            m.remove(k)
+                .ok_or_else(|| shape(format!("missing key {k:?}")))
+        };
+        let version = uint("v", take("v")?)?;
+        if version != VERSION {
+            return Err(Error::BadVersion(version));
+        }
+        let topic = match take("topic")? {
+            Ipld::String(s) => s,
+            other => return Err(wrong("topic", "a string", &other)),
+        };
+        let body = take("body")?;
+        check_depth(&body)?;
+        let author = bytes("author", take("author")?)?;
+        let seq = uint("seq", take("seq")?)?;
+        let time = uint("time", take("time")?)?;
+        let prev = match take("prev")? {
+            Ipld::List(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    Ipld::Link(c) => Ok(c),
+                    other => Err(wrong("prev", "a list of links", &other)),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            other => return Err(wrong("prev", "a list of links", &other)),
+        };
+        let sig = bytes("sig", take("sig")?)?;
+        Ok(Event {
+            v: version,
+            topic,
+            body,
+            author,
+            seq,
+            time,
+            prev,
+            sig,
+        })
+    }
+
+    /// Encodes and addresses the event: CIDv1, dag-cbor, sha2-256.
+    pub fn to_block(&self) -> Result<Block, Error> {
+        let data = self.encode()?;
+        Ok(Block {
+            cid: cid_of(DAG_CBOR, &data),
+            data,
+        })
+    }
+
+    /// The author's public key; [`Error::BadAuthor`] unless it is a canonically encoded
+    /// ed25519 key in libp2p protobuf form.
+    pub fn author_key(&self) -> Result<PublicKey, Error> {
+        let key = PublicKey::try_decode_protobuf(&self.author)
+            .map_err(|e| Error::BadAuthor(e.to_string()))?;
+        if key.key_type() != KeyType::Ed25519 {
+            return Err(Error::BadAuthor(format!(
+                "{:?} key, tidings authors are ed25519",
+                key.key_type()
+            )));
+        }
+        if key.encode_protobuf() != self.author {
+            return Err(Error::BadAuthor("non-canonical protobuf encoding".into()));
+        }
+        Ok(key)
+    }
+
+    /// The author's libp2p peer id (`12D3KooW...`).
+    pub fn author_peer_id(&self) -> Result<PeerId, Error> {
+        Ok(self.author_key()?.to_peer_id())
+    }
+
+    /// DAG-CBOR of the event map without `sig`: the bytes the signature covers.
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, Error> {
+        encode_dag_cbor(&self.to_ipld(false))
+    }
+
+    /// Checks the signature against the author key (only the signature; see [`crate::verify`]).
+    pub fn verify_signature(&self) -> Result<(), Error> {
+        let key = self.author_key()?;
+        if self.sig.len() != SIGNATURE_LEN || !key.verify(&self.signing_bytes()?, &self.sig) {
+            return Err(Error::BadSignature);
+        }
+        Ok(())
+    }
+
+    /// Links inside `body` (for DAG traversal beyond `prev`), in depth-first order.
+    pub fn body_links(&self) -> Vec<Cid> {
+        let mut out = Vec::new();
+        let mut stack = vec![&self.body];
+        while let Some(v) = stack.pop() {
+            match v {
+                Ipld::Link(c) => out.push(*c),
+                Ipld::List(items) => stack.extend(items.iter().rev()),
+                Ipld::Map(m) => stack.extend(m.values().rev()),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+fn shape(msg: String) -> Error {
+    Error::Decode(format!("not a tidings event: {msg}"))
+}
+
+fn wrong(key: &str, want: &str, found: &Ipld) -> Error {
+    shape(format!("`{key}` must be {want}, found {}", kind(found)))
+}
+
+fn uint(key: &str, v: Ipld) -> Result<u64, Error> {
+    match v {
+        Ipld::Integer(i) => u64::try_from(i).map_err(|_| {
+            shape(format!(
+                "`{key}` must be an integer from 0 to 2^64-1, found {i}"
+            ))
+        }),
+        other => Err(wrong(key, "an integer", &other)),
+    }
+}
+
+fn bytes(key: &str, v: Ipld) -> Result<Vec<u8>, Error> {
+    match v {
+        Ipld::Bytes(b) => Ok(b),
+        other => Err(wrong(key, "bytes", &other)),
+    }
+}
+
+/// A short name for the kind of an IPLD value, for error messages.
+pub(crate) fn kind(v: &Ipld) -> &'static str {
+    match v {
+        Ipld::Null => "null",
+        Ipld::Bool(_) => "a bool",
+        Ipld::Integer(_) => "an integer",
+        Ipld::Float(_) => "a float",
+        Ipld::String(_) => "a string",
+        Ipld::Bytes(_) => "bytes",
+        Ipld::List(_) => "a list",
+        Ipld::Map(_) => "a map",
+        Ipld::Link(_) => "a link",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{body, keypair};
+    use crate::{MAX_BLOCK_SIZE, MAX_BODY_DEPTH};
+
+    fn sample() -> Event {
+        Event::sign(
+            &keypair(1),
+            "/stocks/euronext/CTT",
+            body(),
+            1,
+            1_763_700_000_000,
+            vec![],
+        )
+        .expect("sign")
+    }
+
+    #[test]
+    fn sign_encode_decode_round_trip() {
+        let e = sample();
+        assert_eq!(e.v, 1);
+        assert_eq!(e.sig.len(), SIGNATURE_LEN);
+        let bytes = e.encode().expect("encode");
+        let d = Event::decode(&bytes).expect("decode");
+        assert_eq!(d, e);
+        assert_eq!(d.encode().expect("re-encode"), bytes);
+        d.verify_signature().expect("signature");
+        let b = e.to_block().expect("block");
+        assert_eq!(b.data, bytes);
+        assert_eq!(b.cid, cid_of(DAG_CBOR, &bytes));
+        assert_eq!(b.cid.codec(), DAG_CBOR);
+    }
+
+    #[test]
+    fn sign_is_deterministic() {
+        // ed25519 is deterministic and the encoding canonical: same inputs, same CID.
+        assert_eq!(
+            sample().to_block().expect("a"),
+            sample().to_block().expect("b")
+        );
+    }
+
+    #[test]
+    fn encoding_layout_is_canonical() {
+        let e = sample();
+        let bytes = e.encode().expect("encode");
+        assert_eq!(bytes[0], 0xa8, "map of 8");
+        // Keys appear in length-first order: v, seq, sig, body, prev, time, topic, author.
+        let mut last = 0;
+        for k in KEYS {
+            let mut needle = vec![0x60 + k.len() as u8];
+            needle.extend_from_slice(k.as_bytes());
+            let at = bytes
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .expect("key present");
+            assert!(at >= last, "{k} out of order");
+            last = at;
+        }
+        // author and sig are byte strings (major type 2), not arrays.
+        let sig_at = bytes.windows(4).position(|w| w == b"\x63sig").expect("sig");
+        assert_eq!(&bytes[sig_at + 4..sig_at + 6], &[0x58, 64]);
+        let signing = e.signing_bytes().expect("signing bytes");
+        assert_eq!(signing[0], 0xa7, "map of 7");
+        assert!(!signing.windows(4).any(|w| w == b"\x63sig"));
+    }
+
+    #[test]
+    fn sign_validates_inputs() {
+        let k = keypair(1);
+        assert!(matches!(
+            Event::sign(&k, "/a", body(), 0, 0, vec![]),
+            Err(Error::BadSeq)
+        ));
+        assert!(matches!(
+            Event::sign(&k, "a", body(), 1, 0, vec![]),
+            Err(Error::BadTopic(_))
+        ));
+        assert!(matches!(
+            Event::sign(&k, "/a/*", body(), 1, 0, vec![]),
+            Err(Error::BadTopic(_))
+        ));
+        assert!(matches!(
+            Event::sign(&k, "/a", Ipld::Float(f64::NAN), 1, 0, vec![]),
+            Err(Error::Encode(_))
+        ));
+        let mut deep = Ipld::Null;
+        for _ in 0..=MAX_BODY_DEPTH {
+            deep = Ipld::List(vec![deep]);
+        }
+        assert!(matches!(
+            Event::sign(&k, "/a", deep, 1, 0, vec![]),
+            Err(Error::TooDeep { .. })
+        ));
+        let mut ok = Ipld::Null;
+        for _ in 0..MAX_BODY_DEPTH {
+            ok = Ipld::List(vec![ok]);
+        }
+        let e = Event::sign(&k, "/a", ok, 1, 0, vec![]).expect("depth limit itself is fine");
+        Event::decode(&e.encode().expect("encode")).expect("and decodes");
+    }
+
+    #[test]
+    fn oversized_events_are_refused_clearly() {
+        let k = keypair(1);
+        let err = Event::sign(&k, "/a", Ipld::Bytes(vec![7; MAX_BLOCK_SIZE]), 1, 0, vec![])
+            .expect_err("too large");
+        match &err {
+            Error::TooLarge { size, max } => {
+                assert!(*size > MAX_BLOCK_SIZE);
+                assert_eq!(*max, MAX_BLOCK_SIZE);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert!(err.to_string().contains("too large"), "{err}");
+        // Just under the limit works; the block is at most 1 MiB.
+        let e = Event::sign(
+            &k,
+            "/a",
+            Ipld::Bytes(vec![7; MAX_BLOCK_SIZE - 300]),
+            1,
+            0,
+            vec![],
+        )
+        .expect("fits");
+        assert!(e.encode().expect("encode").len() <= MAX_BLOCK_SIZE);
+        // Decoding refuses oversized input before parsing it.
+        assert!(matches!(
+            Event::decode(&vec![0u8; MAX_BLOCK_SIZE + 1]),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn decode_rejects_wrong_shapes() {
+        let good = sample().to_ipld(true);
+        let Ipld::Map(good) = good else { panic!("map") };
+        type Edit = Box<dyn Fn(&mut BTreeMap<String, Ipld>)>;
+        let variants: Vec<(&str, Edit)> = vec![
+            (
+                "missing sig",
+                Box::new(|m| {
+                    m.remove("sig");
+                }),
+            ),
+            (
+                "missing body",
+                Box::new(|m| {
+                    m.remove("body");
+                }),
+            ),
+            (
+                "extra key",
+                Box::new(|m| {
+                    m.insert("extra".into(), Ipld::Null);
+                }),
+            ),
+            (
+                "v = 2",
+                Box::new(|m| {
+                    m.insert("v".into(), Ipld::Integer(2));
+                }),
+            ),
+            (
+                "v string",
+                Box::new(|m| {
+                    m.insert("v".into(), Ipld::String("1".into()));
+                }),
+            ),
+            (
+                "seq negative",
+                Box::new(|m| {
+                    m.insert("seq".into(), Ipld::Integer(-1));
+                }),
+            ),
+            (
+                "time float",
+                Box::new(|m| {
+                    m.insert("time".into(), Ipld::Float(1.0));
+                }),
+            ),
+            (
+                "author list",
+                Box::new(|m| {
+                    m.insert("author".into(), Ipld::List(vec![Ipld::Integer(1)]));
+                }),
+            ),
+            (
+                "sig string",
+                Box::new(|m| {
+                    m.insert("sig".into(), Ipld::String("x".into()));
+                }),
+            ),
+            (
+                "topic bytes",
+                Box::new(|m| {
+                    m.insert("topic".into(), Ipld::Bytes(b"/a".to_vec()));
+                }),
+            ),
+            (
+                "prev of strings",
+                Box::new(|m| {
+                    m.insert("prev".into(), Ipld::List(vec![Ipld::String("bafy".into())]));
+                }),
+            ),
+            (
+                "prev a link",
+                Box::new(|m| {
+                    m.insert("prev".into(), Ipld::Link(cid_of(DAG_CBOR, b"")));
+                }),
+            ),
+        ];
+        for (what, f) in variants {
+            let mut m = good.clone();
+            f(&mut m);
+            let bytes = encode_dag_cbor(&Ipld::Map(m)).expect("encode");
+            let err = Event::decode(&bytes).expect_err(what);
+            assert!(
+                matches!(err, Error::Decode(_) | Error::BadVersion(2)),
+                "{what}: {err:?}"
+            );
+        }
+        for bytes in [&[0x80][..], &[0x01], &[0xa0]] {
+            assert!(matches!(Event::decode(bytes), Err(Error::Decode(_))));
+        }
+    }
+
+    #[test]
+    fn author_key_and_peer_id() {
+        let k = keypair(1);
+        let e = sample();
+        assert_eq!(e.author_key().expect("key"), k.public());
+        assert_eq!(e.author_peer_id().expect("peer"), k.public().to_peer_id());
+        let mut bad = e.clone();
+        bad.author = vec![1, 2, 3];
+        assert!(matches!(bad.author_key(), Err(Error::BadAuthor(_))));
+    }
+
+    #[test]
+    fn body_links_finds_nested_links() {
+        let a = cid_of(DAG_CBOR, b"a");
+        let b = cid_of(crate::RAW, b"b");
+        let body = Ipld::Map(BTreeMap::from([
+            ("x".to_owned(), Ipld::Link(a)),
+            (
+                "y".to_owned(),
+                Ipld::List(vec![
+                    Ipld::Integer(1),
+                    Ipld::Map(BTreeMap::from([("z".to_owned(), Ipld::Link(b))])),
+                ]),
+            ),
+        ]));
+        let e = Event::sign(&keypair(1), "/a", body, 1, 0, vec![a]).expect("sign");
+        assert_eq!(e.body_links(), vec![a, b]);
+        assert!(sample().body_links().is_empty());
+    }
+}

@@ -1,0 +1,141 @@
+//! Verification of event blocks and of the links between events of a stream.
+
+use crate::{Block, Cid, DAG_CBOR, Error, Event, topic};
+
+/// Verifies an event block: hash matches CID; decodes as Event; v == 1; signature valid for
+/// author; seq >= 1; topic well-formed.
+///
+/// The CID must be dag-cbor with a sha2-256 multihash. Returns the decoded event.
+pub fn verify(cid: &Cid, block: &[u8]) -> Result<Event, Error> {
+    if cid.codec() != DAG_CBOR {
+        return Err(Error::BadCodec {
+            found: cid.codec(),
+            expected: DAG_CBOR,
+        });
+    }
+    Block::check(cid, block)?;
+    let event = Event::decode(block)?;
+    if event.v != crate::event::VERSION {
+        return Err(Error::BadVersion(event.v));
+    }
+    topic::validate(&event.topic)?;
+    if event.seq < 1 {
+        return Err(Error::BadSeq);
+    }
+    event.verify_signature()?;
+    Ok(event)
+}
+
+/// Checks one edge of a stream DAG, `child.prev ∋ parent_cid`: same topic; if same author,
+/// child.seq == parent.seq + 1; and the parent's CID is in `child.prev`.
+///
+/// Both events are assumed to have passed [`verify`] (and `parent_cid` to address `parent`).
+pub fn verify_link(child: &Event, parent_cid: &Cid, parent: &Event) -> Result<(), Error> {
+    if !child.prev.contains(parent_cid) {
+        return Err(Error::Link(format!(
+            "{parent_cid} is not among the child's prev links"
+        )));
+    }
+    if child.topic != parent.topic {
+        return Err(Error::Link(format!(
+            "child topic {:?} differs from parent topic {:?}",
+            child.topic, parent.topic
+        )));
+    }
+    if child.author == parent.author && parent.seq.checked_add(1) != Some(child.seq) {
+        return Err(Error::Link(format!(
+            "same author: child seq {} must be parent seq {} + 1",
+            child.seq, parent.seq
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{body, keypair};
+    use crate::{Ipld, RAW, cid_of};
+
+    fn signed(seed: u8, topic: &str, seq: u64, prev: Vec<Cid>) -> (Event, Block) {
+        Event::sign_block(&keypair(seed), topic, body(), seq, 42, prev).expect("sign")
+    }
+
+    #[test]
+    fn verify_accepts_good_blocks() {
+        let (e, b) = signed(1, "/stocks/x", 1, vec![]);
+        assert_eq!(verify(&b.cid, &b.data).expect("valid"), e);
+    }
+
+    #[test]
+    fn verify_rejects_wrong_cid_and_codec() {
+        let (_, b) = signed(1, "/stocks/x", 1, vec![]);
+        let (_, other) = signed(1, "/stocks/x", 2, vec![]);
+        assert!(matches!(verify(&other.cid, &b.data), Err(Error::BadHash)));
+        let raw = cid_of(RAW, &b.data);
+        assert!(matches!(
+            verify(&raw, &b.data),
+            Err(Error::BadCodec { found: RAW, .. })
+        ));
+    }
+
+    #[test]
+    fn verify_rejects_forged_signature_and_fields() {
+        let (e, _) = signed(1, "/stocks/x", 1, vec![]);
+        // Another author's key with this author's signature.
+        let mut forged = e.clone();
+        forged.author = keypair(2).public().encode_protobuf();
+        let b = forged.to_block().expect("block");
+        assert!(matches!(verify(&b.cid, &b.data), Err(Error::BadSignature)));
+        // A changed body.
+        let mut forged = e.clone();
+        forged.body = Ipld::Integer(1);
+        let b = forged.to_block().expect("block");
+        assert!(matches!(verify(&b.cid, &b.data), Err(Error::BadSignature)));
+        // A truncated signature.
+        let mut forged = e.clone();
+        forged.sig.truncate(63);
+        let b = forged.to_block().expect("block");
+        assert!(matches!(verify(&b.cid, &b.data), Err(Error::BadSignature)));
+        // seq 0 and bad topics, even when correctly signed over.
+        let k = keypair(1);
+        for (topic, seq, want) in [
+            ("/a", 0u64, "seq"),
+            ("/a/*", 1, "topic"),
+            ("nope", 1, "topic"),
+        ] {
+            let mut ev = e.clone();
+            ev.topic = topic.into();
+            ev.seq = seq;
+            ev.sig = k.sign(&ev.signing_bytes().expect("bytes")).expect("sign");
+            let b = ev.to_block().expect("block");
+            let err = verify(&b.cid, &b.data).expect_err(topic);
+            assert!(err.to_string().contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn verify_link_rules() {
+        let (p1, b1) = signed(1, "/doc", 1, vec![]);
+        let (c2, _) = signed(1, "/doc", 2, vec![b1.cid]);
+        verify_link(&c2, &b1.cid, &p1).expect("chain");
+        // Same author must step by exactly one.
+        let (c3, _) = signed(1, "/doc", 3, vec![b1.cid]);
+        let err = verify_link(&c3, &b1.cid, &p1).expect_err("gap");
+        assert!(err.to_string().contains("seq 3"), "{err}");
+        // Another writer may link any head, with its own seq.
+        let (o, _) = signed(2, "/doc", 7, vec![b1.cid]);
+        verify_link(&o, &b1.cid, &p1).expect("merge");
+        // Topic must match.
+        let (t, _) = signed(2, "/other", 1, vec![b1.cid]);
+        assert!(matches!(verify_link(&t, &b1.cid, &p1), Err(Error::Link(_))));
+        // The parent must actually be linked.
+        let (n, _) = signed(1, "/doc", 2, vec![]);
+        let err = verify_link(&n, &b1.cid, &p1).expect_err("unlinked");
+        assert!(err.to_string().contains("prev"), "{err}");
+        // seq overflow is an error, not a panic.
+        let mut big = p1.clone();
+        big.seq = u64::MAX;
+        assert!(verify_link(&c2, &b1.cid, &big).is_err());
+    }
+}

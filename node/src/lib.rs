@@ -1,1 +1,13 @@
-pub fn placeholder() {}
+//! tidings node: the block store, publish path, HTTP API and the client the CLI uses.
+//!
+//! Layers call downward only: `api` → `pubsub` → `store` → `tidings-ipld-schema`.
+
+pub mod api;
+pub mod client;
+pub mod identity;
+pub mod metrics;
+pub mod node;
+pub mod pubsub;
+pub mod store;
+
+pub use node::{Node, NodeConfig, NodeError};

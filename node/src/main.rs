@@ -1,1 +1,90 @@
-fn main() {}
+//! The `tidings` binary.
+
+mod cli;
+
+use anyhow::Result;
+use clap::Parser;
+use tidings_node::{Node, NodeConfig};
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable chain ("error: a: b: c"), not a backtrace: these are user-facing.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let default_level = if matches!(cli.command, Command::Node(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => run_node(args).await,
+            other => cli::run_client(other).await,
+        }
+    })
+}
+
+async fn run_node(args: cli::NodeArgs) -> Result<()> {
+    let node = Node::start(NodeConfig {
+        data_dir: args.data,
+        api: args.api,
+        token: args.token,
+    })
+    .await?;
+    println!(
+        "tidings node {} — API http://{}",
+        node.peer_id(),
+        node.api_addr()
+    );
+    println!("try: tidings pub /demo/hello '{{\"msg\": \"hi\"}}'   (Ctrl-C stops the node)");
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    node.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

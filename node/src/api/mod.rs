@@ -1,0 +1,73 @@
+//! The HTTP API of DESIGN §6: routes, error mapping, authentication and serving.
+
+mod auth;
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router as HttpRouter;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::pubsub::Router;
+
+/// Request bodies are limited to 2 MiB (DESIGN §6): an event is at most 1 MiB, so this leaves
+/// room for JSON's overhead and no more.
+pub const MAX_BODY: usize = 2 << 20;
+/// CAR imports carry whole streams, so `POST /v1/car` takes up to 256 MiB.
+pub const MAX_CAR_BODY: usize = 256 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Publishing and (later) subscriptions.
+    pub router: Arc<Router>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Static facts for `/v1/status`.
+    pub info: Arc<NodeInfo>,
+}
+
+/// Static facts about the node reported by `/v1/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeInfo {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// `broker` or `peer`.
+    pub role: String,
+    /// Address the API listens on.
+    pub api: SocketAddr,
+}
+
+/// Builds the API's routes. `token`, when set, is required as `Authorization: Bearer`.
+pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
+    let api = HttpRouter::new()
+        .route("/v1/publish", post(routes::publish))
+        .route("/v1/events/{cid}", get(routes::event))
+        .route("/v1/blocks/{cid}", get(routes::block))
+        .route("/v1/heads", get(routes::heads))
+        .route(
+            "/v1/car",
+            post(routes::import_car)
+                .get(routes::export_car)
+                .layer(DefaultBodyLimit::max(MAX_CAR_BODY)),
+        )
+        .route("/v1/status", get(routes::status))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let metrics = state.metrics.clone();
+    api.with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::check(token.clone(), req, next)
+        }))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::count(metrics.clone(), req, next)
+        }))
+}

@@ -1,0 +1,237 @@
+//! Route handlers. Each parses its input itself so that every refusal is a JSON `{"error"}`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidings_ipld_schema::{Cid, DAG_CBOR, Event, json as ipld_json, topic};
+
+use super::{ApiError, AppState};
+use crate::metrics::Metrics;
+
+/// Parses a CID from a path segment, with a 400 that says what was wrong.
+fn parse_cid(s: &str) -> Result<Cid, ApiError> {
+    s.parse::<Cid>()
+        .map_err(|e| ApiError::bad_request(format!("invalid CID {s:?}: {e}")))
+}
+
+/// Runs a store read off the async runtime.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("task failed: {e}")))?
+}
+
+/// `POST /v1/publish {"topic", "body"}` → `{"cid", "seq", "copies", "heads"}`.
+pub(super) async fn publish(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = body?;
+    let req: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(mut obj) = req else {
+        return Err(ApiError::bad_request(
+            r#"request body must be a JSON object {"topic": "...", "body": ...}"#,
+        ));
+    };
+    if let Some(k) = obj.keys().find(|k| *k != "topic" && *k != "body") {
+        return Err(ApiError::bad_request(format!(
+            "unknown field {k:?}: a publish takes only \"topic\" and \"body\""
+        )));
+    }
+    let topic_name = match obj.remove("topic") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(ApiError::bad_request("\"topic\" must be a string")),
+        None => return Err(ApiError::bad_request("missing \"topic\"")),
+    };
+    topic::validate(&topic_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let body = obj
+        .remove("body")
+        .ok_or_else(|| ApiError::bad_request("missing \"body\""))?;
+    let body = ipld_json::json_to_ipld(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    let published = st.router.publish(topic_name, body).await?;
+    Ok(Json(json!({
+        "cid": published.cid.to_string(),
+        "seq": published.seq,
+        "copies": published.copies,
+        "heads": published.heads.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /v1/events/{cid}`: the event as JSON.
+pub(super) async fn event(
+    State(st): State<AppState>,
+    Path(cid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let store = st.router.store().clone();
+    blocking(move || {
+        let data = store
+            .get_block(&cid)?
+            .ok_or_else(|| ApiError::not_found(format!("no block {cid} on this node")))?;
+        if cid.codec() != DAG_CBOR {
+            return Err(ApiError::bad_request(format!(
+                "block {cid} is not a tidings event (not dag-cbor); use /v1/blocks/{cid}"
+            )));
+        }
+        let event = Event::decode(&data).map_err(|e| {
+            ApiError::bad_request(format!("block {cid} is not a tidings event: {e}"))
+        })?;
+        Ok(Json(ipld_json::event_to_json(&cid, &event)))
+    })
+    .await
+}
+
+/// `GET /v1/blocks/{cid}`: the raw block.
+pub(super) async fn block(
+    State(st): State<AppState>,
+    Path(cid): Path<String>,
+) -> Result<Response, ApiError> {
+    let cid = parse_cid(&cid)?;
+    let store = st.router.store().clone();
+    let data = blocking(move || {
+        store
+            .get_block(&cid)?
+            .ok_or_else(|| ApiError::not_found(format!("no block {cid} on this node")))
+    })
+    .await?;
+    let content_type = if cid.codec() == DAG_CBOR {
+        "application/vnd.ipld.dag-cbor"
+    } else {
+        "application/octet-stream"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], data).into_response())
+}
+
+/// Query of `/v1/heads` and `GET /v1/car`.
+#[derive(Deserialize)]
+pub(super) struct TopicQuery {
+    topic: Option<String>,
+}
+
+impl TopicQuery {
+    fn topic(self) -> Result<String, ApiError> {
+        let t = self
+            .topic
+            .ok_or_else(|| ApiError::bad_request("missing query parameter topic"))?;
+        topic::validate(&t).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(t)
+    }
+}
+
+/// `GET /v1/heads?topic=T` → `{"topic", "heads"}`.
+pub(super) async fn heads(
+    State(st): State<AppState>,
+    q: Result<Query<TopicQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let t = q?.0.topic()?;
+    let store = st.router.store().clone();
+    blocking(move || {
+        let heads = store.heads(&t)?;
+        Ok(Json(json!({
+            "topic": t,
+            "heads": heads.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+/// `POST /v1/car`: all-or-nothing import.
+pub(super) async fn import_car(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = body?;
+    let store = st.router.store().clone();
+    let metrics = st.metrics.clone();
+    blocking(move || match store.import_car(&bytes) {
+        Ok(summary) => {
+            metrics
+                .imported_blocks
+                .fetch_add(summary.new_blocks, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                blocks = summary.blocks,
+                events = summary.events,
+                new = summary.new_blocks,
+                "CAR imported"
+            );
+            Ok(Json(json!(summary)))
+        }
+        Err(e) => {
+            Metrics::inc(&metrics.import_failed);
+            Err(e.into())
+        }
+    })
+    .await
+}
+
+/// `GET /v1/car?topic=T`: the topic's stream as a CAR v1 file.
+pub(super) async fn export_car(
+    State(st): State<AppState>,
+    q: Result<Query<TopicQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let t = q?.0.topic()?;
+    let store = st.router.store().clone();
+    let car = blocking(move || Ok(store.export_car(&t)?)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response())
+}
+
+/// `GET /v1/status`.
+pub(super) async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = st.router.store().clone();
+    let info = st.info.clone();
+    blocking(move || {
+        let stats = store.stats()?;
+        // A single node is its own rendezvous for every root it holds.
+        let roots = store.roots()?;
+        Ok(Json(json!({
+            "peer_id": info.peer_id,
+            "role": info.role,
+            "version": env!("CARGO_PKG_VERSION"),
+            "api": format!("http://{}", info.api),
+            "listen": [],
+            "peers": 0,
+            "rendezvous": roots,
+            "subscriptions": 0,
+            "store": stats,
+        })))
+    })
+    .await
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub(super) async fn metrics(State(st): State<AppState>) -> Response {
+    let store = st.router.store().clone();
+    let stats = tokio::task::spawn_blocking(move || store.stats().ok())
+        .await
+        .ok()
+        .flatten();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(stats),
+    )
+        .into_response()
+}
+
+/// Unknown routes.
+pub(super) async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see DESIGN §6 or `tidings --help`")
+}
+
+/// Known routes with the wrong method.
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
+}

@@ -1,0 +1,227 @@
+//! Command-line interface: argument definitions and the client commands.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use tidings_node::client::{Client, DEFAULT_API};
+
+/// tidings: content-based publish/subscribe over IPLD. Every event is a signed, content-addressed
+/// block; a single node with its embedded store is a complete network.
+#[derive(Parser, Debug)]
+#[command(name = "tidings", version, propagate_version = true)]
+#[command(after_help = "Start a node:        tidings node\n\
+Publish an event:    tidings pub /stocks/euronext/CTT '{\"price\": 5.55, \"order\": \"buy\"}'\n\
+Read it back:        tidings get <CID>\n\
+Environment: TIDINGS_API (client commands' node URL), TIDINGS_TOKEN (bearer token), RUST_LOG (log filter).")]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the client commands find a node.
+#[derive(Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// URL of the node's HTTP API.
+    #[arg(long = "api", env = "TIDINGS_API", default_value = DEFAULT_API, value_name = "URL")]
+    pub api: String,
+    /// Bearer token, needed when the node's API is not on loopback.
+    #[arg(long, env = "TIDINGS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientOpts {
+    fn client(&self) -> Client {
+        Client::new(&self.api, self.token.clone())
+    }
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: embedded store in --data, HTTP API on --api.
+    #[command(
+        after_help = "Example:\n  tidings node                                  # ./tidings-data, API on 127.0.0.1:7700\n  tidings node --data /var/lib/tidings --api 127.0.0.1:0   # any free port; see DIR/api.addr\n\nStops cleanly on Ctrl-C or SIGTERM."
+    )]
+    Node(NodeArgs),
+    /// Publish an event; prints its CID. With `-` as JSON, publishes each line of stdin.
+    #[command(
+        after_help = "Examples:\n  tidings pub /stocks/euronext/CTT '{\"order\": \"buy\", \"number\": 100, \"price\": 5.55}'\n  printf '{\"n\":1}\\n{\"n\":2}\\n' | tidings pub /demo -      # one CID per line"
+    )]
+    Pub {
+        /// Topic, e.g. /stocks/euronext/CTT (1-16 segments, no wildcards).
+        topic: String,
+        /// The event body as JSON, or `-` to read JSON lines from stdin.
+        json: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print one event as JSON.
+    #[command(after_help = "Example:\n  tidings get bafyreib...")]
+    Get {
+        /// The event's CID.
+        cid: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Print the current heads of a topic's stream.
+    #[command(after_help = "Example:\n  tidings heads /stocks/euronext/CTT")]
+    Heads {
+        /// The topic.
+        topic: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Write a topic's stream as a CAR v1 file (roots = heads) to stdout or --output.
+    #[command(after_help = "Example:\n  tidings export /stocks/euronext/CTT > ctt.car")]
+    Export {
+        /// The topic.
+        topic: String,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Import a CAR v1 file; all-or-nothing: one bad block and nothing is stored.
+    #[command(after_help = "Example:\n  tidings import ctt.car")]
+    Import {
+        /// The CAR file (`-` for stdin).
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show the node's peer id, role, rendezvous roots, subscriptions and store size.
+    #[command(after_help = "Example:\n  tidings status")]
+    Status {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+/// Options of `tidings node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// Data directory: identity key, store, api.addr. Created if missing.
+    #[arg(long, default_value = "./tidings-data", value_name = "DIR")]
+    pub data: PathBuf,
+    /// Address for the HTTP API. Port 0 picks a free port (written to DIR/api.addr).
+    #[arg(
+        long = "api",
+        default_value = "127.0.0.1:7700",
+        value_name = "HOST:PORT"
+    )]
+    pub api: SocketAddr,
+    /// Bearer token clients must send; required when --api is not a loopback address.
+    #[arg(long, env = "TIDINGS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Runs a client command.
+pub async fn run_client(command: Command) -> Result<()> {
+    match command {
+        Command::Node(_) => unreachable!("handled by main"),
+        Command::Pub {
+            topic,
+            json,
+            client,
+        } => publish(&client.client(), &topic, &json).await,
+        Command::Get { cid, client } => print_json(&client.client().event(&cid).await?),
+        Command::Heads { topic, client } => {
+            let v = client.client().heads(&topic).await?;
+            for h in v
+                .get("heads")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                println!("{}", h.as_str().unwrap_or_default());
+            }
+            Ok(())
+        }
+        Command::Export {
+            topic,
+            output,
+            client,
+        } => {
+            let car = client.client().export(&topic).await?;
+            match output {
+                Some(path) => std::fs::write(&path, &car)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    if out.is_terminal() {
+                        bail!(
+                            "refusing to write a binary CAR file to a terminal: redirect stdout or use --output FILE"
+                        );
+                    }
+                    out.write_all(&car)?;
+                    out.flush()?;
+                }
+            }
+            eprintln!("exported {} bytes of {topic}", car.len());
+            Ok(())
+        }
+        Command::Import { file, client } => {
+            let bytes = if file.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                b
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            print_json(&client.client().import(bytes).await?)
+        }
+        Command::Status { client } => print_json(&client.client().status().await?),
+    }
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `tidings pub`: one event from the argument, or one per stdin line, in order.
+async fn publish(client: &Client, topic: &str, json: &str) -> Result<()> {
+    if json != "-" {
+        let body: Value = serde_json::from_str(json).context("the event body is not valid JSON")?;
+        let r = client.publish(topic, &body).await?;
+        println!(
+            "{}",
+            r.get("cid").and_then(Value::as_str).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    // Publish strictly one after another: the node assigns seq in arrival order.
+    for (i, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let body: Value = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "stdin line {}: not valid JSON; stopped here, earlier lines were published",
+                i + 1
+            )
+        })?;
+        let r = client.publish(topic, &body).await.with_context(|| {
+            format!(
+                "stdin line {}: stopped here, earlier lines were published",
+                i + 1
+            )
+        })?;
+        writeln!(
+            out,
+            "{}",
+            r.get("cid").and_then(Value::as_str).unwrap_or_default()
+        )?;
+        out.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The HTTP client the CLI commands use to talk to a node's API.
+
+use serde_json::Value;
+
+/// Default API address of a local node.
+pub const DEFAULT_API: &str = "http://127.0.0.1:7700";
+
+/// Errors talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with an error.
+    #[error("{message} (HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The node's `{"error"}` text.
+        message: String,
+    },
+    /// The node could not be reached or the answer was cut off.
+    #[error(
+        "cannot reach the node at {api} (is a node running? start one with `tidings node`, or point --api / TIDINGS_API at it)"
+    )]
+    Transport {
+        /// The API URL.
+        api: String,
+        /// What went wrong.
+        source: reqwest::Error,
+    },
+}
+
+/// A client of one node's API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:7700`).
+    pub fn new(base: &str, token: Option<String>) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn send(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let transport = |source| ClientError::Transport {
+            api: self.base.clone(),
+            source,
+        };
+        let resp = r.send().await.map_err(transport)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.map_err(transport)?;
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or(text);
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            message,
+        })
+    }
+
+    async fn json(&self, r: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let resp = self.send(r).await?;
+        resp.json().await.map_err(|source| ClientError::Transport {
+            api: self.base.clone(),
+            source,
+        })
+    }
+
+    async fn bytes(&self, r: reqwest::RequestBuilder) -> Result<Vec<u8>, ClientError> {
+        let resp = self.send(r).await?;
+        let b = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                api: self.base.clone(),
+                source,
+            })?;
+        Ok(b.to_vec())
+    }
+
+    /// `POST /v1/publish`.
+    pub async fn publish(&self, topic: &str, body: &Value) -> Result<Value, ClientError> {
+        let payload = serde_json::json!({ "topic": topic, "body": body });
+        self.json(
+            self.req(reqwest::Method::POST, "/v1/publish")
+                .json(&payload),
+        )
+        .await
+    }
+
+    /// `GET /v1/events/{cid}`.
+    pub async fn event(&self, cid: &str) -> Result<Value, ClientError> {
+        self.json(self.req(reqwest::Method::GET, &format!("/v1/events/{cid}")))
+            .await
+    }
+
+    /// `GET /v1/blocks/{cid}`.
+    pub async fn block(&self, cid: &str) -> Result<Vec<u8>, ClientError> {
+        self.bytes(self.req(reqwest::Method::GET, &format!("/v1/blocks/{cid}")))
+            .await
+    }
+
+    /// `GET /v1/heads?topic=`.
+    pub async fn heads(&self, topic: &str) -> Result<Value, ClientError> {
+        self.json(
+            self.req(reqwest::Method::GET, "/v1/heads")
+                .query(&[("topic", topic)]),
+        )
+        .await
+    }
+
+    /// `GET /v1/car?topic=`: the topic's stream as CAR v1 bytes.
+    pub async fn export(&self, topic: &str) -> Result<Vec<u8>, ClientError> {
+        self.bytes(
+            self.req(reqwest::Method::GET, "/v1/car")
+                .query(&[("topic", topic)]),
+        )
+        .await
+    }
+
+    /// `POST /v1/car`.
+    pub async fn import(&self, car: Vec<u8>) -> Result<Value, ClientError> {
+        self.json(
+            self.req(reqwest::Method::POST, "/v1/car")
+                .header("content-type", "application/vnd.ipld.car")
+                .body(car),
+        )
+        .await
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<Value, ClientError> {
+        self.json(self.req(reqwest::Method::GET, "/v1/status"))
+            .await
+    }
+}

@@ -1,0 +1,160 @@
+//! Wiring: builds the identity, store, router and API from a [`NodeConfig`] and runs them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState, NodeInfo};
+use crate::identity::{self, IdentityError};
+use crate::metrics::Metrics;
+use crate::pubsub::Router;
+use crate::store::{Store, StoreError};
+
+/// File in the data dir holding the API's bound address (useful with `--api 127.0.0.1:0`).
+pub const API_ADDR_FILE: &str = "api.addr";
+/// File name of the embedded database inside the data dir.
+pub const STORE_FILE: &str = "store.redb";
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Data directory: identity, store, api.addr.
+    pub data_dir: PathBuf,
+    /// Address for the HTTP API (port 0 picks a free one).
+    pub api: SocketAddr,
+    /// Bearer token required by the API; mandatory when `api` is not loopback.
+    pub token: Option<String>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory cannot be created or written.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Identity file problem.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Store problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The API address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A non-loopback API without a token would let anyone publish as this node.
+    #[error(
+        "the API address {0} is not loopback: set a bearer token with --token or TIDINGS_TOKEN"
+    )]
+    TokenRequired(SocketAddr),
+}
+
+/// A running node. Drop it or call [`Node::shutdown`] to stop.
+pub struct Node {
+    addr: SocketAddr,
+    peer_id: String,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Node {
+    /// Opens the data dir and store, binds the API and starts serving.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        if !config.api.ip().is_loopback() && config.token.is_none() {
+            return Err(NodeError::TokenRequired(config.api));
+        }
+        let dir = config.data_dir.clone();
+        let dir_err = |source| NodeError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(dir_err)?;
+        let keypair = identity::load_or_create(&dir)?;
+        let peer_id = keypair.public().to_peer_id().to_string();
+        let store_path = dir.join(STORE_FILE);
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+            .await
+            .map_err(|e| dir_err(std::io::Error::other(e.to_string())))??;
+        let store = Arc::new(store);
+        let metrics = Arc::new(Metrics::default());
+        let router = Arc::new(Router::new(store.clone(), keypair, metrics.clone()));
+
+        let listener = tokio::net::TcpListener::bind(config.api)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.api,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.api,
+            source,
+        })?;
+        write_api_addr(&dir, addr).map_err(dir_err)?;
+
+        let state = AppState {
+            router,
+            metrics,
+            info: Arc::new(NodeInfo {
+                peer_id: peer_id.clone(),
+                role: "broker".into(),
+                api: addr,
+            }),
+        };
+        let app = api::routes(state, config.token.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%peer_id, api = %format!("http://{addr}"), data = %config.data_dir.display(), "node started");
+        Ok(Node {
+            addr,
+            peer_id,
+            stop: Some(stop),
+            server,
+        })
+    }
+
+    /// The API's bound address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The node's libp2p peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, and closes the store.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.server).await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        }
+    }
+}
+
+/// Writes `api.addr` atomically so a reader never sees half an address.
+fn write_api_addr(dir: &std::path::Path, addr: SocketAddr) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{API_ADDR_FILE}.tmp"));
+    std::fs::write(&tmp, format!("http://{addr}\n"))?;
+    std::fs::rename(tmp, dir.join(API_ADDR_FILE))
+}

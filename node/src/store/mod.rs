@@ -1,0 +1,316 @@
+//! The block store: an embedded ACID database (redb) holding blocks by CID, the heads of each
+//! topic, the last `seq` per (author, topic), and an arrival-order log per root segment.
+//!
+//! Every mutation is one write transaction; redb fsyncs on commit, so whatever a method returns
+//! `Ok` for is durable before the API acknowledges it.
+
+mod car;
+mod tables;
+
+pub use car::{ImportError, ImportSummary};
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use tidings_ipld_schema::{Block, Cid, Event, topic};
+
+use tables::{BLOCKS, HEADS, LOG, LOG_NEXT, SEQS, STATS, Tables};
+
+/// Errors from the block store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (or another `Store` in this one) holds the database.
+    #[error("the store at {0} is already in use by another tidings process")]
+    InUse(PathBuf),
+    /// The embedded database failed (I/O, corruption detected by redb, ...).
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    /// Something read back from the store does not decode; the file was changed behind our back.
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+    /// Building or checking an event failed (bad topic, too large, ...).
+    #[error(transparent)]
+    Event(#[from] tidings_ipld_schema::Error),
+}
+
+/// Converts any of redb's specific error types into a [`StoreError`].
+fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// Block and byte counts of the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Number of blocks held.
+    pub blocks: u64,
+    /// Total size of the blocks held, in bytes.
+    pub bytes: u64,
+}
+
+/// What [`Store::append_local`] wrote.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// CID of the new event.
+    pub cid: Cid,
+    /// The event as stored.
+    pub event: Event,
+}
+
+/// What [`Store::insert_events`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertSummary {
+    /// Blocks that were new to the store.
+    pub new_blocks: u64,
+    /// Blocks that were already present.
+    pub already_had: u64,
+}
+
+/// The node's persistent block store.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path` and makes sure every table exists.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let database = match Database::create(path) {
+            Ok(d) => d,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse(path.to_path_buf()));
+            }
+            Err(e) => return Err(db(e)),
+        };
+        let txn = database.begin_write().map_err(db)?;
+        Tables::open(&txn)?;
+        txn.commit().map_err(db)?;
+        Ok(Store {
+            db: database,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a new event by `author` on `topic` in one durable transaction.
+    ///
+    /// `build` receives the next `seq` and the `prev` links (the author's previous event on the
+    /// topic first, then the topic's other heads) and returns the signed event and its block. Doing
+    /// this inside the write transaction serialises publishers, so seqs never collide.
+    pub fn append_local<F>(
+        &self,
+        author: &[u8],
+        topic_name: &str,
+        build: F,
+    ) -> Result<Appended, StoreError>
+    where
+        F: FnOnce(u64, Vec<Cid>) -> Result<(Event, Block), tidings_ipld_schema::Error>,
+    {
+        topic::validate(topic_name)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        let appended = {
+            let mut t = Tables::open(&txn)?;
+            let last = match t.seqs.get((author, topic_name)).map_err(db)? {
+                Some(g) => {
+                    let (seq, cid) = g.value();
+                    Some((seq, parse_cid(cid)?))
+                }
+                None => None,
+            };
+            let mut prev: Vec<Cid> = Vec::new();
+            if let Some((_, cid)) = &last {
+                prev.push(*cid);
+            }
+            // Other writers' heads merge into this event, so the stream DAG stays connected.
+            let mut others = t.heads_of(topic_name)?;
+            others.retain(|c| !prev.contains(c));
+            others.sort();
+            others.truncate(MAX_MERGED_HEADS);
+            prev.extend(others);
+            let seq = last.map_or(1, |(s, _)| s + 1);
+            let (event, block) = build(seq, prev)?;
+            t.apply_event(&block, &event)?;
+            Appended {
+                cid: block.cid,
+                event,
+            }
+        };
+        txn.commit().map_err(db)?;
+        Ok(appended)
+    }
+
+    /// Stores already-verified events (and any other verified blocks) in one transaction:
+    /// all or nothing. Heads, seqs and the log are updated whatever the order of `events`.
+    pub fn insert_events(
+        &self,
+        events: &[(Block, Event)],
+        other_blocks: &[Block],
+    ) -> Result<InsertSummary, StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let mut summary = InsertSummary::default();
+        {
+            let mut t = Tables::open(&txn)?;
+            for (block, event) in events {
+                if t.apply_event(block, event)? {
+                    summary.new_blocks += 1;
+                } else {
+                    summary.already_had += 1;
+                }
+            }
+            for block in other_blocks {
+                if t.put_block(block)? {
+                    summary.new_blocks += 1;
+                } else {
+                    summary.already_had += 1;
+                }
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(summary)
+    }
+
+    /// The raw block stored under `cid`, if any.
+    pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        Ok(blocks
+            .get(cid.to_bytes().as_slice())
+            .map_err(db)?
+            .map(|g| g.value().to_vec()))
+    }
+
+    /// Whether a block is stored under `cid`.
+    pub fn has_block(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        Ok(blocks.get(cid.to_bytes().as_slice()).map_err(db)?.is_some())
+    }
+
+    /// Current heads of `topic` (events no stored event links to), sorted.
+    pub fn heads(&self, topic_name: &str) -> Result<Vec<Cid>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let heads = txn.open_multimap_table(HEADS).map_err(db)?;
+        let mut out = Vec::new();
+        for v in heads.get(topic_name).map_err(db)? {
+            out.push(parse_cid(v.map_err(db)?.value())?);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The last `seq` stored for (`author`, `topic`) and that event's CID.
+    pub fn last_seq(
+        &self,
+        author: &[u8],
+        topic_name: &str,
+    ) -> Result<Option<(u64, Cid)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let seqs = txn.open_table(SEQS).map_err(db)?;
+        match seqs.get((author, topic_name)).map_err(db)? {
+            Some(g) => {
+                let (seq, cid) = g.value();
+                Ok(Some((seq, parse_cid(cid)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Block count and total bytes.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let stats = txn.open_table(STATS).map_err(db)?;
+        let get = |k: &str| -> Result<u64, StoreError> {
+            Ok(stats.get(k).map_err(db)?.map_or(0, |g| g.value()))
+        };
+        Ok(StoreStats {
+            blocks: get(tables::STAT_BLOCKS)?,
+            bytes: get(tables::STAT_BYTES)?,
+        })
+    }
+
+    /// Root segments that have events in the log, sorted.
+    pub fn roots(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let next = txn.open_table(LOG_NEXT).map_err(db)?;
+        let mut out = Vec::new();
+        for item in next.iter().map_err(db)? {
+            let (k, _) = item.map_err(db)?;
+            out.push(k.value().to_string());
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` log entries of `root` from position `from` on, in arrival order.
+    pub fn log_range(
+        &self,
+        root: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Cid)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let log = txn.open_table(LOG).map_err(db)?;
+        let mut out = Vec::new();
+        for item in log.range((root, from)..=(root, u64::MAX)).map_err(db)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(db)?;
+            out.push((k.value().1, parse_cid(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Number of entries in the per-root logs and distinct (author, topic) streams, for status.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let log = txn.open_table(LOG).map_err(db)?;
+        let seqs = txn.open_table(SEQS).map_err(db)?;
+        Ok((log.len().map_err(db)?, seqs.len().map_err(db)?))
+    }
+
+    /// Walks the stream DAG of `topic` from its heads through `prev` links and returns every
+    /// reachable block that the store holds (heads first, then breadth-first), with the heads.
+    pub fn stream_blocks(&self, topic_name: &str) -> Result<(Vec<Cid>, Vec<Block>), StoreError> {
+        let heads = self.heads(topic_name)?;
+        let txn = self.db.begin_read().map_err(db)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut queue: std::collections::VecDeque<Cid> = heads.iter().copied().collect();
+        let mut out = Vec::new();
+        while let Some(cid) = queue.pop_front() {
+            if !seen.insert(cid) {
+                continue;
+            }
+            let Some(g) = blocks.get(cid.to_bytes().as_slice()).map_err(db)? else {
+                continue; // history this node never held: the CAR is partial, not wrong
+            };
+            let data = g.value().to_vec();
+            if let Ok(event) = Event::decode(&data) {
+                queue.extend(event.prev.iter().copied());
+                queue.extend(event.body_links());
+            }
+            out.push(Block { cid, data });
+        }
+        Ok((heads, out))
+    }
+}
+
+/// At most this many other writers' heads are merged into one new event's `prev`.
+const MAX_MERGED_HEADS: usize = 16;
+
+/// Parses CID bytes read back from the store.
+fn parse_cid(bytes: &[u8]) -> Result<Cid, StoreError> {
+    Cid::try_from(bytes).map_err(|e| StoreError::Corrupt(format!("bad CID in store: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! Table definitions and the write-side bookkeeping shared by every mutation.
+
+use redb::{
+    MultimapTable, MultimapTableDefinition, ReadableMultimapTable, ReadableTable, Table,
+    TableDefinition, WriteTransaction,
+};
+use tidings_ipld_schema::{Block, Cid, Event, topic};
+
+use super::{StoreError, db, parse_cid};
+
+/// CID bytes → block bytes.
+pub(super) const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+/// Topic → CIDs of its heads.
+pub(super) const HEADS: MultimapTableDefinition<&str, &[u8]> =
+    MultimapTableDefinition::new("heads");
+/// CIDs some stored event names in `prev`: such an event can never be a head again, whatever
+/// order blocks arrive in.
+pub(super) const REFERENCED: TableDefinition<&[u8], ()> = TableDefinition::new("referenced");
+/// (author key bytes, topic) → (highest seq stored, its CID).
+pub(super) const SEQS: TableDefinition<(&[u8], &str), (u64, &[u8])> = TableDefinition::new("seqs");
+/// (root segment, arrival position) → CID: the order events reached this node, for replay.
+pub(super) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log");
+/// Root segment → next log position.
+pub(super) const LOG_NEXT: TableDefinition<&str, u64> = TableDefinition::new("log_next");
+/// Counters kept in step with BLOCKS so status needs no scan.
+pub(super) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
+
+pub(super) const STAT_BLOCKS: &str = "blocks";
+pub(super) const STAT_BYTES: &str = "bytes";
+
+/// Every table, open inside one write transaction.
+pub(super) struct Tables<'txn> {
+    blocks: Table<'txn, &'static [u8], &'static [u8]>,
+    heads: MultimapTable<'txn, &'static str, &'static [u8]>,
+    referenced: Table<'txn, &'static [u8], ()>,
+    pub(super) seqs: Table<'txn, (&'static [u8], &'static str), (u64, &'static [u8])>,
+    log: Table<'txn, (&'static str, u64), &'static [u8]>,
+    log_next: Table<'txn, &'static str, u64>,
+    stats: Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> Tables<'txn> {
+    /// Opens (creating where needed) every table in `txn`.
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            blocks: txn.open_table(BLOCKS).map_err(db)?,
+            heads: txn.open_multimap_table(HEADS).map_err(db)?,
+            referenced: txn.open_table(REFERENCED).map_err(db)?,
+            seqs: txn.open_table(SEQS).map_err(db)?,
+            log: txn.open_table(LOG).map_err(db)?,
+            log_next: txn.open_table(LOG_NEXT).map_err(db)?,
+            stats: txn.open_table(STATS).map_err(db)?,
+        })
+    }
+
+    /// Current heads of a topic, unsorted.
+    pub(super) fn heads_of(&self, topic_name: &str) -> Result<Vec<Cid>, StoreError> {
+        let mut out = Vec::new();
+        for v in self.heads.get(topic_name).map_err(db)? {
+            out.push(parse_cid(v.map_err(db)?.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a block if absent and keeps the counters in step. Returns whether it was new.
+    pub(super) fn put_block(&mut self, block: &Block) -> Result<bool, StoreError> {
+        let key = block.cid.to_bytes();
+        if self.blocks.get(key.as_slice()).map_err(db)?.is_some() {
+            return Ok(false);
+        }
+        self.blocks
+            .insert(key.as_slice(), block.data.as_slice())
+            .map_err(db)?;
+        self.bump(STAT_BLOCKS, 1)?;
+        self.bump(STAT_BYTES, block.data.len() as u64)?;
+        Ok(true)
+    }
+
+    /// Stores an event block and updates heads, seqs and the root's log. An event already held
+    /// changes nothing. Returns whether it was new.
+    pub(super) fn apply_event(&mut self, block: &Block, event: &Event) -> Result<bool, StoreError> {
+        if !self.put_block(block)? {
+            return Ok(false);
+        }
+        let cid_bytes = block.cid.to_bytes();
+        for p in &event.prev {
+            let pb = p.to_bytes();
+            self.referenced.insert(pb.as_slice(), ()).map_err(db)?;
+            self.heads
+                .remove(event.topic.as_str(), pb.as_slice())
+                .map_err(db)?;
+        }
+        if self
+            .referenced
+            .get(cid_bytes.as_slice())
+            .map_err(db)?
+            .is_none()
+        {
+            self.heads
+                .insert(event.topic.as_str(), cid_bytes.as_slice())
+                .map_err(db)?;
+        }
+        let key = (event.author.as_slice(), event.topic.as_str());
+        let newer = match self.seqs.get(key).map_err(db)? {
+            Some(g) => g.value().0 < event.seq,
+            None => true,
+        };
+        if newer {
+            self.seqs
+                .insert(key, (event.seq, cid_bytes.as_slice()))
+                .map_err(db)?;
+        }
+        let root = topic::root_segment(&event.topic);
+        let pos = self
+            .log_next
+            .get(root)
+            .map_err(db)?
+            .map_or(0, |g| g.value());
+        self.log
+            .insert((root, pos), cid_bytes.as_slice())
+            .map_err(db)?;
+        self.log_next.insert(root, pos + 1).map_err(db)?;
+        Ok(true)
+    }
+
+    fn bump(&mut self, key: &str, by: u64) -> Result<(), StoreError> {
+        let cur = self.stats.get(key).map_err(db)?.map_or(0, |g| g.value());
+        self.stats.insert(key, cur + by).map_err(db)?;
+        Ok(())
+    }
+}

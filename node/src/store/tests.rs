@@ -1,0 +1,150 @@
+//! Store tests on a real redb file in a temp dir.
+
+use super::*;
+use tidings_ipld_schema::{Ipld, Keypair};
+
+fn sign(kp: &Keypair, topic: &str, seq: u64, prev: Vec<Cid>, n: i128) -> (Event, Block) {
+    let body = Ipld::Map([("n".to_string(), Ipld::Integer(n))].into_iter().collect());
+    let e = Event::sign(kp, topic, body, seq, 1_763_700_000_000 + seq, prev).unwrap();
+    let b = e.to_block().unwrap();
+    (e, b)
+}
+
+fn append(store: &Store, kp: &Keypair, topic: &str, n: i128) -> Appended {
+    let author = kp.public().encode_protobuf();
+    store
+        .append_local(&author, topic, |seq, prev| {
+            let e = Event::sign(kp, topic, Ipld::Integer(n), seq, 1, prev)?;
+            let b = e.to_block()?;
+            Ok((e, b))
+        })
+        .unwrap()
+}
+
+#[test]
+fn append_chains_seq_prev_and_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let a = append(&store, &kp, "/t/x", 1);
+    let b = append(&store, &kp, "/t/x", 2);
+    assert_eq!(a.event.seq, 1);
+    assert!(a.event.prev.is_empty());
+    assert_eq!(b.event.seq, 2);
+    assert_eq!(b.event.prev, vec![a.cid]);
+    assert_eq!(store.heads("/t/x").unwrap(), vec![b.cid]);
+    let author = kp.public().encode_protobuf();
+    assert_eq!(store.last_seq(&author, "/t/x").unwrap(), Some((2, b.cid)));
+    assert_eq!(store.stats().unwrap().blocks, 2);
+    assert_eq!(store.roots().unwrap(), vec!["t".to_string()]);
+    let log: Vec<Cid> = store
+        .log_range("t", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(log, vec![a.cid, b.cid]);
+}
+
+#[test]
+fn two_writers_merge_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let (k1, k2) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let a = append(&store, &k1, "/doc/1", 1);
+    let b = append(&store, &k2, "/doc/1", 2);
+    // k2's first event links k1's head, so the stream has one head again.
+    assert_eq!(b.event.seq, 1);
+    assert_eq!(b.event.prev, vec![a.cid]);
+    assert_eq!(store.heads("/doc/1").unwrap(), vec![b.cid]);
+    let c = append(&store, &k1, "/doc/1", 3);
+    assert_eq!(c.event.seq, 2);
+    assert_eq!(
+        c.event.prev,
+        vec![a.cid, b.cid],
+        "own previous first, then other heads"
+    );
+}
+
+#[test]
+fn insert_out_of_order_keeps_heads_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let (e1, b1) = sign(&kp, "/o/t", 1, vec![], 1);
+    let (e2, b2) = sign(&kp, "/o/t", 2, vec![b1.cid], 2);
+    let (e3, b3) = sign(&kp, "/o/t", 3, vec![b2.cid], 3);
+    // Child before parents: the parents must not become heads.
+    store.insert_events(&[(b3.clone(), e3)], &[]).unwrap();
+    store
+        .insert_events(&[(b1.clone(), e1), (b2.clone(), e2.clone())], &[])
+        .unwrap();
+    assert_eq!(store.heads("/o/t").unwrap(), vec![b3.cid]);
+    let author = kp.public().encode_protobuf();
+    assert_eq!(store.last_seq(&author, "/o/t").unwrap(), Some((3, b3.cid)));
+    // Inserting again changes nothing.
+    let again = store.insert_events(&[(b2, e2)], &[]).unwrap();
+    assert_eq!(
+        again,
+        InsertSummary {
+            new_blocks: 0,
+            already_had: 1
+        }
+    );
+    assert_eq!(store.stats().unwrap().blocks, 3);
+}
+
+#[test]
+fn reopen_keeps_everything_and_a_second_open_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let kp = Keypair::generate_ed25519();
+    let last = {
+        let store = Store::open(&path).unwrap();
+        for i in 0..5 {
+            append(&store, &kp, "/r/t", i);
+        }
+        let last = append(&store, &kp, "/r/t", 9);
+        assert!(matches!(Store::open(&path), Err(StoreError::InUse(_))));
+        last
+    };
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.heads("/r/t").unwrap(), vec![last.cid]);
+    assert_eq!(
+        store.get_block(&last.cid).unwrap(),
+        Some(last.event.encode().unwrap())
+    );
+    let next = append(&store, &kp, "/r/t", 10);
+    assert_eq!(next.event.seq, 7);
+}
+
+#[test]
+fn car_round_trip_and_all_or_nothing_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Store::open(&dir.path().join("a.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    for i in 0..10 {
+        append(&src, &kp, "/c/t", i);
+    }
+    let car_bytes = src.export_car("/c/t").unwrap();
+    let dst = Store::open(&dir.path().join("b.redb")).unwrap();
+    let s = dst.import_car(&car_bytes).unwrap();
+    assert_eq!((s.blocks, s.events, s.new_blocks), (10, 10, 10));
+    assert_eq!(dst.heads("/c/t").unwrap(), src.heads("/c/t").unwrap());
+
+    // A forged event (valid hash, wrong signature) poisons the whole file.
+    let (mut forged, _) = sign(&kp, "/c/other", 1, vec![], 1);
+    forged.sig[0] ^= 1;
+    let fb = forged.to_block().unwrap();
+    let parsed = tidings_ipld_schema::car::read_car(&car_bytes).unwrap();
+    let mut blocks = parsed.blocks.clone();
+    blocks.push((fb.cid, fb.data));
+    let mut bad = Vec::new();
+    tidings_ipld_schema::car::write_car(&mut bad, &parsed.roots, blocks).unwrap();
+    let fresh = Store::open(&dir.path().join("c.redb")).unwrap();
+    assert!(matches!(
+        fresh.import_car(&bad),
+        Err(ImportError::Invalid(_))
+    ));
+    assert_eq!(fresh.stats().unwrap(), StoreStats::default());
+}

@@ -240,6 +240,8 @@ mod tests {
             ("truncated", &[0xa1, 0x61]),
             ("empty", &[]),
             ("unknown tag", &[0xc1, 0x01]),
+            ("negative zero", &[0xfb, 0x80, 0, 0, 0, 0, 0, 0, 0]),
+            ("CID without 0x00 prefix", &[0xd8, 0x2a, 0x41, 0x01]),
         ];
         for (what, bytes) in cases {
             assert!(decode_dag_cbor(bytes).is_err(), "{what} was accepted");

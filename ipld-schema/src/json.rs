@@ -17,6 +17,7 @@ const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
 /// JSON -> IPLD data model with DAG-JSON conventions: {"/": "<cid>"} is a link, {"/": {"bytes": "<base64, no padding>"}} is bytes;
 /// an integer JSON number stays Integer, anything else Float.
 ///
+/// `-0.0` becomes `0.0`: DAG-CBOR (as serde_ipld_dagcbor implements it) has a single zero.
 /// A map whose only key is `"/"` but which is neither form is refused (DAG-JSON reserves it);
 /// nesting deeper than [`MAX_BODY_DEPTH`] is refused.
 pub fn json_to_ipld(v: &Value) -> Result<Ipld, Error> {
@@ -71,7 +72,8 @@ fn number(n: &Number) -> Result<Ipld, Error> {
         Ok(Ipld::Integer(i.into()))
     } else {
         match n.as_f64() {
-            Some(f) if f.is_finite() => Ok(Ipld::Float(f)),
+            // `f + 0.0` turns -0.0 into 0.0 and leaves every other value alone.
+            Some(f) if f.is_finite() => Ok(Ipld::Float(f + 0.0)),
             _ => Err(Error::Json(format!("number {n} is not representable"))),
         }
     }
@@ -207,6 +209,13 @@ mod tests {
             serde_json::to_string(&ipld_to_json(&Ipld::Float(2.0))).expect("s"),
             "2.0"
         );
+    }
+
+    #[test]
+    fn negative_zero_is_zero() {
+        let v = json_to_ipld(&json!(-0.0)).expect("ok");
+        let Ipld::Float(f) = v else { panic!("float") };
+        assert!(f == 0.0 && f.is_sign_positive());
     }
 
     #[test]

@@ -60,6 +60,16 @@ pub enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Subscribe with a filter; prints each matching event as one JSON line, as it is published.
+    #[command(
+        after_help = "Examples:\n  tidings sub '/stocks/** where order = \"buy\" and price < 10'\n  tidings sub '{\"topic\": \"/stocks/**\", \"order\": \"buy\", \"number\": \">50\", \"price\": \"<10\"}'\n  tidings sub '{\"topic\": \"/stocks/**\", \"price\": {\"$lt\": 10}}'\n  tidings sub /fruits/citrus/**\n\nFilters: `=` `!=` `<` `<=` `>` `>=` `in [..]` `exists` `prefix`, `and` `or` `not` and parentheses;\ndotted paths (a.b.c) or JSONPath ($.legs[*].price). Topic patterns: `*` one segment, `**` (last) any."
+    )]
+    Sub {
+        /// The filter: text form, the seeds' JSON form, or Mongo-style JSON.
+        filter: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Print one event as JSON.
     #[command(after_help = "Example:\n  tidings get bafyreib...")]
     Get {
@@ -130,6 +140,7 @@ pub async fn run_client(command: Command) -> Result<()> {
             json,
             client,
         } => publish(&client.client(), &topic, &json).await,
+        Command::Sub { filter, client } => subscribe(&client.client(), &filter).await,
         Command::Get { cid, client } => print_json(&client.client().event(&cid).await?),
         Command::Heads { topic, client } => {
             let v = client.client().heads(&topic).await?;
@@ -183,6 +194,44 @@ pub async fn run_client(command: Command) -> Result<()> {
 fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// `tidings sub`: prints `data` of each SSE event as one line; an `error` event ends it.
+async fn subscribe(client: &Client, filter: &str) -> Result<()> {
+    use futures::StreamExt;
+    let resp = client.subscribe_sse(filter).await?;
+    eprintln!("subscribed: {filter}");
+    let mut body = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut event, mut data) = (String::new(), String::new());
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk.context("the subscription stream broke")?);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if event == "error" {
+                    bail!("{data}");
+                }
+                if !data.is_empty() {
+                    writeln!(out, "{data}")?;
+                    out.flush()?;
+                }
+                event.clear();
+                data.clear();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            }
+        }
+    }
+    bail!("the node closed the subscription")
 }
 
 /// `tidings pub`: one event from the argument, or one per stdin line, in order.

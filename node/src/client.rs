@@ -145,6 +145,17 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/subscribe?filter=` as Server-Sent Events: returns once the node has registered
+    /// the subscription; read the response body as an SSE stream.
+    pub async fn subscribe_sse(&self, filter: &str) -> Result<reqwest::Response, ClientError> {
+        self.send(
+            self.req(reqwest::Method::GET, "/v1/subscribe")
+                .query(&[("filter", filter)])
+                .header("accept", "text/event-stream"),
+        )
+        .await
+    }
+
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Value, ClientError> {
         self.json(self.req(reqwest::Method::GET, "/v1/status"))

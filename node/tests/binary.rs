@@ -8,7 +8,9 @@ fn tidings() -> Command {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in ["node", "pub", "get", "heads", "export", "import", "status"] {
+    for cmd in [
+        "node", "pub", "sub", "get", "heads", "export", "import", "status",
+    ] {
         let out = tidings().args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success(), "{cmd} --help failed");
         let text = String::from_utf8_lossy(&out.stdout);

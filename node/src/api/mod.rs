@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod routes;
+mod subscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
                 .get(routes::export_car)
                 .layer(DefaultBodyLimit::max(MAX_CAR_BODY)),
         )
+        .route("/v1/subscribe", get(subscribe::subscribe))
         .route("/v1/status", get(routes::status))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)

@@ -190,6 +190,7 @@ pub(super) async fn export_car(
 pub(super) async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = st.router.store().clone();
     let info = st.info.clone();
+    let subscriptions = st.router.local().len();
     blocking(move || {
         let stats = store.stats()?;
         // A single node is its own rendezvous for every root it holds.
@@ -202,7 +203,7 @@ pub(super) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
             "listen": [],
             "peers": 0,
             "rendezvous": roots,
-            "subscriptions": 0,
+            "subscriptions": subscriptions,
             "store": stats,
         })))
     })

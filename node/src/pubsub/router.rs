@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tidings_ipld_schema::{Cid, Event, Ipld, Keypair};
+use tidings_ipld_schema::{Cid, Event, Ipld, Keypair, json as ipld_json};
+
+use crate::pubsub::local::LocalSubs;
 
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -50,6 +52,10 @@ pub struct Router {
     keypair: Keypair,
     author: Vec<u8>,
     metrics: Arc<Metrics>,
+    local: Arc<LocalSubs>,
+    /// Held from the store commit through local delivery, so subscribers see events in
+    /// commit order (and so in `seq` order per (author, topic)).
+    order: Arc<std::sync::Mutex<()>>,
 }
 
 impl Router {
@@ -61,7 +67,14 @@ impl Router {
             keypair,
             author,
             metrics,
+            local: Arc::default(),
+            order: Arc::default(),
         }
+    }
+
+    /// This node's live subscriptions.
+    pub fn local(&self) -> &Arc<LocalSubs> {
+        &self.local
     }
 
     /// The store behind this router.
@@ -74,12 +87,22 @@ impl Router {
         let store = self.store.clone();
         let keypair = self.keypair.clone();
         let author = self.author.clone();
+        let local = self.local.clone();
+        let order = self.order.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let _in_order = order
+                .lock()
+                .map_err(|_| PublishError::Task("publish lock poisoned".into()))?;
             let appended = store.append_local(&author, &topic, |seq, prev| {
                 let event = Event::sign(&keypair, &topic, body, seq, now_ms(), prev)?;
                 let block = event.to_block()?;
                 Ok((event, block))
             })?;
+            if !local.is_empty() {
+                let json = ipld_json::event_to_json(&appended.cid, &appended.event);
+                let text = json.to_string();
+                local.deliver(&topic, &json["body"], &appended.cid.to_string(), &text);
+            }
             let heads = store.heads(&topic)?;
             Ok::<_, PublishError>(Published {
                 cid: appended.cid,

@@ -1,0 +1,163 @@
+//! This node's live subscriptions, held in one matcher tree.
+//!
+//! Delivery never blocks the publish path: each subscriber has a bounded queue, and one that
+//! falls that far behind is closed with a clear reason instead of silently losing events.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tidings_matcher::{Filter, Matcher, ParallelSearchTree, SubId};
+use tokio::sync::mpsc;
+
+/// Events a subscriber may have queued before it is cut off as too slow.
+pub const SUBSCRIBER_QUEUE: usize = 8192;
+
+/// One delivery to a subscriber.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// An event: its CID and its JSON form (DESIGN §6), shared by every matching subscriber.
+    Event {
+        /// The event's CID as a string.
+        cid: Arc<str>,
+        /// The event JSON, serialised once.
+        json: Arc<str>,
+    },
+    /// The subscription ends; the text says why.
+    Closed(String),
+}
+
+struct Sub {
+    tx: mpsc::Sender<Delivery>,
+}
+
+#[derive(Default)]
+struct Inner {
+    tree: ParallelSearchTree,
+    subs: HashMap<SubId, Sub>,
+    /// Reused per event so matching allocates nothing in the steady state.
+    scratch: Vec<SubId>,
+}
+
+/// The registry of local subscriptions.
+#[derive(Default)]
+pub struct LocalSubs {
+    inner: Mutex<Inner>,
+    next_id: AtomicU64,
+}
+
+/// A live subscription: receives deliveries; dropping it unsubscribes.
+pub struct Subscription {
+    /// Deliveries in publish order.
+    pub rx: mpsc::Receiver<Delivery>,
+    guard: SubscriptionGuard,
+}
+
+impl Subscription {
+    /// The subscription's id.
+    pub fn id(&self) -> SubId {
+        self.guard.id
+    }
+}
+
+/// Removes the subscription from the tree when dropped (client gone, stream ended).
+struct SubscriptionGuard {
+    id: SubId,
+    registry: Arc<LocalSubs>,
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+impl LocalSubs {
+    /// Registers `filter`; events published from now on that match it are delivered.
+    pub fn subscribe(self: &Arc<Self>, filter: &Filter) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.tree.insert(id, filter);
+            inner.subs.insert(id, Sub { tx });
+        }
+        tracing::debug!(id, "subscribed");
+        Subscription {
+            rx,
+            guard: SubscriptionGuard {
+                id,
+                registry: self.clone(),
+            },
+        }
+    }
+
+    fn remove(&self, id: SubId) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.tree.remove(id);
+            inner.subs.remove(&id);
+        }
+        tracing::debug!(id, "unsubscribed");
+    }
+
+    /// Number of live subscriptions.
+    pub fn len(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.subs.len())
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Matches one event and queues it for every matching subscriber, each once.
+    /// Returns how many subscribers it was queued for.
+    pub fn deliver(
+        &self,
+        topic: &str,
+        body: &serde_json::Value,
+        cid: &str,
+        event_json: &str,
+    ) -> usize {
+        let Ok(mut guard) = self.inner.lock() else {
+            return 0;
+        };
+        let inner = &mut *guard;
+        let mut hits = std::mem::take(&mut inner.scratch);
+        inner.tree.match_event(topic, body, &mut hits);
+        if hits.is_empty() {
+            inner.scratch = hits;
+            return 0;
+        }
+        let delivery = Delivery::Event {
+            cid: cid.into(),
+            json: event_json.into(),
+        };
+        let mut delivered = 0;
+        let mut too_slow = Vec::new();
+        for id in &hits {
+            let Some(sub) = inner.subs.get(id) else {
+                continue;
+            };
+            match sub.tx.try_send(delivery.clone()) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => too_slow.push(*id),
+                // The receiver is gone; its guard is about to remove it.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        for id in too_slow {
+            // Cut the subscriber off explicitly rather than skip events it would never know about.
+            inner.tree.remove(id);
+            if let Some(sub) = inner.subs.remove(&id) {
+                tracing::warn!(
+                    id,
+                    queue = SUBSCRIBER_QUEUE,
+                    "subscriber too slow: closing it"
+                );
+                drop(sub.tx);
+            }
+        }
+        inner.scratch = hits;
+        delivered
+    }
+}

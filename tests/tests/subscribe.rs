@@ -1,0 +1,299 @@
+//! Subscriptions on a real node process: WebSocket, SSE and `tidings sub` subscribers with
+//! filters in all three syntaxes receive exactly the events the linear oracle expects, once
+//! each, in publish order; disconnecting removes their entries.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use tidings_matcher::Filter;
+use tidings_tests::{NodeProcess, poll, tidings_bin};
+
+const FILTERS: [&str; 6] = [
+    // text
+    r#"/stocks/** where order = "buy" and price < 10"#,
+    // the seeds' JSON form
+    r#"{"topic": "/stocks/**", "exchange": "Euronext Lisboa", "order": "buy", "number": ">50", "price": "<10"}"#,
+    // Mongo-style
+    r#"{"topic": "/stocks/*/CTT", "price": {"$gte": 5}, "order": {"$in": ["buy", "sell"]}}"#,
+    "/fruits/citrus/**",
+    r#"/stocks/nyse/* where number > 500 or not (order = "sell")"#,
+    r#"{"topic": "/stocks/**", "$or": [{"symbol": {"$prefix": "A"}}, {"price": {"$lt": 2}}]}"#,
+];
+
+const EXCHANGES: [&str; 3] = ["Euronext Lisboa", "nyse", "lse"];
+const SYMBOLS: [&str; 4] = ["CTT", "AAPL", "EDP", "ABC"];
+
+/// Seeded events: stock orders with numbers and prices sometimes as numeric strings, plus fruit.
+fn events(seed: u64, n: usize) -> Vec<(String, Value)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for i in 0..n {
+        if rng.random_range(0..5) == 0 {
+            let t = ["/fruits/citrus/orange", "/fruits/citrus", "/fruits/apple"]
+                [rng.random_range(0..3)];
+            out.push((t.to_string(), json!({"i": i, "ripe": rng.random_bool(0.5)})));
+            continue;
+        }
+        let ex = EXCHANGES[rng.random_range(0..EXCHANGES.len())];
+        let sym = SYMBOLS[rng.random_range(0..SYMBOLS.len())];
+        let number: Value = match rng.random_range(0..10) {
+            0 => json!(rng.random_range(0..1000).to_string()),
+            _ => json!(rng.random_range(0..1000)),
+        };
+        let price: f64 = (rng.random_range(0..2000) as f64) / 100.0;
+        let price: Value = match rng.random_range(0..10) {
+            0 => json!(format!("{price}")),
+            1 => json!(true), // a type mismatch: never matches a numeric comparison
+            _ => json!(price),
+        };
+        let mut body =
+            json!({"i": i, "exchange": ex, "symbol": sym, "number": number, "price": price});
+        if rng.random_range(0..8) != 0 {
+            body["order"] = json!(if rng.random_bool(0.5) { "buy" } else { "sell" });
+        }
+        let topic = format!("/stocks/{}/{sym}", ex.split(' ').next().unwrap_or(ex));
+        out.push((topic, body));
+    }
+    out
+}
+
+/// A plain HTTP/1.1 SSE client on a raw socket, so the test can cut the connection itself.
+/// Returns the socket (to shut down) and the `data:` lines; fails unless the answer is 200.
+fn sse_subscribe(url: &reqwest::Url) -> Result<(TcpStream, mpsc::Receiver<String>)> {
+    let addr = format!(
+        "{}:{}",
+        url.host_str().context("host")?,
+        url.port().context("port")?
+    );
+    let mut stream = TcpStream::connect(addr)?;
+    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: tidings\r\nAccept: text/event-stream\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    ensure!(
+        status.starts_with("HTTP/1.1 200"),
+        "SSE subscribe: {status}"
+    );
+    let mut chunked = false;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        chunked |= h
+            .to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked");
+    }
+    ensure!(chunked, "SSE answer is not chunked");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // De-chunk, then split the SSE text into lines.
+        let mut text = Vec::new();
+        loop {
+            let mut size = String::new();
+            if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                break;
+            }
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
+            let mut chunk = vec![0; n + 2];
+            if n == 0 || reader.read_exact(&mut chunk).is_err() {
+                break;
+            }
+            text.extend_from_slice(&chunk[..n]);
+            while let Some(nl) = text.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = text.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line);
+                if let Some(d) = line.trim_end().strip_prefix("data:") {
+                    if tx.send(d.trim_start().to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok((stream, rx))
+}
+
+/// Collects `want` event CIDs from a line-oriented source, or fails at the deadline.
+fn collect(rx: &mpsc::Receiver<String>, want: usize, who: &str) -> Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .with_context(|| format!("{who}: got {} of {want} events", got.len()))?;
+        let v: Value =
+            serde_json::from_str(&line).with_context(|| format!("{who}: bad line {line}"))?;
+        got.push(v["cid"].as_str().context("cid")?.to_string());
+    }
+    Ok(got)
+}
+
+#[test]
+fn websocket_sse_and_cli_subscribers_get_exactly_the_matching_events() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = NodeProcess::start(&dir.path().join("n"), &[])?;
+    let filters: Vec<Filter> = FILTERS
+        .iter()
+        .map(|f| Filter::parse(f))
+        .collect::<Result<_, _>>()?;
+
+    // One WebSocket and one SSE subscriber per filter, and `tidings sub` for two of them.
+    let mut feeds: Vec<(String, usize, mpsc::Receiver<String>)> = Vec::new();
+    let mut sockets = Vec::new();
+    let mut children = Vec::new();
+    for (fi, f) in FILTERS.iter().enumerate() {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v1/subscribe", node.api),
+            &[("filter", f)],
+        )?;
+        let ws_url = url.as_str().replacen("http://", "ws://", 1);
+        let (mut ws, _) = tungstenite::connect(ws_url.as_str()).context("websocket connect")?;
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+            s.set_read_timeout(Some(Duration::from_secs(60)))?;
+            sockets.push(s.try_clone()?);
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            while let Ok(msg) = ws.read() {
+                if let tungstenite::Message::Text(t) = msg {
+                    let cid = serde_json::from_str::<Value>(t.as_str())
+                        .ok()
+                        .and_then(|v| v["cid"].as_str().map(str::to_string));
+                    if let Some(cid) = cid {
+                        let _ =
+                            ws.send(tungstenite::Message::text(json!({"ack": cid}).to_string()));
+                    }
+                    if tx.send(t.to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        feeds.push((format!("websocket {f}"), fi, rx));
+
+        let (stream, rx) = sse_subscribe(&url)?;
+        sockets.push(stream);
+        feeds.push((format!("sse {f}"), fi, rx));
+
+        if fi < 2 {
+            let mut child = Command::new(tidings_bin())
+                .args(["sub", f, "--api", &node.api])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let out = child.stdout.take().context("stdout")?;
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            feeds.push((format!("tidings sub {f}"), fi, rx));
+            children.push(child);
+        }
+    }
+    let api = node.api();
+    let total = feeds.len() as u64;
+    poll(Duration::from_secs(30), || {
+        let (_, s) = api.get_json("/v1/status").ok()?;
+        (s["subscriptions"].as_u64() == Some(total)).then_some(())
+    })
+    .context("subscriptions never all registered")?;
+
+    // Publish, and compute what each filter must receive with the linear oracle.
+    let evs = events(0x5eed_0003, 400);
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); FILTERS.len()];
+    for (topic, body) in &evs {
+        let (status, v) = api.publish(topic, body)?;
+        ensure!(status == 200, "publish {topic}: {status} {v}");
+        let cid = v["cid"].as_str().context("cid")?.to_string();
+        for (fi, f) in filters.iter().enumerate() {
+            if f.matches(topic, body) {
+                expected[fi].push(cid.clone());
+            }
+        }
+    }
+    // A last event per filter that it certainly matches: whatever a subscriber received beyond
+    // its expected set would show up before it.
+    let closers = [
+        (
+            "/stocks/Euronext/CTT",
+            json!({"exchange": "Euronext Lisboa", "order": "buy", "number": 100, "price": 5.55, "symbol": "ZZZ"}),
+        ),
+        ("/fruits/citrus/lime", json!({"closer": true})),
+        (
+            "/stocks/nyse/A",
+            json!({"number": 999, "order": "sell", "price": 1, "symbol": "A"}),
+        ),
+    ];
+    for (topic, body) in &closers {
+        let (status, v) = api.publish(topic, body)?;
+        ensure!(status == 200, "publish {topic}: {status} {v}");
+        let cid = v["cid"].as_str().context("cid")?.to_string();
+        for (fi, f) in filters.iter().enumerate() {
+            if f.matches(topic, body) {
+                expected[fi].push(cid.clone());
+            }
+        }
+    }
+    for (fi, e) in expected.iter().enumerate() {
+        ensure!(
+            e.len() >= 5,
+            "filter {} matches only {} events: the test data is too thin",
+            FILTERS[fi],
+            e.len()
+        );
+    }
+
+    for (who, fi, rx) in &feeds {
+        let got = collect(rx, expected[*fi].len(), who)?;
+        if got != expected[*fi] {
+            let extra: Vec<_> = got.iter().filter(|c| !expected[*fi].contains(c)).collect();
+            let missing: Vec<_> = expected[*fi].iter().filter(|c| !got.contains(c)).collect();
+            bail!(
+                "{who}: wrong deliveries: extra {extra:?}, missing {missing:?} (or out of order)"
+            );
+        }
+    }
+    eprintln!(
+        "subscribe test: {} events, {} subscribers, expected per filter {:?}",
+        evs.len() + closers.len(),
+        feeds.len(),
+        expected.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+
+    // Disconnecting cleans up every entry.
+    drop(feeds);
+    for s in &sockets {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    poll(Duration::from_secs(30), || {
+        let (_, s) = api.get_json("/v1/status").ok()?;
+        (s["subscriptions"].as_u64() == Some(0)).then_some(())
+    })
+    .context("subscriptions not cleaned up after disconnect")?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Event-block throughput beside its baselines, measured in the same run.
+//!
+//! `cargo run --release -p tidings-bench --bin blocks [-- --json] [--events N] [--reps R]`
+//!
+//! Measures, over the same seeded ≈200-byte stock-order bodies:
+//! - build: JSON -> IPLD, canonical DAG-CBOR encode, sha2-256 CID, ed25519 sign (`Event::sign_block`);
+//! - verify: hash check, strict decode, re-encode check, ed25519 verify (`verify`);
+//! - baselines over the very same block bytes: raw SHA-256 (the limit to approach for hashing),
+//!   and raw ed25519 sign / verify of the signing bytes (the floor set by the signature).
+//!
+//! Every figure is the median of R repetitions.
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use tidings_ipld_schema::json::json_to_ipld;
+use tidings_ipld_schema::{Block, Event, Keypair, verify};
+
+/// SplitMix64: a tiny seeded generator, so the workload is identical run to run.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// A stock order like the seeds' example, about 200 bytes of JSON.
+fn stock_order(rng: &mut SplitMix, i: u64) -> (String, Value) {
+    const EXCHANGES: [&str; 4] = ["Euronext Lisboa", "Euronext Paris", "NYSE", "Xetra"];
+    const SYMBOLS: [&str; 6] = ["CTT", "EDP", "GALP", "BCP", "NOS", "SON"];
+    const ORDERS: [&str; 2] = ["buy", "sell"];
+    let exchange = rng.pick(&EXCHANGES);
+    let symbol = rng.pick(&SYMBOLS);
+    let topic = format!(
+        "/stocks/{}/{symbol}",
+        exchange.split(' ').next_back().unwrap_or("x")
+    );
+    let body = json!({
+        "exchange": exchange,
+        "symbol": symbol,
+        "order": rng.pick(&ORDERS),
+        "number": (1 + rng.below(500)).to_string(),
+        "price": (rng.below(100_000) as f64) / 100.0,
+        "currency": "EUR",
+        "type": "limit",
+        "trader": format!("trader-{:04}", rng.below(10_000)),
+        "order_id": format!("ord-{i:010}"),
+        "valid_until": 1_763_700_000_000u64 + rng.below(86_400_000),
+    });
+    (topic, body)
+}
+
+struct Args {
+    json: bool,
+    events: usize,
+    reps: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        json: false,
+        events: 10_000,
+        reps: 5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => args.json = true,
+            "--events" => args.events = it.next().context("--events N")?.parse()?,
+            "--reps" => args.reps = it.next().context("--reps R")?.parse()?,
+            "-h" | "--help" => {
+                println!("usage: blocks [--json] [--events N (10000)] [--reps R (5)]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    ensure!(
+        args.events > 0 && args.reps > 0,
+        "--events and --reps must be positive"
+    );
+    Ok(args)
+}
+
+/// Runs `f` `reps` times and returns the median duration.
+fn median(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+fn per_sec(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let n = args.events;
+    let keypair = Keypair::ed25519_from_bytes([42u8; 32])?;
+    let public = keypair.public();
+    let mut rng = SplitMix(0x7469_6469_6e67_7321);
+    let inputs: Vec<(String, Value)> = (0..n as u64).map(|i| stock_order(&mut rng, i)).collect();
+    let body_bytes: usize = inputs
+        .iter()
+        .map(|(_, b)| serde_json::to_vec(b).map(|v| v.len()).unwrap_or(0))
+        .sum();
+
+    // 1. build + encode + hash + sign.
+    let mut blocks: Vec<Block> = Vec::new();
+    let build = median(args.reps, || {
+        blocks.clear();
+        for (i, (topic, body)) in inputs.iter().enumerate() {
+            let ipld = json_to_ipld(body)?;
+            let (_, block) = Event::sign_block(
+                &keypair,
+                topic,
+                ipld,
+                i as u64 + 1,
+                1_763_700_000_000,
+                vec![],
+            )?;
+            blocks.push(block);
+        }
+        Ok(())
+    })?;
+    let block_bytes: usize = blocks.iter().map(|b| b.data.len()).sum();
+
+    // 2. decode + verify.
+    let mut signing: Vec<Vec<u8>> = Vec::with_capacity(n);
+    let check = median(args.reps, || {
+        for b in &blocks {
+            black_box(verify(&b.cid, &b.data)?);
+        }
+        Ok(())
+    })?;
+    for b in &blocks {
+        signing.push(Event::decode(&b.data)?.signing_bytes()?);
+    }
+
+    // Baseline: raw SHA-256 over the same block bytes. One pass is milliseconds, so repeat
+    // the pass to get a measurable interval and report per pass.
+    let passes = 20;
+    let sha = median(args.reps, || {
+        for _ in 0..passes {
+            for b in &blocks {
+                black_box(Sha256::digest(black_box(&b.data)));
+            }
+        }
+        Ok(())
+    })? / passes;
+
+    // Baseline: raw ed25519 over the same signing bytes.
+    let mut sigs: Vec<Vec<u8>> = Vec::with_capacity(n);
+    let ed_sign = median(args.reps, || {
+        sigs.clear();
+        for m in &signing {
+            sigs.push(keypair.sign(m)?);
+        }
+        Ok(())
+    })?;
+    let ed_verify = median(args.reps, || {
+        for (m, s) in signing.iter().zip(&sigs) {
+            ensure!(public.verify(m, s), "baseline signature failed");
+        }
+        Ok(())
+    })?;
+
+    let mb = |bytes: usize, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    let r = json!({
+        "events": n,
+        "reps": args.reps,
+        "avg_body_json_bytes": body_bytes as f64 / n as f64,
+        "avg_block_bytes": block_bytes as f64 / n as f64,
+        "build_encode_hash_sign_events_per_s": per_sec(n, build),
+        "decode_verify_events_per_s": per_sec(n, check),
+        "baseline_sha256_blocks_per_s": per_sec(n, sha),
+        "baseline_sha256_mb_per_s": mb(block_bytes, sha),
+        "baseline_ed25519_sign_per_s": per_sec(n, ed_sign),
+        "baseline_ed25519_verify_per_s": per_sec(n, ed_verify),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "tidings event blocks: {n} seeded stock orders, body ≈{:.0} B JSON, block ≈{:.0} B; median of {} runs",
+        f("avg_body_json_bytes"),
+        f("avg_block_bytes"),
+        args.reps
+    );
+    println!(
+        "  build+encode+hash+sign  {:>12.0} events/s   (baseline: ed25519 sign alone {:>10.0}/s)",
+        f("build_encode_hash_sign_events_per_s"),
+        f("baseline_ed25519_sign_per_s")
+    );
+    println!(
+        "  decode+verify           {:>12.0} events/s   (baseline: ed25519 verify alone {:>8.0}/s)",
+        f("decode_verify_events_per_s"),
+        f("baseline_ed25519_verify_per_s")
+    );
+    println!(
+        "  baseline raw SHA-256    {:>12.0} blocks/s   {:.1} MB/s over the same block bytes",
+        f("baseline_sha256_blocks_per_s"),
+        f("baseline_sha256_mb_per_s")
+    );
+    println!(
+        "  share of the SHA-256 limit: build {:.1}%, verify {:.1}%; of the ed25519 floor: build {:.0}%, verify {:.0}%",
+        100.0 * f("build_encode_hash_sign_events_per_s") / f("baseline_sha256_blocks_per_s"),
+        100.0 * f("decode_verify_events_per_s") / f("baseline_sha256_blocks_per_s"),
+        100.0 * f("build_encode_hash_sign_events_per_s") / f("baseline_ed25519_sign_per_s"),
+        100.0 * f("decode_verify_events_per_s") / f("baseline_ed25519_verify_per_s"),
+    );
+    Ok(())
+}

@@ -169,12 +169,12 @@ impl Matcher for CountingMatcher {
                     let neg = p.neg;
                     p.clauses = Vec::new();
                     let json = self.is_json(attr);
-                    if let Some(slot) = self.idx.get_mut(attr as usize) {
-                        if let Some(ix) = slot {
-                            ix.remove(&test, neg, json);
-                            if ix.is_empty() {
-                                *slot = None;
-                            }
+                    if let Some(slot) = self.idx.get_mut(attr as usize)
+                        && let Some(ix) = slot
+                    {
+                        ix.remove(&test, neg, json);
+                        if ix.is_empty() {
+                            *slot = None;
                         }
                     }
                     self.pred_free.push(pid);

@@ -271,7 +271,9 @@ impl<T: Copy> AttrIndex<T> {
             (Kind::Prefix, Test::Prefix(p)) => {
                 let m = self.more();
                 m.prefix_max = m.prefix_max.max(p.len());
-                m.prefix.get_or_insert_with(FastMap::default).insert(p.clone(), t);
+                m.prefix
+                    .get_or_insert_with(FastMap::default)
+                    .insert(p.clone(), t);
             }
             _ => self.more().residual.push((test.clone(), neg, t)),
         }
@@ -415,8 +417,16 @@ impl<T: Copy> AttrIndex<T> {
         if let Some(m) = &self.more {
             n += std::mem::size_of::<More<T>>();
             n += m.misc.capacity() * std::mem::size_of::<(Scalar, T)>();
-            n += m.num_rng.iter().map(|v| v.capacity() * std::mem::size_of::<(Num, T)>()).sum::<usize>();
-            n += m.str_rng.iter().map(|v| v.capacity() * std::mem::size_of::<(Box<str>, T)>()).sum::<usize>();
+            n += m
+                .num_rng
+                .iter()
+                .map(|v| v.capacity() * std::mem::size_of::<(Num, T)>())
+                .sum::<usize>();
+            n += m
+                .str_rng
+                .iter()
+                .map(|v| v.capacity() * std::mem::size_of::<(Box<str>, T)>())
+                .sum::<usize>();
             n += m.residual.capacity() * std::mem::size_of::<(Test, bool, T)>();
         }
         n

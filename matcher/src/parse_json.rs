@@ -207,7 +207,10 @@ impl R<'_> {
                                 self.i += 2;
                                 let lo = self.hex4()?;
                                 if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(ParseError::new(self.i - 4, "low surrogate escape"));
+                                    return Err(ParseError::new(
+                                        self.i - 4,
+                                        "low surrogate escape",
+                                    ));
                                 }
                                 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
                             } else {
@@ -227,7 +230,10 @@ impl R<'_> {
                     }
                 }
                 c if (c as u32) < 0x20 => {
-                    return Err(ParseError::new(self.i, "string character (escape control characters)"));
+                    return Err(ParseError::new(
+                        self.i,
+                        "string character (escape control characters)",
+                    ));
                 }
                 c => {
                     out.push(c);
@@ -255,7 +261,11 @@ impl R<'_> {
 
 /// Parses a JSON-form filter.
 pub(crate) fn parse(src: &str) -> Result<(TopicPattern, Expr), ParseError> {
-    let mut r = R { s: src, b: src.as_bytes(), i: 0 };
+    let mut r = R {
+        s: src,
+        b: src.as_bytes(),
+        i: 0,
+    };
     let root = r.value(0)?;
     r.ws();
     if r.i < src.len() {
@@ -277,7 +287,10 @@ pub(crate) fn parse(src: &str) -> Result<(TopicPattern, Expr), ParseError> {
         }
     }
     let Some(topic) = topic else {
-        return Err(ParseError::new(root.pos, "\"topic\" key in the filter object"));
+        return Err(ParseError::new(
+            root.pos,
+            "\"topic\" key in the filter object",
+        ));
     };
     Ok((topic, Expr::and(parts)))
 }
@@ -293,7 +306,10 @@ fn cond_object(j: J, prefix: &[Box<str>], depth: usize) -> Result<Expr, ParseErr
     let mut parts = Vec::new();
     for (kpos, k, v) in items {
         if k == "topic" && prefix.is_empty() {
-            return Err(ParseError::new(kpos, "field or operator (\"topic\" belongs at the top level)"));
+            return Err(ParseError::new(
+                kpos,
+                "field or operator (\"topic\" belongs at the top level)",
+            ));
         }
         parts.push(entry(kpos, &k, v, prefix, depth + 1)?);
     }
@@ -305,13 +321,26 @@ fn is_jsonpath_key(k: &str) -> bool {
 }
 
 /// One `key: value` entry of a condition object.
-fn entry(kpos: usize, k: &str, v: J, prefix: &[Box<str>], depth: usize) -> Result<Expr, ParseError> {
+fn entry(
+    kpos: usize,
+    k: &str,
+    v: J,
+    prefix: &[Box<str>],
+    depth: usize,
+) -> Result<Expr, ParseError> {
     if depth > MAX_DEPTH {
-        return Err(ParseError::new(kpos, format!("at most {MAX_DEPTH} levels of nesting")));
+        return Err(ParseError::new(
+            kpos,
+            format!("at most {MAX_DEPTH} levels of nesting"),
+        ));
     }
     if k.starts_with('$') && !is_jsonpath_key(k) {
         if !prefix.is_empty() {
-            return Err(ParseError::new(kpos, "field name (logical operators apply to conditions, not inside a field)").after(k));
+            return Err(ParseError::new(
+                kpos,
+                "field name (logical operators apply to conditions, not inside a field)",
+            )
+            .after(k));
         }
         return match k {
             "$and" | "$or" => {
@@ -319,13 +348,19 @@ fn entry(kpos: usize, k: &str, v: J, prefix: &[Box<str>], depth: usize) -> Resul
                     return Err(ParseError::new(v.pos, "array of condition objects").after(k));
                 };
                 if list.is_empty() {
-                    return Err(ParseError::new(v.pos, "non-empty array of condition objects").after(k));
+                    return Err(
+                        ParseError::new(v.pos, "non-empty array of condition objects").after(k),
+                    );
                 }
                 let mut es = Vec::new();
                 for j in list {
                     es.push(cond_object(j, prefix, depth)?);
                 }
-                Ok(if k == "$and" { Expr::and(es) } else { Expr::Or(es) })
+                Ok(if k == "$and" {
+                    Expr::and(es)
+                } else {
+                    Expr::Or(es)
+                })
             }
             "$not" => Ok(Expr::Not(Box::new(cond_object(v, prefix, depth)?))),
             _ => Err(ParseError::new(kpos, "field name or one of $and $or $not").after(k)),
@@ -333,7 +368,10 @@ fn entry(kpos: usize, k: &str, v: J, prefix: &[Box<str>], depth: usize) -> Resul
     }
     let path = if is_jsonpath_key(k) {
         if !prefix.is_empty() {
-            return Err(ParseError::new(kpos, "field name (a JSONPath key must be at the top level)"));
+            return Err(ParseError::new(
+                kpos,
+                "field name (a JSONPath key must be at the top level)",
+            ));
         }
         let jp = JsonPathExpr::compile(k)
             .map_err(|e| ParseError::new(kpos + 1, format!("valid JSONPath ({e})")))?;
@@ -342,13 +380,22 @@ fn entry(kpos: usize, k: &str, v: J, prefix: &[Box<str>], depth: usize) -> Resul
         let mut segs: Vec<Box<str>> = prefix.to_vec();
         for s in k.split('.') {
             if s.is_empty() {
-                return Err(ParseError::new(kpos + 1, "field name (no empty segment in a dotted path)").after(k));
+                return Err(ParseError::new(
+                    kpos + 1,
+                    "field name (no empty segment in a dotted path)",
+                )
+                .after(k));
             }
             segs.push(s.into());
         }
         Path::Field(segs.into_boxed_slice())
     };
-    let pred = |test| Expr::Pred(Pred { path: path.clone(), test });
+    let pred = |test| {
+        Expr::Pred(Pred {
+            path: path.clone(),
+            test,
+        })
+    };
     match v.v {
         JV::Null => Ok(pred(Test::Eq(Scalar::Null))),
         JV::Bool(b) => Ok(pred(Test::Eq(Scalar::Bool(b)))),
@@ -368,12 +415,19 @@ fn entry(kpos: usize, k: &str, v: J, prefix: &[Box<str>], depth: usize) -> Resul
                 operators(items, &path, depth)
             } else {
                 let Path::Field(segs) = &path else {
-                    return Err(ParseError::new(v.pos, "operator object after a JSONPath key"));
+                    return Err(ParseError::new(
+                        v.pos,
+                        "operator object after a JSONPath key",
+                    ));
                 };
                 let mut parts = Vec::new();
                 for (kp, k2, v2) in items {
                     if k2.starts_with('$') {
-                        return Err(ParseError::new(kp, "field name (do not mix operators and fields)").after(&k2));
+                        return Err(ParseError::new(
+                            kp,
+                            "field name (do not mix operators and fields)",
+                        )
+                        .after(&k2));
                     }
                     parts.push(entry(kp, &k2, v2, segs, depth + 1)?);
                 }
@@ -385,7 +439,12 @@ fn entry(kpos: usize, k: &str, v: J, prefix: &[Box<str>], depth: usize) -> Resul
 
 /// The seeds' string value: `"<10"`, `">=5"`, `"!=x"`, `"=x"` or a plain value.
 fn seeds_string(s: &str, pos: usize, path: &Path) -> Result<Expr, ParseError> {
-    let pred = |test| Expr::Pred(Pred { path: path.clone(), test });
+    let pred = |test| {
+        Expr::Pred(Pred {
+            path: path.clone(),
+            test,
+        })
+    };
     let b = s.as_bytes();
     let (op, len) = match b {
         [b'<', b'=', ..] => ("<=", 2),
@@ -396,7 +455,10 @@ fn seeds_string(s: &str, pos: usize, path: &Path) -> Result<Expr, ParseError> {
         [b'>', ..] => (">", 1),
         [b'=', ..] => ("=", 1),
         [b'!', ..] => {
-            return Err(ParseError::new(pos, "'!=' (write {\"$eq\": \"!..\"} for a literal string starting with '!')"));
+            return Err(ParseError::new(
+                pos,
+                "'!=' (write {\"$eq\": \"!..\"} for a literal string starting with '!')",
+            ));
         }
         _ => return Ok(pred(Test::Eq(Scalar::from_str_literal(s)))),
     };
@@ -426,13 +488,26 @@ fn scalar(j: &J, op: &str) -> Result<Scalar, ParseError> {
         JV::Bool(b) => Ok(Scalar::Bool(*b)),
         JV::Num(n) => Ok(Scalar::Num(*n)),
         JV::Str(s) => Ok(Scalar::from_str_literal(s)),
-        other => Err(ParseError::new(j.pos, format!("string, number, boolean or null, not {}", other.kind())).after(op)),
+        other => Err(ParseError::new(
+            j.pos,
+            format!("string, number, boolean or null, not {}", other.kind()),
+        )
+        .after(op)),
     }
 }
 
 /// An operator object: `{"$gt": 5, "$lt": 10}` (all must hold).
-fn operators(items: Vec<(usize, String, J)>, path: &Path, depth: usize) -> Result<Expr, ParseError> {
-    let pred = |test| Expr::Pred(Pred { path: path.clone(), test });
+fn operators(
+    items: Vec<(usize, String, J)>,
+    path: &Path,
+    depth: usize,
+) -> Result<Expr, ParseError> {
+    let pred = |test| {
+        Expr::Pred(Pred {
+            path: path.clone(),
+            test,
+        })
+    };
     let mut parts = Vec::new();
     for (kpos, k, v) in items {
         let e = match k.as_str() {
@@ -441,7 +516,11 @@ fn operators(items: Vec<(usize, String, J)>, path: &Path, depth: usize) -> Resul
             "$lt" | "$lte" | "$gt" | "$gte" => {
                 let s = scalar(&v, &k)?;
                 if matches!(s, Scalar::Null | Scalar::Bool(_)) {
-                    return Err(ParseError::new(v.pos, "number or string (true, false and null are not ordered)").after(&k));
+                    return Err(ParseError::new(
+                        v.pos,
+                        "number or string (true, false and null are not ordered)",
+                    )
+                    .after(&k));
                 }
                 let op = match k.as_str() {
                     "$lt" => CmpOp::Lt,
@@ -460,7 +539,11 @@ fn operators(items: Vec<(usize, String, J)>, path: &Path, depth: usize) -> Resul
                     vals.push(scalar(j, &k)?);
                 }
                 let e = pred(Test::In(vals.into_boxed_slice()));
-                if k == "$in" { e } else { Expr::Not(Box::new(e)) }
+                if k == "$in" {
+                    e
+                } else {
+                    Expr::Not(Box::new(e))
+                }
             }
             "$exists" => match v.v {
                 JV::Bool(true) => pred(Test::Exists),
@@ -479,7 +562,10 @@ fn operators(items: Vec<(usize, String, J)>, path: &Path, depth: usize) -> Resul
                     return Err(ParseError::new(v.pos, "non-empty operator object").after(&k));
                 }
                 if depth > MAX_DEPTH {
-                    return Err(ParseError::new(v.pos, format!("at most {MAX_DEPTH} levels of nesting")));
+                    return Err(ParseError::new(
+                        v.pos,
+                        format!("at most {MAX_DEPTH} levels of nesting"),
+                    ));
                 }
                 Expr::Not(Box::new(operators(inner, path, depth + 1)?))
             }

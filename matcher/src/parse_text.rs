@@ -24,7 +24,12 @@ use crate::value::{Num, Scalar, json_number_len, parse_number};
 
 /// Parses the text form.
 pub(crate) fn parse(src: &str) -> Result<(TopicPattern, Expr), ParseError> {
-    let mut p = P { s: src, b: src.as_bytes(), i: 0, depth: 0 };
+    let mut p = P {
+        s: src,
+        b: src.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
     p.ws();
     let topic = p.topic()?;
     p.ws();
@@ -34,7 +39,10 @@ pub(crate) fn parse(src: &str) -> Result<(TopicPattern, Expr), ParseError> {
     let start = p.i;
     let w = p.word();
     if !w.eq_ignore_ascii_case("where") {
-        return Err(ParseError::new(start, "'where' or end of input after the topic pattern"));
+        return Err(ParseError::new(
+            start,
+            "'where' or end of input after the topic pattern",
+        ));
     }
     p.ws();
     if p.eof() {
@@ -122,7 +130,7 @@ impl<'a> P<'a> {
             }
             _ => Err(ParseError::new(
                 start,
-                "topic pattern starting with '/' (or a quoted pattern)",
+                "topic pattern starting with '/' (or a quoted pattern, or a JSON filter object)",
             )),
         }
     }
@@ -227,7 +235,8 @@ impl<'a> P<'a> {
                     '[' | '(' => depth += 1,
                     ']' | ')' if depth > 0 => depth -= 1,
                     _ if depth == 0
-                        && (c.is_whitespace() || matches!(c, '<' | '>' | '=' | '!' | ')' | ',')) =>
+                        && (c.is_whitespace()
+                            || matches!(c, '<' | '>' | '=' | '!' | ')' | ',')) =>
                     {
                         end = start + off;
                         break;
@@ -288,7 +297,12 @@ impl<'a> P<'a> {
             (Some(b'>'), _) => (">", 1),
             _ => ("", 0),
         };
-        let pred = |test| Expr::Pred(Pred { path: path.clone(), test });
+        let pred = |test| {
+            Expr::Pred(Pred {
+                path: path.clone(),
+                test,
+            })
+        };
         if len > 0 {
             self.i += len;
             self.ws();
@@ -340,11 +354,7 @@ impl<'a> P<'a> {
                 _ => Err(ParseError::new(at, "string").after("prefix")),
             };
         }
-        Err(ParseError::new(
-            op_pos,
-            "operator (= != < <= > >= in exists prefix)",
-        )
-        .after(name))
+        Err(ParseError::new(op_pos, "operator (= != < <= > >= in exists prefix)").after(name))
     }
 
     fn list(&mut self) -> Result<Box<[Scalar]>, ParseError> {
@@ -448,12 +458,18 @@ impl<'a> P<'a> {
                         let hi = self.hex4()?;
                         let cp = if (0xD800..0xDC00).contains(&hi) {
                             if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
-                                return Err(ParseError::new(self.i, "low surrogate '\\uDC00'..'\\uDFFF'"));
+                                return Err(ParseError::new(
+                                    self.i,
+                                    "low surrogate '\\uDC00'..'\\uDFFF'",
+                                ));
                             }
                             self.i += 2;
                             let lo = self.hex4()?;
                             if !(0xDC00..0xE000).contains(&lo) {
-                                return Err(ParseError::new(self.i - 4, "low surrogate '\\uDC00'..'\\uDFFF'"));
+                                return Err(ParseError::new(
+                                    self.i - 4,
+                                    "low surrogate '\\uDC00'..'\\uDFFF'",
+                                ));
                             }
                             0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
                         } else {
@@ -476,7 +492,10 @@ impl<'a> P<'a> {
                 continue;
             }
             if c.is_control() {
-                return Err(ParseError::new(self.i, "string character (no raw control characters)"));
+                return Err(ParseError::new(
+                    self.i,
+                    "string character (no raw control characters)",
+                ));
             }
             out.push(c);
             self.i += c.len_utf8();

@@ -76,7 +76,8 @@ enum Leaves {
 
 impl Leaves {
     fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let (one, many): (Option<(u32, u32)>, &[(u32, u32)]) = match self {
+        type Split<'a> = (Option<(u32, u32)>, &'a [(u32, u32)]);
+        let (one, many): Split<'_> = match self {
             Leaves::One(n, p) => (Some((*n, *p)), &[]),
             Leaves::Many(v) => (None, v),
         };
@@ -154,7 +155,10 @@ impl ParallelSearchTree {
         for node in &self.nodes {
             n += node.subs.capacity() * 8;
             n += node.buckets.capacity() * std::mem::size_of::<Bucket>();
-            n += node.label.as_ref().map_or(0, |_| std::mem::size_of::<Label>());
+            n += node
+                .label
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Label>());
             for b in &node.buckets {
                 n += b.idx.heap_bytes();
             }
@@ -195,7 +199,8 @@ impl ParallelSearchTree {
     }
 
     fn insert_clause(&mut self, mut conds: Vec<Cond>) -> u32 {
-        let mut keyed: Vec<((u8, u64), Cond)> = conds.drain(..).map(|c| (self.rank(&c), c)).collect();
+        let mut keyed: Vec<((u8, u64), Cond)> =
+            conds.drain(..).map(|c| (self.rank(&c), c)).collect();
         keyed.sort_by_key(|(k, _)| *k);
         let mut cur = ROOT;
         for (_, c) in keyed {
@@ -203,7 +208,8 @@ impl ParallelSearchTree {
             let id = self.attrs.get(&c.key);
             let node = &self.nodes[cur as usize];
             let bucket = id.and_then(|a| node.buckets.iter().position(|b| b.attr == a));
-            if let Some(child) = bucket.and_then(|b| node.buckets[b].idx.find(&c.test, c.neg, json)) {
+            if let Some(child) = bucket.and_then(|b| node.buckets[b].idx.find(&c.test, c.neg, json))
+            {
                 cur = child;
                 continue;
             }
@@ -249,7 +255,9 @@ impl ParallelSearchTree {
                 return;
             }
             let parent = node.parent;
-            let Some(label) = node.label.take() else { return };
+            let Some(label) = node.label.take() else {
+                return;
+            };
             *node = Node::default();
             self.free.push(n);
             let json = matches!(self.attrs.key(label.attr), Some(AttrKey::Json(_)));

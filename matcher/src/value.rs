@@ -349,7 +349,9 @@ mod tests {
 
     #[test]
     fn grammar() {
-        for ok in ["0", "-0", "5", "100", "5.55", "-1.5e3", "1E+2", "1e-2", "0.0"] {
+        for ok in [
+            "0", "-0", "5", "100", "5.55", "-1.5e3", "1E+2", "1e-2", "0.0",
+        ] {
             assert!(parse_number(ok).is_some(), "{ok}");
         }
         for bad in [
@@ -358,7 +360,10 @@ mod tests {
             assert!(parse_number(bad).is_none(), "{bad}");
         }
         assert!(matches!(parse_number("100"), Some(Num::I(100))));
-        assert!(matches!(parse_number("18446744073709551615"), Some(Num::U(_))));
+        assert!(matches!(
+            parse_number("18446744073709551615"),
+            Some(Num::U(_))
+        ));
         assert!(matches!(parse_number("1e2"), Some(Num::F(_))));
     }
 

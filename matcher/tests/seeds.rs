@@ -83,7 +83,10 @@ fn near_misses_do_not_match() {
     cases.push(("malformed topic", "stocks/euronext/CTT", message()));
     for f in filters() {
         for (what, topic, body) in &cases {
-            assert!(!all_agree(&f, topic, body), "{what}: {f} matched {topic} {body}");
+            assert!(
+                !all_agree(&f, topic, body),
+                "{what}: {f} matched {topic} {body}"
+            );
         }
     }
 }
@@ -99,7 +102,10 @@ fn numeric_rules() {
         (r#"/stocks/** where price = 5.55"#, true),
         (r#"/stocks/** where price >= 5.55 and price <= 5.55"#, true),
         (r#"/stocks/** where company > "CTU""#, false),
-        (r#"/stocks/** where company < "CTU" and company > "CTS""#, true),
+        (
+            r#"/stocks/** where company < "CTU" and company > "CTS""#,
+            true,
+        ),
         (r#"/stocks/** where company < 5"#, false),
         (r#"/stocks/** where number < "abc""#, false),
         (r#"/stocks/** where number != 100"#, false),
@@ -110,7 +116,10 @@ fn numeric_rules() {
         (r#"/stocks/** where order in ["sell", "buy"]"#, true),
         (r#"/stocks/** where order not in ["sell", "buy"]"#, false),
         (r#"/stocks/** where number in [100]"#, true),
-        (r#"/stocks/** where (order = "sell" or price < 6) and not company = "EDP""#, true),
+        (
+            r#"/stocks/** where (order = "sell" or price < 6) and not company = "EDP""#,
+            true,
+        ),
         (r#"/stocks/euronext/* where order = "buy""#, true),
         (r#"/stocks/*/CTT/** where order = "buy""#, true),
         (r#"/stocks/* where order = "buy""#, false),

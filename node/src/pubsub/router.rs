@@ -94,9 +94,7 @@ impl Router {
                 .lock()
                 .map_err(|_| PublishError::Task("publish lock poisoned".into()))?;
             let appended = store.append_local(&author, &topic, |seq, prev| {
-                let event = Event::sign(&keypair, &topic, body, seq, now_ms(), prev)?;
-                let block = event.to_block()?;
-                Ok((event, block))
+                Event::sign_block(&keypair, &topic, body, seq, now_ms(), prev)
             })?;
             if !local.is_empty() {
                 let json = ipld_json::event_to_json(&appended.cid, &appended.event);

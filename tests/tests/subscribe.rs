@@ -117,10 +117,10 @@ fn sse_subscribe(url: &reqwest::Url) -> Result<(TcpStream, mpsc::Receiver<String
             while let Some(nl) = text.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = text.drain(..=nl).collect();
                 let line = String::from_utf8_lossy(&line);
-                if let Some(d) = line.trim_end().strip_prefix("data:") {
-                    if tx.send(d.trim_start().to_string()).is_err() {
-                        return;
-                    }
+                if let Some(d) = line.trim_end().strip_prefix("data:")
+                    && tx.send(d.trim_start().to_string()).is_err()
+                {
+                    return;
                 }
             }
         }

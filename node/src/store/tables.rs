@@ -16,8 +16,12 @@ pub(super) const HEADS: MultimapTableDefinition<&str, &[u8]> =
 /// CIDs some stored event names in `prev`: such an event can never be a head again, whatever
 /// order blocks arrive in.
 pub(super) const REFERENCED: TableDefinition<&[u8], ()> = TableDefinition::new("referenced");
+/// Key of SEQS: (author key bytes, topic).
+type SeqKey = (&'static [u8], &'static str);
+/// Value of SEQS: (highest seq stored, its CID).
+type SeqValue = (u64, &'static [u8]);
 /// (author key bytes, topic) → (highest seq stored, its CID).
-pub(super) const SEQS: TableDefinition<(&[u8], &str), (u64, &[u8])> = TableDefinition::new("seqs");
+pub(super) const SEQS: TableDefinition<SeqKey, SeqValue> = TableDefinition::new("seqs");
 /// (root segment, arrival position) → CID: the order events reached this node, for replay.
 pub(super) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log");
 /// Root segment → next log position.
@@ -33,7 +37,7 @@ pub(super) struct Tables<'txn> {
     blocks: Table<'txn, &'static [u8], &'static [u8]>,
     heads: MultimapTable<'txn, &'static str, &'static [u8]>,
     referenced: Table<'txn, &'static [u8], ()>,
-    pub(super) seqs: Table<'txn, (&'static [u8], &'static str), (u64, &'static [u8])>,
+    pub(super) seqs: Table<'txn, SeqKey, SeqValue>,
     log: Table<'txn, (&'static str, u64), &'static [u8]>,
     log_next: Table<'txn, &'static str, u64>,
     stats: Table<'txn, &'static str, u64>,

@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod identity;
 pub mod metrics;
+pub mod net;
 pub mod node;
 pub mod pubsub;
 pub mod store;

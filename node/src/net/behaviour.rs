@@ -1,0 +1,85 @@
+//! The combined libp2p behaviour: Kademlia, identify, ping and tidings' request-response
+//! protocols.
+
+use std::time::Duration;
+
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, identify, identity, kad, ping};
+
+use super::deliver::{self, DeliverRequest, DeliverResponse};
+use super::publish::{self, PublishRequest, PublishResponse};
+use super::replicate::{self, ReplicateRequest, ReplicateResponse};
+use super::subscribe::{self, SubscribeRequest, SubscribeResponse};
+
+/// tidings' own DHT protocol, so rendezvous keys never leak into the public IPFS DHT.
+pub const KAD_PROTOCOL: &str = "/tidings/kad/1.0.0";
+/// identify's protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/tidings/id/1.0.0";
+
+/// Largest request or response on the tidings protocols: a batch of 1 MiB blocks.
+const MAX_MESSAGE: u64 = 16 << 20;
+
+/// Every protocol a node speaks.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Kademlia on `/tidings/kad/1.0.0`: brokers in server mode, peers in client mode.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// identify: learns listen addresses and protocols of connected peers.
+    pub identify: identify::Behaviour,
+    /// ping: liveness.
+    pub ping: ping::Behaviour,
+    /// `/tidings/publish/1`.
+    pub publish: request_response::cbor::Behaviour<PublishRequest, PublishResponse>,
+    /// `/tidings/replicate/1`.
+    pub replicate: request_response::cbor::Behaviour<ReplicateRequest, ReplicateResponse>,
+    /// `/tidings/subscribe/1`.
+    pub subscribe: request_response::cbor::Behaviour<SubscribeRequest, SubscribeResponse>,
+    /// `/tidings/deliver/1`.
+    pub deliver: request_response::cbor::Behaviour<DeliverRequest, DeliverResponse>,
+}
+
+fn rr<Req, Resp>(name: &'static str) -> request_response::cbor::Behaviour<Req, Resp>
+where
+    Req: Send + Clone + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    Resp: Send + Clone + serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    let codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(MAX_MESSAGE)
+        .set_response_size_maximum(MAX_MESSAGE);
+    request_response::Behaviour::with_codec(
+        codec,
+        [(StreamProtocol::new(name), ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+    )
+}
+
+impl Behaviour {
+    /// Builds the behaviour for `key`; `broker` selects Kademlia server mode.
+    pub fn new(key: &identity::Keypair, broker: bool, agent: String) -> Behaviour {
+        let peer_id = key.public().to_peer_id();
+        let mut cfg = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        cfg.set_query_timeout(Duration::from_secs(10));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), cfg);
+        // Set explicitly: brokers must be found by others even before they learn an external
+        // address; peers must never be chosen for rendezvous duty.
+        kad.set_mode(Some(if broker {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
+        Behaviour {
+            kad,
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                    .with_agent_version(agent),
+            ),
+            ping: ping::Behaviour::new(ping::Config::new()),
+            publish: rr(publish::PROTOCOL),
+            replicate: rr(replicate::PROTOCOL),
+            subscribe: rr(subscribe::PROTOCOL),
+            deliver: rr(deliver::PROTOCOL),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The libp2p network: one task owns the swarm; the rest of the node talks to it through a
+//! [`Network`] handle (commands down) and an [`Inbound`] channel (requests up).
+
+mod behaviour;
+pub mod deliver;
+pub mod publish;
+pub mod rendezvous;
+pub mod replicate;
+pub mod subscribe;
+mod swarm;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
+use deliver::{DeliverRequest, DeliverResponse};
+use publish::{PublishRequest, PublishResponse};
+use replicate::{ReplicateRequest, ReplicateResponse};
+use subscribe::{SubscribeRequest, SubscribeResponse};
+pub use swarm::start;
+
+/// A node's role (DESIGN §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Always-on, holds rendezvous duty, Kademlia server.
+    Broker,
+    /// A client: publishes, subscribes, caches and serves blocks; Kademlia client.
+    Peer,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "broker" => Ok(Role::Broker),
+            "peer" => Ok(Role::Peer),
+            other => Err(format!("role must be broker or peer, not {other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Broker => "broker",
+            Role::Peer => "peer",
+        })
+    }
+}
+
+/// How to run the network.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Addresses to listen on (TCP and/or QUIC).
+    pub listen: Vec<Multiaddr>,
+    /// `MULTIADDR/p2p/ID` of nodes to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Broker or peer.
+    pub role: Role,
+    /// Rendezvous set size `K`.
+    pub replication: usize,
+}
+
+/// Errors of the network layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NetError {
+    /// The peer could not be reached or did not answer in time.
+    #[error("peer {peer} unreachable: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// What failed.
+        reason: String,
+    },
+    /// The network task has stopped (shutdown).
+    #[error("the network is shutting down")]
+    Stopped,
+    /// Bad configuration (listen address, bootstrap address).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What the network knows, readable without a round trip to the swarm task.
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    /// Brokers known through Kademlia (this node included when it is a broker).
+    pub brokers: BTreeSet<PeerId>,
+    /// This node's listen addresses, with `/p2p/<id>`.
+    pub listen: Vec<Multiaddr>,
+    /// Peers with an open connection.
+    pub connected: BTreeSet<PeerId>,
+    /// Bumped whenever `brokers` changes, so users can tell the sets may have moved.
+    pub epoch: u64,
+}
+
+/// An outbound request on one of the tidings protocols.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Publish(
+        PublishRequest,
+        oneshot::Sender<Result<PublishResponse, NetError>>,
+    ),
+    Replicate(
+        ReplicateRequest,
+        oneshot::Sender<Result<ReplicateResponse, NetError>>,
+    ),
+    Subscribe(
+        SubscribeRequest,
+        oneshot::Sender<Result<SubscribeResponse, NetError>>,
+    ),
+    Deliver(
+        DeliverRequest,
+        oneshot::Sender<Result<DeliverResponse, NetError>>,
+    ),
+}
+
+/// Commands to the swarm task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Request(PeerId, Outbound),
+}
+
+/// A request from a remote peer; answer through `reply` (dropping it refuses).
+#[derive(Debug)]
+pub enum Inbound {
+    /// An author's node publishes through us as primary.
+    Publish {
+        /// Sender.
+        peer: PeerId,
+        /// The request.
+        req: PublishRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<PublishResponse>,
+    },
+    /// The primary replicates to us.
+    Replicate {
+        /// Sender.
+        peer: PeerId,
+        /// The request.
+        req: ReplicateRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ReplicateResponse>,
+    },
+    /// A subscriber's node leases a subscription here.
+    Subscribe {
+        /// Sender.
+        peer: PeerId,
+        /// The request.
+        req: SubscribeRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<SubscribeResponse>,
+    },
+    /// A primary delivers matched events to us.
+    Deliver {
+        /// Sender.
+        peer: PeerId,
+        /// The request.
+        req: DeliverRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<DeliverResponse>,
+    },
+}
+
+/// Handle to the running network.
+#[derive(Clone)]
+pub struct Network {
+    cmd: mpsc::Sender<Command>,
+    local: PeerId,
+    role: Role,
+    replication: usize,
+    directory: Arc<RwLock<Directory>>,
+}
+
+impl Network {
+    /// This node's peer id.
+    pub fn local_peer(&self) -> PeerId {
+        self.local
+    }
+
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Rendezvous set size `K`.
+    pub fn replication(&self) -> usize {
+        self.replication
+    }
+
+    /// A snapshot of what the network knows.
+    pub fn directory(&self) -> Directory {
+        self.directory.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// The rendezvous set of `root` as this node sees it now, closest first.
+    pub fn rendezvous_set(&self, root: &str) -> Vec<PeerId> {
+        let d = self.directory.read();
+        match d {
+            Ok(d) => rendezvous::set_for_root(&d.brokers, root, self.replication),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn request<T>(
+        &self,
+        peer: PeerId,
+        make: impl FnOnce(oneshot::Sender<Result<T, NetError>>) -> Outbound,
+    ) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Request(peer, make(tx)))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// Sends a publish to `peer` and waits for its answer.
+    pub async fn publish(
+        &self,
+        peer: PeerId,
+        req: PublishRequest,
+    ) -> Result<PublishResponse, NetError> {
+        self.request(peer, |tx| Outbound::Publish(req, tx)).await
+    }
+
+    /// Sends blocks to replicate to `peer`.
+    pub async fn replicate(
+        &self,
+        peer: PeerId,
+        req: ReplicateRequest,
+    ) -> Result<ReplicateResponse, NetError> {
+        self.request(peer, |tx| Outbound::Replicate(req, tx)).await
+    }
+
+    /// Sends a subscription lease or cancel to `peer`.
+    pub async fn subscribe(
+        &self,
+        peer: PeerId,
+        req: SubscribeRequest,
+    ) -> Result<SubscribeResponse, NetError> {
+        self.request(peer, |tx| Outbound::Subscribe(req, tx)).await
+    }
+
+    /// Delivers events to `peer`.
+    pub async fn deliver(
+        &self,
+        peer: PeerId,
+        req: DeliverRequest,
+    ) -> Result<DeliverResponse, NetError> {
+        self.request(peer, |tx| Outbound::Deliver(req, tx)).await
+    }
+}

@@ -1,0 +1,398 @@
+//! The swarm task: owns the libp2p `Swarm`, turns commands into requests, inbound requests into
+//! [`Inbound`] messages, and keeps the [`Directory`] current.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, kad, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::deliver::DeliverResponse;
+use super::publish::PublishResponse;
+use super::replicate::ReplicateResponse;
+use super::subscribe::SubscribeResponse;
+use super::{Command, Directory, Inbound, NetConfig, NetError, Network, Outbound, Role};
+
+type Pending<T> = HashMap<OutboundRequestId, oneshot::Sender<Result<T, NetError>>>;
+
+/// An answer from the node, ready to go back on the wire.
+enum Reply {
+    Publish(ResponseChannel<PublishResponse>, PublishResponse),
+    Replicate(ResponseChannel<ReplicateResponse>, ReplicateResponse),
+    Subscribe(ResponseChannel<SubscribeResponse>, SubscribeResponse),
+    Deliver(ResponseChannel<DeliverResponse>, DeliverResponse),
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    role: Role,
+    directory: Arc<RwLock<Directory>>,
+    inbound: mpsc::Sender<Inbound>,
+    replies: FuturesUnordered<BoxFuture<'static, Reply>>,
+    publish: Pending<PublishResponse>,
+    replicate: Pending<ReplicateResponse>,
+    subscribe: Pending<SubscribeResponse>,
+    deliver: Pending<DeliverResponse>,
+}
+
+/// Builds the swarm, starts listening and dialling, and spawns the swarm task.
+pub fn start(
+    keypair: identity::Keypair,
+    config: NetConfig,
+) -> Result<(Network, mpsc::Receiver<Inbound>, JoinHandle<()>), NetError> {
+    let broker = config.role == Role::Broker;
+    let agent = format!("tidings/{} {}", env!("CARGO_PKG_VERSION"), config.role);
+    let cfg_err = |e: &dyn std::fmt::Display| NetError::Config(e.to_string());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| cfg_err(&e))?
+        .with_quic()
+        .with_behaviour(|key| Behaviour::new(key, broker, agent))
+        .map_err(|e| cfg_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    let local = *swarm.local_peer_id();
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Config(format!("cannot listen on {addr}: {e}")))?;
+    }
+    for addr in &config.bootstrap {
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            return Err(NetError::Config(format!(
+                "bootstrap address {addr} must end in /p2p/<peer id>"
+            )));
+        };
+        let transport_addr: Multiaddr = addr
+            .iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect();
+        swarm.behaviour_mut().kad.add_address(&peer, transport_addr);
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial bootstrap node");
+        }
+    }
+    let mut dir = Directory::default();
+    if broker {
+        dir.brokers.insert(local);
+    }
+    let directory = Arc::new(RwLock::new(dir));
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (in_tx, in_rx) = mpsc::channel(1024);
+    let network = Network {
+        cmd: cmd_tx,
+        local,
+        role: config.role,
+        replication: config.replication.max(1),
+        directory: directory.clone(),
+    };
+    let task = Task {
+        swarm,
+        role: config.role,
+        directory,
+        inbound: in_tx,
+        replies: FuturesUnordered::new(),
+        publish: HashMap::new(),
+        replicate: HashMap::new(),
+        subscribe: HashMap::new(),
+        deliver: HashMap::new(),
+    };
+    let handle = tokio::spawn(task.run(cmd_rx));
+    Ok((network, in_rx, handle))
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut bootstrap = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                ev = self.swarm.select_next_some() => self.on_event(ev).await,
+                Some(reply) = self.replies.next() => self.on_reply(reply),
+                _ = bootstrap.tick() => {
+                    // Refreshes the routing table; fails harmlessly while no peer is known.
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+        }
+        tracing::debug!("network task stopped");
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let Command::Request(peer, out) = cmd;
+        let b = self.swarm.behaviour_mut();
+        match out {
+            Outbound::Publish(req, tx) => {
+                let id = b.publish.send_request(&peer, req);
+                self.publish.insert(id, tx);
+            }
+            Outbound::Replicate(req, tx) => {
+                let id = b.replicate.send_request(&peer, req);
+                self.replicate.insert(id, tx);
+            }
+            Outbound::Subscribe(req, tx) => {
+                let id = b.subscribe.send_request(&peer, req);
+                self.subscribe.insert(id, tx);
+            }
+            Outbound::Deliver(req, tx) => {
+                let id = b.deliver.send_request(&peer, req);
+                self.deliver.insert(id, tx);
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        let b = self.swarm.behaviour_mut();
+        // An error here means the requester went away; nothing to do.
+        let _ = match reply {
+            Reply::Publish(ch, r) => b.publish.send_response(ch, r).is_ok(),
+            Reply::Replicate(ch, r) => b.replicate.send_response(ch, r).is_ok(),
+            Reply::Subscribe(ch, r) => b.subscribe.send_response(ch, r).is_ok(),
+            Reply::Deliver(ch, r) => b.deliver.send_response(ch, r).is_ok(),
+        };
+    }
+
+    /// Hands an inbound request up and queues the answer for when the node gives it.
+    async fn inbound<Req, Resp>(
+        &mut self,
+        peer: PeerId,
+        req: Req,
+        channel: ResponseChannel<Resp>,
+        wrap: fn(PeerId, Req, oneshot::Sender<Resp>) -> Inbound,
+        refused: fn(String) -> Resp,
+        reply: fn(ResponseChannel<Resp>, Resp) -> Reply,
+    ) where
+        Resp: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        if self.inbound.send(wrap(peer, req, tx)).await.is_err() {
+            return;
+        }
+        self.replies.push(Box::pin(async move {
+            let r = rx
+                .await
+                .unwrap_or_else(|_| refused("the node dropped the request".into()));
+            reply(channel, r)
+        }));
+    }
+
+    async fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                tracing::info!(address = %full, "listening");
+                if let Ok(mut d) = self.directory.write() {
+                    d.listen.push(full);
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if let Ok(mut d) = self.directory.write() {
+                    d.connected.insert(peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                if num_established == 0 {
+                    tracing::debug!(peer = %peer_id, cause = ?cause, "disconnected");
+                    if let Ok(mut d) = self.directory.write() {
+                        d.connected.remove(&peer_id);
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                // A broker we cannot reach leaves the sets until identify brings it back.
+                tracing::debug!(%peer, %error, "dial failed");
+                self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                self.refresh_brokers();
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev).await,
+            _ => {}
+        }
+    }
+
+    fn refresh_brokers(&mut self) {
+        let local = *self.swarm.local_peer_id();
+        let mut brokers: std::collections::BTreeSet<PeerId> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+            .collect();
+        if self.role == Role::Broker {
+            brokers.insert(local);
+        }
+        if let Ok(mut d) = self.directory.write()
+            && d.brokers != brokers
+        {
+            tracing::info!(brokers = brokers.len(), "rendezvous directory changed");
+            d.brokers = brokers;
+            d.epoch += 1;
+        }
+    }
+
+    async fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        use request_response::{Event as RrEvent, Message};
+        match ev {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                // Only brokers serve our Kademlia protocol: they go in the routing table.
+                if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { .. })
+            | BehaviourEvent::Kad(kad::Event::UnroutablePeer { .. }) => self.refresh_brokers(),
+            BehaviourEvent::Publish(e) => match e {
+                RrEvent::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
+                    self.inbound(
+                        peer,
+                        request,
+                        channel,
+                        |peer, req, reply| Inbound::Publish { peer, req, reply },
+                        |m| PublishResponse::Refused {
+                            status: 503,
+                            message: m,
+                        },
+                        Reply::Publish,
+                    )
+                    .await;
+                }
+                other => settle(&mut self.publish, other),
+            },
+            BehaviourEvent::Replicate(e) => match e {
+                RrEvent::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
+                    self.inbound(
+                        peer,
+                        request,
+                        channel,
+                        |peer, req, reply| Inbound::Replicate { peer, req, reply },
+                        ReplicateResponse::Refused,
+                        Reply::Replicate,
+                    )
+                    .await;
+                }
+                other => settle(&mut self.replicate, other),
+            },
+            BehaviourEvent::Subscribe(e) => match e {
+                RrEvent::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
+                    self.inbound(
+                        peer,
+                        request,
+                        channel,
+                        |peer, req, reply| Inbound::Subscribe { peer, req, reply },
+                        SubscribeResponse::Refused,
+                        Reply::Subscribe,
+                    )
+                    .await;
+                }
+                other => settle(&mut self.subscribe, other),
+            },
+            BehaviourEvent::Deliver(e) => match e {
+                RrEvent::Message {
+                    peer,
+                    message:
+                        Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                } => {
+                    self.inbound(
+                        peer,
+                        request,
+                        channel,
+                        |peer, req, reply| Inbound::Deliver { peer, req, reply },
+                        DeliverResponse::Refused,
+                        Reply::Deliver,
+                    )
+                    .await;
+                }
+                other => settle(&mut self.deliver, other),
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Completes a pending outbound request from a response or failure event.
+fn settle<Req, Resp>(pending: &mut Pending<Resp>, ev: request_response::Event<Req, Resp>) {
+    use request_response::{Event as RrEvent, Message};
+    match ev {
+        RrEvent::Message {
+            message:
+                Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => {
+            if let Some(tx) = pending.remove(&request_id) {
+                let _ = tx.send(Ok(response));
+            }
+        }
+        RrEvent::OutboundFailure {
+            peer,
+            request_id,
+            error,
+            ..
+        } => {
+            if let Some(tx) = pending.remove(&request_id) {
+                let _ = tx.send(Err(NetError::Unreachable {
+                    peer,
+                    reason: error.to_string(),
+                }));
+            }
+        }
+        RrEvent::InboundFailure { peer, error, .. } => {
+            tracing::debug!(%peer, %error, "inbound request failed");
+        }
+        _ => {}
+    }
+}

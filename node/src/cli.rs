@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use libp2p::Multiaddr;
 use serde_json::Value;
 use tidings_node::client::{Client, DEFAULT_API};
+use tidings_node::net::Role;
+use tidings_node::net::rendezvous::DEFAULT_REPLICATION;
 
 /// tidings: content-based publish/subscribe over IPLD. Every event is a signed, content-addressed
 /// block; a single node with its embedded store is a complete network.
@@ -129,6 +132,26 @@ pub struct NodeArgs {
     /// Bearer token clients must send; required when --api is not a loopback address.
     #[arg(long, env = "TIDINGS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// libp2p listen address; repeat for several (TCP and QUIC by default).
+    #[arg(long, value_name = "MULTIADDR", default_values_t = default_listen())]
+    pub listen: Vec<Multiaddr>,
+    /// A node to join through, as MULTIADDR/p2p/PEER_ID (see `tidings status`); repeatable.
+    #[arg(long, value_name = "MULTIADDR/p2p/ID")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// broker: always on, holds rendezvous duty; peer: a client that publishes, subscribes and
+    /// serves the blocks it holds.
+    #[arg(long, default_value = "broker", value_name = "broker|peer")]
+    pub role: Role,
+    /// Rendezvous set size K: brokers that hold each root's subscriptions and events.
+    #[arg(long, default_value_t = DEFAULT_REPLICATION as u64, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub replication: u64,
+}
+
+fn default_listen() -> Vec<Multiaddr> {
+    ["/ip4/0.0.0.0/tcp/7701", "/ip4/0.0.0.0/udp/7701/quic-v1"]
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
 
 /// Runs a client command.

@@ -49,6 +49,12 @@ async fn run_node(args: cli::NodeArgs) -> Result<()> {
         data_dir: args.data,
         api: args.api,
         token: args.token,
+        net: tidings_node::net::NetConfig {
+            listen: args.listen,
+            bootstrap: args.bootstrap,
+            role: args.role,
+            replication: args.replication as usize,
+        },
     })
     .await?;
     println!(

@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState, NodeInfo};
 use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
-use crate::pubsub::Router;
+use crate::net::{self, NetConfig, NetError};
+use crate::pubsub::{Router, inbound};
 use crate::store::{Store, StoreError};
 
 /// File in the data dir holding the API's bound address (useful with `--api 127.0.0.1:0`).
@@ -27,6 +28,8 @@ pub struct NodeConfig {
     pub api: SocketAddr,
     /// Bearer token required by the API; mandatory when `api` is not loopback.
     pub token: Option<String>,
+    /// libp2p: listen addresses, bootstrap nodes, role, replication.
+    pub net: NetConfig,
 }
 
 /// Why a node could not start.
@@ -46,6 +49,9 @@ pub enum NodeError {
     /// Store problem.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// libp2p could not start (bad listen or bootstrap address).
+    #[error("network: {0}")]
+    Net(#[from] NetError),
     /// The API address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -67,11 +73,18 @@ pub struct Node {
     peer_id: String,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    /// Swarm, inbound dispatch and lease maintenance: aborted at shutdown.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Node {
     /// Opens the data dir and store, binds the API and starts serving.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        if config.net.listen.is_empty() {
+            return Err(NodeError::Net(NetError::Config(
+                "at least one --listen address is needed".into(),
+            )));
+        }
         if !config.api.ip().is_loopback() && config.token.is_none() {
             return Err(NodeError::TokenRequired(config.api));
         }
@@ -89,7 +102,18 @@ impl Node {
             .map_err(|e| dir_err(std::io::Error::other(e.to_string())))??;
         let store = Arc::new(store);
         let metrics = Arc::new(Metrics::default());
-        let router = Arc::new(Router::new(store.clone(), keypair, metrics.clone()));
+        let (network, inbound_rx, swarm_task) = net::start(keypair.clone(), config.net.clone())?;
+        let router = Arc::new(Router::new(
+            store.clone(),
+            keypair,
+            metrics.clone(),
+            network,
+        ));
+        let background = vec![
+            swarm_task,
+            tokio::spawn(inbound::serve(router.clone(), inbound_rx)),
+            tokio::spawn(router.clone().maintain()),
+        ];
 
         let listener = tokio::net::TcpListener::bind(config.api)
             .await
@@ -108,7 +132,6 @@ impl Node {
             metrics,
             info: Arc::new(NodeInfo {
                 peer_id: peer_id.clone(),
-                role: "broker".into(),
                 api: addr,
             }),
         };
@@ -121,12 +144,13 @@ impl Node {
                 })
                 .await
         });
-        tracing::info!(%peer_id, api = %format!("http://{addr}"), data = %config.data_dir.display(), "node started");
+        tracing::info!(%peer_id, role = %config.net.role, api = %format!("http://{addr}"), data = %config.data_dir.display(), "node started");
         Ok(Node {
             addr,
             peer_id,
             stop: Some(stop),
             server,
+            background,
         })
     }
 
@@ -145,10 +169,14 @@ impl Node {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match (&mut self.server).await {
+        let served = match (&mut self.server).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        for task in self.background.drain(..) {
+            task.abort();
         }
+        served
     }
 }
 

@@ -25,7 +25,14 @@ fn every_command_has_help_with_an_example() {
 fn non_loopback_api_without_token_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = tidings()
-        .args(["node", "--api", "0.0.0.0:0", "--data"])
+        .args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "0.0.0.0:0",
+            "--data",
+        ])
         .arg(dir.path())
         .env_remove("TIDINGS_TOKEN")
         .output()
@@ -42,7 +49,14 @@ fn non_loopback_api_without_token_is_refused() {
 fn a_second_node_on_the_same_data_dir_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = tidings()
-        .args(["node", "--api", "127.0.0.1:0", "--data"])
+        .args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -58,7 +72,14 @@ fn a_second_node_on_the_same_data_dir_is_refused_clearly() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let out = tidings()
-        .args(["node", "--api", "127.0.0.1:0", "--data"])
+        .args([
+            "node",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -70,6 +70,11 @@ impl NodeProcess {
             .arg("--data")
             .arg(data)
             .args(["--api", "127.0.0.1:0"])
+            .args(if extra_args.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "/ip4/127.0.0.1/tcp/0"][..]
+            })
             .args(extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -75,6 +75,8 @@ impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         match e {
             PublishError::Invalid(inner) => invalid_event(&inner),
+            PublishError::BadFilter(_) => ApiError::bad_request(e.to_string()),
+            PublishError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             PublishError::Store(s) => s.into(),
             PublishError::Task(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }

@@ -39,8 +39,6 @@ pub struct AppState {
 pub struct NodeInfo {
     /// libp2p peer id.
     pub peer_id: String,
-    /// `broker` or `peer`.
-    pub role: String,
     /// Address the API listens on.
     pub api: SocketAddr,
 }

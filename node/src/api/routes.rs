@@ -190,20 +190,32 @@ pub(super) async fn export_car(
 pub(super) async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = st.router.store().clone();
     let info = st.info.clone();
+    let net = st.router.net().clone();
+    let dir = net.directory();
     let subscriptions = st.router.local().len();
+    let leases = st.router.remote().len();
+    let mut roots: std::collections::BTreeSet<String> = st.router.remote().roots();
     blocking(move || {
         let stats = store.stats()?;
-        // A single node is its own rendezvous for every root it holds.
-        let roots = store.roots()?;
+        roots.extend(store.roots()?);
+        // Roots whose rendezvous set, as this node sees it, includes this node.
+        let me = net.local_peer();
+        let serving: Vec<String> = roots
+            .into_iter()
+            .filter(|r| net.rendezvous_set(r).contains(&me))
+            .collect();
         Ok(Json(json!({
             "peer_id": info.peer_id,
-            "role": info.role,
+            "role": net.role(),
             "version": env!("CARGO_PKG_VERSION"),
             "api": format!("http://{}", info.api),
-            "listen": [],
-            "peers": 0,
-            "rendezvous": roots,
+            "listen": dir.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "peers": dir.connected.len(),
+            "brokers": dir.brokers.len(),
+            "replication": net.replication(),
+            "rendezvous": serving,
             "subscriptions": subscriptions,
+            "leases": leases,
             "store": stats,
         })))
     })

@@ -36,16 +36,16 @@ pub(super) async fn subscribe(
     let src = q
         .filter
         .ok_or_else(|| ApiError::bad_request("missing query parameter filter"))?;
-    let filter =
-        Filter::parse(&src).map_err(|e| ApiError::bad_request(format!("bad filter: {e}")))?;
+    // Parsed here first so a bad filter is a 400 before any upgrade or network traffic.
+    Filter::parse(&src).map_err(|e| ApiError::bad_request(format!("bad filter: {e}")))?;
     if q.durable.is_some() || q.since.is_some() {
         return Err(ApiError::bad_request(
             "durable subscriptions and replay (durable=, since=) are not available yet on this node",
         ));
     }
-    // Registered before the response goes out: once the client sees 101 or 200, nothing
-    // published afterwards can miss it.
-    let sub = st.router.local().subscribe(&filter);
+    // Registered (locally and on the rendezvous set) before the response goes out: once the
+    // client sees 101 or 200, nothing published afterwards can miss it.
+    let sub = st.router.subscribe(&src).await?;
     tracing::info!(id = sub.id(), filter = %src, transport = if ws.is_ok() { "websocket" } else { "sse" }, "subscription opened");
     match ws {
         Ok(ws) => Ok(ws.on_upgrade(move |socket| websocket(socket, sub))),

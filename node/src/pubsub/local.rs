@@ -29,6 +29,10 @@ pub enum Delivery {
 
 struct Sub {
     tx: mpsc::Sender<Delivery>,
+    /// Filter source, re-sent with every lease renewal.
+    src: Arc<str>,
+    /// Root segment: selects the rendezvous set.
+    root: String,
 }
 
 #[derive(Default)]
@@ -44,6 +48,8 @@ struct Inner {
 pub struct LocalSubs {
     inner: Mutex<Inner>,
     next_id: AtomicU64,
+    /// (id, root) of subscriptions that ended, for the lease task to cancel remotely.
+    cancelled: Mutex<Vec<(SubId, String)>>,
 }
 
 /// A live subscription: receives deliveries; dropping it unsubscribes.
@@ -73,13 +79,21 @@ impl Drop for SubscriptionGuard {
 }
 
 impl LocalSubs {
-    /// Registers `filter`; events published from now on that match it are delivered.
-    pub fn subscribe(self: &Arc<Self>, filter: &Filter) -> Subscription {
+    /// Registers `filter` (parsed from `src`) locally; events handed to [`LocalSubs::deliver`]
+    /// from now on that match it reach the returned subscription.
+    pub fn subscribe(self: &Arc<Self>, filter: &Filter, src: &str) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         if let Ok(mut inner) = self.inner.lock() {
             inner.tree.insert(id, filter);
-            inner.subs.insert(id, Sub { tx });
+            inner.subs.insert(
+                id,
+                Sub {
+                    tx,
+                    src: src.into(),
+                    root: filter.root().to_string(),
+                },
+            );
         }
         tracing::debug!(id, "subscribed");
         Subscription {
@@ -94,9 +108,34 @@ impl LocalSubs {
     fn remove(&self, id: SubId) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.tree.remove(id);
-            inner.subs.remove(&id);
+            if let Some(sub) = inner.subs.remove(&id)
+                && let Ok(mut c) = self.cancelled.lock()
+            {
+                c.push((id, sub.root));
+            }
         }
         tracing::debug!(id, "unsubscribed");
+    }
+
+    /// (id, filter source, root) of every live subscription, for lease renewal.
+    pub fn leases(&self) -> Vec<(SubId, Arc<str>, String)> {
+        self.inner
+            .lock()
+            .map(|i| {
+                i.subs
+                    .iter()
+                    .map(|(id, s)| (*id, s.src.clone(), s.root.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Subscriptions that ended since the last call: (id, root).
+    pub fn take_cancelled(&self) -> Vec<(SubId, String)> {
+        self.cancelled
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
     }
 
     /// Number of live subscriptions.

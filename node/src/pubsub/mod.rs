@@ -1,7 +1,11 @@
-//! Publish, subscribe and deliver decisions. On a single node the router signs, stores and
-//! answers; the network layer will plug in below it.
+//! Publish, subscribe and deliver decisions: the router, this node's subscriptions, the
+//! subscriptions it holds as a rendezvous member, and delivery in both directions.
 
+pub mod inbound;
 pub mod local;
+pub mod outbox;
+pub mod receive;
+pub mod remote;
 pub mod router;
 
 pub use router::{PublishError, Published, Router};

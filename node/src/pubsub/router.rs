@@ -1,14 +1,37 @@
-//! The router: turns an API publish into a signed, stored event.
+//! The router: publish, subscribe and deliver decisions (DESIGN §4).
+//!
+//! * Publish: sign and store locally, then hand the block to the topic's primary (the member
+//!   of the root's rendezvous set closest to `sha256(topic)`), failing over to the next member;
+//!   503 when no majority of the set can be reached.
+//! * Primary duty ([`Router::serve_publish`]): store, replicate to the set, acknowledge once a
+//!   majority holds it, and queue deliveries to every node with a matching lease.
+//! * Subscribe: register locally, then lease the filter on every member of the root's set.
+//! * Receive: verify, drop duplicates, cache the block, hand it to local subscribers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tidings_ipld_schema::{Cid, Event, Ipld, Keypair, json as ipld_json};
-
-use crate::pubsub::local::LocalSubs;
+use libp2p::PeerId;
+use serde_bytes::ByteBuf;
+use tidings_ipld_schema::{Block, Cid, Event, Ipld, Keypair, json as ipld_json, topic, verify};
+use tidings_matcher::Filter;
 
 use crate::metrics::Metrics;
+use crate::net::publish::{PublishRequest, PublishResponse};
+use crate::net::replicate::{ReplicateRequest, ReplicateResponse};
+use crate::net::subscribe::{SubscribeRequest, SubscribeResponse};
+use crate::net::{Network, rendezvous};
+use crate::pubsub::local::{LocalSubs, Subscription};
+use crate::pubsub::outbox::Outbox;
+use crate::pubsub::receive::{Arrival, Receiver};
+use crate::pubsub::remote::RemoteSubs;
 use crate::store::{Store, StoreError};
+
+/// How long a subscription lease lasts unless renewed.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How long the primary waits for replicas before counting them as missing.
+const REPLICATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The outcome of a publish, as the API reports it.
 #[derive(Debug, Clone)]
@@ -17,21 +40,27 @@ pub struct Published {
     pub cid: Cid,
     /// Its `seq` in the (author, topic) stream.
     pub seq: u64,
-    /// How many nodes hold it durably (1 on a single node).
+    /// How many brokers hold it durably.
     pub copies: u32,
-    /// The topic's heads after the publish.
+    /// The topic's heads after the publish, as the primary sees them.
     pub heads: Vec<Cid>,
 }
 
-/// Why a publish failed.
+/// Why a publish or subscribe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The event itself is unacceptable (bad topic, too large, ...): the client's fault.
+    /// The event or filter is unacceptable (bad topic, too large, bad filter): the client's fault.
     #[error(transparent)]
     Invalid(tidings_ipld_schema::Error),
+    /// A filter that does not parse.
+    #[error("bad filter: {0}")]
+    BadFilter(String),
     /// The store failed: nothing was acknowledged.
     #[error(transparent)]
     Store(StoreError),
+    /// The network cannot take it now (no majority of the rendezvous set reachable).
+    #[error("{0}")]
+    Unavailable(String),
     /// The blocking task running the write was lost (shutdown or panic).
     #[error("publish task failed: {0}")]
     Task(String),
@@ -46,35 +75,45 @@ impl From<StoreError> for PublishError {
     }
 }
 
-/// Signs events with the node's key and stores them.
+/// Routes events between the API, the store and the network.
 pub struct Router {
     store: Arc<Store>,
     keypair: Keypair,
     author: Vec<u8>,
     metrics: Arc<Metrics>,
+    net: Network,
     local: Arc<LocalSubs>,
-    /// Held from the store commit through local delivery, so subscribers see events in
-    /// commit order (and so in `seq` order per (author, topic)).
-    order: Arc<std::sync::Mutex<()>>,
+    remote: RemoteSubs,
+    outbox: Outbox,
+    receiver: Receiver,
+    /// One lock per topic: an author's events of a topic reach the primary in `seq` order.
+    topic_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PublishError> + Send + 'static,
+) -> Result<T, PublishError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PublishError::Task(e.to_string()))?
 }
 
 impl Router {
-    /// A router publishing as `keypair` into `store`.
-    pub fn new(store: Arc<Store>, keypair: Keypair, metrics: Arc<Metrics>) -> Router {
+    /// A router publishing as `keypair` into `store`, over `net`.
+    pub fn new(store: Arc<Store>, keypair: Keypair, metrics: Arc<Metrics>, net: Network) -> Router {
         let author = keypair.public().encode_protobuf();
         Router {
             store,
             keypair,
             author,
             metrics,
+            outbox: Outbox::new(net.clone()),
+            net,
             local: Arc::default(),
-            order: Arc::default(),
+            remote: RemoteSubs::default(),
+            receiver: Receiver::default(),
+            topic_locks: std::sync::Mutex::default(),
         }
-    }
-
-    /// This node's live subscriptions.
-    pub fn local(&self) -> &Arc<LocalSubs> {
-        &self.local
     }
 
     /// The store behind this router.
@@ -82,48 +121,366 @@ impl Router {
         &self.store
     }
 
-    /// Signs `body` as the next event of this node on `topic` and stores it durably.
-    pub async fn publish(&self, topic: String, body: Ipld) -> Result<Published, PublishError> {
-        let store = self.store.clone();
-        let keypair = self.keypair.clone();
-        let author = self.author.clone();
-        let local = self.local.clone();
-        let order = self.order.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let _in_order = order
-                .lock()
-                .map_err(|_| PublishError::Task("publish lock poisoned".into()))?;
-            let appended = store.append_local(&author, &topic, |seq, prev| {
-                Event::sign_block(&keypair, &topic, body, seq, now_ms(), prev)
-            })?;
-            if !local.is_empty() {
-                let json = ipld_json::event_to_json(&appended.cid, &appended.event);
-                let text = json.to_string();
-                local.deliver(&topic, &json["body"], &appended.cid.to_string(), &text);
-            }
-            let heads = store.heads(&topic)?;
-            Ok::<_, PublishError>(Published {
-                cid: appended.cid,
-                seq: appended.event.seq,
-                copies: 1,
-                heads,
-            })
-        })
-        .await
-        .map_err(|e| PublishError::Task(e.to_string()))
-        .and_then(|r| r);
+    /// The network handle.
+    pub fn net(&self) -> &Network {
+        &self.net
+    }
+
+    /// This node's API subscriptions.
+    pub fn local(&self) -> &Arc<LocalSubs> {
+        &self.local
+    }
+
+    /// Subscriptions leased here as a rendezvous member.
+    pub fn remote(&self) -> &RemoteSubs {
+        &self.remote
+    }
+
+    fn topic_lock(&self, topic_name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.topic_locks.lock() {
+            Ok(mut m) => m.entry(topic_name.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Signs `body` as this node's next event on `topic`, stores it, and publishes it through
+    /// the topic's rendezvous set.
+    pub async fn publish(&self, topic_name: String, body: Ipld) -> Result<Published, PublishError> {
+        let result = self.publish_inner(topic_name, body).await;
         match &result {
             Ok(p) => {
                 Metrics::inc(&self.metrics.published);
-                tracing::debug!(cid = %p.cid, seq = p.seq, "published");
+                tracing::debug!(cid = %p.cid, seq = p.seq, copies = p.copies, "published");
             }
             Err(e) => {
                 Metrics::inc(&self.metrics.publish_failed);
-                tracing::debug!(error = %e, "publish refused");
+                tracing::debug!(error = %e, "publish failed");
             }
         }
         result
     }
+
+    async fn publish_inner(
+        &self,
+        topic_name: String,
+        body: Ipld,
+    ) -> Result<Published, PublishError> {
+        topic::validate(&topic_name).map_err(PublishError::Invalid)?;
+        let root = topic::root_segment(&topic_name).to_string();
+        let set = self.net.rendezvous_set(&root);
+        if set.is_empty() {
+            return Err(PublishError::Unavailable(format!(
+                "no broker known for root {root:?}: a peer-role node needs --bootstrap to a broker"
+            )));
+        }
+        let lock = self.topic_lock(&topic_name);
+        let _in_order = lock.lock().await;
+        let (store, keypair, author, t) = (
+            self.store.clone(),
+            self.keypair.clone(),
+            self.author.clone(),
+            topic_name.clone(),
+        );
+        let appended = blocking(move || {
+            Ok(store.append_local(&author, &t, |seq, prev| {
+                Event::sign_block(&keypair, &t, body, seq, now_ms(), prev)
+            })?)
+        })
+        .await?;
+        let block = Block {
+            cid: appended.cid,
+            data: appended.event.encode().map_err(PublishError::Invalid)?,
+        };
+        let me = self.net.local_peer();
+        let mut last_error = String::new();
+        for member in rendezvous::publish_order(&set, &topic_name) {
+            let answer = if member == me {
+                Ok(self.serve_publish(&block, &appended.event).await)
+            } else {
+                self.net
+                    .publish(
+                        member,
+                        PublishRequest {
+                            cid: ByteBuf::from(block.cid.to_bytes()),
+                            block: ByteBuf::from(block.data.clone()),
+                        },
+                    )
+                    .await
+            };
+            match answer {
+                Ok(PublishResponse::Stored { copies, heads }) => {
+                    return Ok(Published {
+                        cid: block.cid,
+                        seq: appended.event.seq,
+                        copies,
+                        heads: heads
+                            .iter()
+                            .filter_map(|h| Cid::try_from(h.as_slice()).ok())
+                            .collect(),
+                    });
+                }
+                Ok(PublishResponse::Refused { status, message }) if status < 500 => {
+                    return Err(PublishError::Unavailable(format!(
+                        "primary {member} refused the event: {message}"
+                    )));
+                }
+                Ok(PublishResponse::Refused { message, .. }) => {
+                    tracing::debug!(%member, %message, "member could not take the publish, trying the next");
+                    last_error = message;
+                }
+                Err(e) => {
+                    tracing::debug!(%member, error = %e, "member unreachable, trying the next");
+                    last_error = e.to_string();
+                }
+            }
+        }
+        Err(PublishError::Unavailable(format!(
+            "no majority of the rendezvous set of {root:?} could store the event ({} members tried; last: {last_error}); \
+             it is kept on this node and will reach subscribers by repair",
+            set.len()
+        )))
+    }
+
+    /// Primary duty for a verified event: store, replicate, count copies, queue deliveries.
+    pub async fn serve_publish(&self, block: &Block, event: &Event) -> PublishResponse {
+        let store = self.store.clone();
+        let (b, e) = (block.clone(), event.clone());
+        if let Err(err) = blocking(move || Ok(store.insert_events(&[(b, e)], &[])?)).await {
+            return PublishResponse::Refused {
+                status: 503,
+                message: format!("primary could not store the event: {err}"),
+            };
+        }
+        let root = topic::root_segment(&event.topic);
+        let me = self.net.local_peer();
+        let set = self.net.rendezvous_set(root);
+        let req = ReplicateRequest {
+            blocks: vec![(
+                ByteBuf::from(block.cid.to_bytes()),
+                ByteBuf::from(block.data.clone()),
+            )],
+        };
+        let replicas = set.iter().filter(|p| **p != me).map(|p| {
+            let (net, req, p) = (self.net.clone(), req.clone(), *p);
+            async move {
+                match tokio::time::timeout(REPLICATE_TIMEOUT, net.replicate(p, req)).await {
+                    Ok(Ok(ReplicateResponse::Stored)) => true,
+                    Ok(Ok(ReplicateResponse::Refused(why))) => {
+                        tracing::warn!(peer = %p, reason = %why, "replica refused");
+                        false
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %p, error = %e, "replica unreachable");
+                        false
+                    }
+                    Err(_) => false,
+                }
+            }
+        });
+        let copies = 1 + futures::future::join_all(replicas)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        let need = rendezvous::majority(set.len().max(1));
+        if copies < need {
+            return PublishResponse::Refused {
+                status: 503,
+                message: format!(
+                    "only {copies} of {} rendezvous members hold the event; {need} needed",
+                    set.len()
+                ),
+            };
+        }
+        self.route(block, event);
+        let store = self.store.clone();
+        let t = event.topic.clone();
+        let heads = blocking(move || Ok(store.heads(&t)?))
+            .await
+            .unwrap_or_default();
+        PublishResponse::Stored {
+            copies: copies as u32,
+            heads: heads.iter().map(|c| ByteBuf::from(c.to_bytes())).collect(),
+        }
+    }
+
+    /// Matches a stored event against the leases held here and queues it for each node.
+    fn route(&self, block: &Block, event: &Event) {
+        let body = ipld_json::ipld_to_json(&event.body);
+        let me = self.net.local_peer();
+        for peer in self.remote.matching_peers(&event.topic, &body) {
+            if peer == me {
+                self.hand_to_local(&block.cid, event);
+            } else {
+                self.outbox
+                    .push(peer, block.cid.to_bytes(), block.data.clone());
+            }
+        }
+    }
+
+    /// Gives an event to this node's API subscribers, once.
+    fn hand_to_local(&self, cid: &Cid, event: &Event) {
+        match self.receiver.arrive(cid, event) {
+            Arrival::Duplicate => return,
+            Arrival::Late => tracing::debug!(%cid, "late event delivered out of order"),
+            Arrival::Gap { last } => {
+                tracing::debug!(%cid, last, seq = event.seq, topic = %event.topic, "gap in stream")
+            }
+            Arrival::InOrder => {}
+        }
+        if self.local.is_empty() {
+            return;
+        }
+        let json = ipld_json::event_to_json(cid, event);
+        let text = json.to_string();
+        self.local
+            .deliver(&event.topic, &json["body"], &cid.to_string(), &text);
+    }
+
+    /// Stores verified replicas (one transaction).
+    pub async fn serve_replicate(&self, blocks: Vec<(ByteBuf, ByteBuf)>) -> ReplicateResponse {
+        let mut events = Vec::with_capacity(blocks.len());
+        for (cid, data) in blocks {
+            match verify_wire(&cid, data.into_vec()) {
+                Ok(pair) => events.push(pair),
+                Err(why) => return ReplicateResponse::Refused(why),
+            }
+        }
+        let store = self.store.clone();
+        match blocking(move || Ok(store.insert_events(&events, &[])?)).await {
+            Ok(_) => ReplicateResponse::Stored,
+            Err(e) => ReplicateResponse::Refused(e.to_string()),
+        }
+    }
+
+    /// Verifies delivered events, caches them, and hands new ones to local subscribers in order.
+    pub async fn serve_deliver(&self, events: Vec<(ByteBuf, ByteBuf)>) -> Result<(), String> {
+        let mut verified = Vec::with_capacity(events.len());
+        for (cid, data) in events {
+            verified.push(verify_wire(&cid, data.into_vec())?);
+        }
+        let store = self.store.clone();
+        let to_store = verified.clone();
+        blocking(move || Ok(store.insert_events(&to_store, &[])?))
+            .await
+            .map_err(|e| e.to_string())?;
+        for (block, event) in &verified {
+            self.hand_to_local(&block.cid, event);
+        }
+        Ok(())
+    }
+
+    /// A subscriber node leases (or cancels) a subscription here.
+    pub fn serve_subscribe(&self, peer: PeerId, req: SubscribeRequest) -> SubscribeResponse {
+        if self.net.role() != crate::net::Role::Broker {
+            return SubscribeResponse::Refused(
+                "this node is a peer: it holds no rendezvous duty".into(),
+            );
+        }
+        match req {
+            SubscribeRequest::Lease {
+                id,
+                filter,
+                lease_secs,
+            } => {
+                let lease = Duration::from_secs(lease_secs.clamp(1, 3600));
+                match self.remote.lease(peer, id, &filter, lease) {
+                    Ok(()) => SubscribeResponse::Ok,
+                    Err(e) => SubscribeResponse::Refused(e),
+                }
+            }
+            SubscribeRequest::Cancel { id } => {
+                self.remote.cancel(peer, id);
+                SubscribeResponse::Ok
+            }
+        }
+    }
+
+    /// Registers a subscription for an API client: locally, then as a lease on every member of
+    /// the root's rendezvous set. Returns once at least one member holds it.
+    pub async fn subscribe(&self, src: &str) -> Result<Subscription, PublishError> {
+        let filter = Filter::parse(src).map_err(|e| PublishError::BadFilter(e.to_string()))?;
+        let sub = self.local.subscribe(&filter, src);
+        let held = self.lease(sub.id(), src, filter.root()).await;
+        if held == 0 {
+            return Err(PublishError::Unavailable(format!(
+                "no member of the rendezvous set of {:?} took the subscription",
+                filter.root()
+            )));
+        }
+        Ok(sub)
+    }
+
+    /// Leases subscription `id` on every member of `root`'s set; returns how many hold it.
+    async fn lease(&self, id: u64, src: &str, root: &str) -> usize {
+        let me = self.net.local_peer();
+        let set = self.net.rendezvous_set(root);
+        let req = SubscribeRequest::Lease {
+            id,
+            filter: src.to_string(),
+            lease_secs: LEASE.as_secs(),
+        };
+        let calls = set.into_iter().map(|m| {
+            let req = req.clone();
+            async move {
+                let r = if m == me {
+                    Ok(self.serve_subscribe(me, req))
+                } else {
+                    self.net.subscribe(m, req).await
+                };
+                match r {
+                    Ok(SubscribeResponse::Ok) => true,
+                    Ok(SubscribeResponse::Refused(why)) => {
+                        tracing::warn!(member = %m, reason = %why, "lease refused");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::debug!(member = %m, error = %e, "lease not placed");
+                        false
+                    }
+                }
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+    }
+
+    /// Renews every live subscription's lease (re-resolving sets, so leases follow churn),
+    /// cancels ended ones, and expires stale leases held here. Runs until the node stops.
+    pub async fn maintain(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(LEASE / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            for (id, root) in self.local.take_cancelled() {
+                let me = self.net.local_peer();
+                for m in self.net.rendezvous_set(&root) {
+                    if m == me {
+                        self.remote.cancel(me, id);
+                    } else {
+                        let _ = self.net.subscribe(m, SubscribeRequest::Cancel { id }).await;
+                    }
+                }
+            }
+            for (id, src, root) in self.local.leases() {
+                self.lease(id, &src, &root).await;
+            }
+            let gone = self.remote.expire(std::time::Instant::now());
+            if gone > 0 {
+                tracing::info!(leases = gone, "expired subscription leases");
+            }
+        }
+    }
+}
+
+/// Verifies a block received over the network against its CID and as a signed event.
+fn verify_wire(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), String> {
+    let cid = Cid::try_from(cid).map_err(|e| format!("bad CID: {e}"))?;
+    let event = verify(&cid, &data).map_err(|e| format!("block {cid}: {e}"))?;
+    Ok((Block { cid, data }, event))
 }
 
 /// Milliseconds since the Unix epoch by this machine's clock (advisory only).

@@ -1,0 +1,86 @@
+//! Delivery queues at the primary: one per subscriber node, drained by one task that sends
+//! batches in order and waits for each answer, so a node receives events in the order the
+//! primary matched them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use serde_bytes::ByteBuf;
+use tokio::sync::mpsc;
+
+use crate::net::Network;
+use crate::net::deliver::{DeliverRequest, DeliverResponse};
+
+/// Most events in one deliver request.
+const BATCH: usize = 256;
+/// Attempts per batch before it is given up (the subscriber's gap repair then fetches it).
+const ATTEMPTS: u32 = 5;
+
+/// Per-destination ordered delivery queues.
+pub struct Outbox {
+    net: Network,
+    queues: Mutex<HashMap<PeerId, mpsc::UnboundedSender<(ByteBuf, ByteBuf)>>>,
+}
+
+impl Outbox {
+    /// Queues for delivery over `net`.
+    pub fn new(net: Network) -> Outbox {
+        Outbox {
+            net,
+            queues: Mutex::default(),
+        }
+    }
+
+    /// Queues one event (CID bytes, block bytes) for `peer`.
+    pub fn push(&self, peer: PeerId, cid: Vec<u8>, block: Vec<u8>) {
+        let Ok(mut queues) = self.queues.lock() else {
+            return;
+        };
+        let item = (ByteBuf::from(cid), ByteBuf::from(block));
+        let item = match queues.get(&peer) {
+            Some(tx) => match tx.send(item) {
+                Ok(()) => return,
+                Err(e) => e.0, // the worker ended; start a new one below
+            },
+            None => item,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(item);
+        queues.insert(peer, tx);
+        tokio::spawn(worker(self.net.clone(), peer, rx));
+    }
+}
+
+async fn worker(net: Network, peer: PeerId, mut rx: mpsc::UnboundedReceiver<(ByteBuf, ByteBuf)>) {
+    while let Some(first) = rx.recv().await {
+        let mut events = vec![first];
+        while events.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => events.push(e),
+                Err(_) => break,
+            }
+        }
+        let n = events.len();
+        let req = DeliverRequest { events };
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=ATTEMPTS {
+            match net.deliver(peer, req.clone()).await {
+                Ok(DeliverResponse::Ok) => break,
+                Ok(DeliverResponse::Refused(why)) => {
+                    tracing::warn!(%peer, events = n, reason = %why, "delivery refused");
+                    break;
+                }
+                Err(e) if attempt == ATTEMPTS => {
+                    tracing::warn!(%peer, events = n, error = %e, "delivery given up; the subscriber must repair the gap");
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, attempt, error = %e, "delivery failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}

@@ -42,6 +42,7 @@ struct Task {
     replicate: Pending<ReplicateResponse>,
     subscribe: Pending<SubscribeResponse>,
     deliver: Pending<DeliverResponse>,
+    last_lookup: std::time::Instant,
 }
 
 /// Builds the swarm, starts listening and dialling, and spawns the swarm task.
@@ -110,6 +111,7 @@ pub fn start(
         replicate: HashMap::new(),
         subscribe: HashMap::new(),
         deliver: HashMap::new(),
+        last_lookup: std::time::Instant::now() - Duration::from_secs(60),
     };
     let handle = tokio::spawn(task.run(cmd_rx));
     Ok((network, in_rx, handle))
@@ -267,8 +269,22 @@ impl Task {
                     }
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { .. })
-            | BehaviourEvent::Kad(kad::Event::UnroutablePeer { .. }) => self.refresh_brokers(),
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { is_new_peer, .. }) => {
+                self.refresh_brokers();
+                // A new neighbour knows others: look for the rest of the network now rather
+                // than at the next periodic bootstrap.
+                if is_new_peer && self.last_lookup.elapsed() > Duration::from_millis(500) {
+                    self.last_lookup = std::time::Instant::now();
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::Bootstrap(Ok(kad::BootstrapOk {
+                        num_remaining: 0, ..
+                    })),
+                ..
+            }) => self.refresh_brokers(),
             BehaviourEvent::Publish(e) => match e {
                 RrEvent::Message {
                     peer,

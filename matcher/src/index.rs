@@ -48,6 +48,8 @@ impl<K: Hash + Eq, T: Copy> Edges<K, T> {
         match self {
             Edges::Small(v) => {
                 if v.len() < SMALL {
+                    // Exact growth: most edge sets hold one or two entries.
+                    v.reserve_exact(1);
                     v.push((k, t));
                 } else {
                     let mut m: FastMap<K, T> = v.drain(..).collect();
@@ -102,21 +104,26 @@ impl<K: Hash + Eq, T: Copy> Edges<K, T> {
 /// The less common parts, boxed so an index holding only equality edges stays small.
 struct More<T> {
     misc: Vec<(Scalar, T)>,
-    num_rng: [Vec<(Num, T)>; 4],
-    str_rng: [Vec<(Box<str>, T)>; 4],
-    prefix: Option<FastMap<Box<str>, T>>,
-    prefix_max: usize,
+    /// Numeric range bounds, sorted by (operator, bound).
+    num_rng: Vec<(u8, Num, T)>,
+    /// String range bounds, sorted by (operator, bound).
+    str_rng: Vec<(u8, Box<str>, T)>,
+    prefix: Option<Box<Prefixes<T>>>,
     residual: Vec<(Test, bool, T)>,
+}
+
+struct Prefixes<T> {
+    map: FastMap<Box<str>, T>,
+    max: usize,
 }
 
 impl<T> Default for More<T> {
     fn default() -> Self {
         More {
             misc: Vec::new(),
-            num_rng: Default::default(),
-            str_rng: Default::default(),
+            num_rng: Vec::new(),
+            str_rng: Vec::new(),
             prefix: None,
-            prefix_max: 0,
             residual: Vec::new(),
         }
     }
@@ -125,8 +132,8 @@ impl<T> Default for More<T> {
 impl<T> More<T> {
     fn is_empty(&self) -> bool {
         self.misc.is_empty()
-            && self.num_rng.iter().all(Vec::is_empty)
-            && self.str_rng.iter().all(Vec::is_empty)
+            && self.num_rng.is_empty()
+            && self.str_rng.is_empty()
             && self.prefix.is_none()
             && self.residual.is_empty()
     }
@@ -158,7 +165,7 @@ pub(crate) fn kind(test: &Test, neg: bool, json: bool) -> Kind {
     }
 }
 
-fn op_ix(op: CmpOp) -> usize {
+fn op_ix(op: CmpOp) -> u8 {
     match op {
         CmpOp::Lt => 0,
         CmpOp::Le => 1,
@@ -167,33 +174,45 @@ fn op_ix(op: CmpOp) -> usize {
     }
 }
 
-/// Satisfied slice of a sorted bound vector for an event value `x` (`x op bound`).
+/// The run of entries with operator `op` in a vector sorted by (operator, bound).
 #[inline]
-fn satisfied<B: Ord + Borrow<Q>, Q: Ord + ?Sized, T>(
-    v: &[(B, T)],
-    op: usize,
+fn op_run<B, T>(v: &[(u8, B, T)], op: u8) -> std::ops::Range<usize> {
+    v.partition_point(|e| e.0 < op)..v.partition_point(|e| e.0 <= op)
+}
+
+/// Satisfied entries (`x op bound`) within one operator's run, by binary search.
+#[inline]
+fn satisfied<B: Borrow<Q>, Q: Ord + ?Sized, T>(
+    v: &[(u8, B, T)],
+    op: u8,
     x: &Q,
 ) -> std::ops::Range<usize> {
-    match op {
+    let run = op_run(v, op);
+    let s = &v[run.clone()];
+    let (a, b) = match op {
         // x < b  <=>  b > x
-        0 => v.partition_point(|(b, _)| b.borrow() <= x)..v.len(),
+        0 => (s.partition_point(|e| e.1.borrow() <= x), s.len()),
         // x <= b <=>  b >= x
-        1 => v.partition_point(|(b, _)| b.borrow() < x)..v.len(),
+        1 => (s.partition_point(|e| e.1.borrow() < x), s.len()),
         // x > b  <=>  b < x
-        2 => 0..v.partition_point(|(b, _)| b.borrow() < x),
+        2 => (0, s.partition_point(|e| e.1.borrow() < x)),
         // x >= b <=>  b <= x
-        _ => 0..v.partition_point(|(b, _)| b.borrow() <= x),
-    }
+        _ => (0, s.partition_point(|e| e.1.borrow() <= x)),
+    };
+    run.start + a..run.start + b
 }
 
-fn range_insert<B: Ord, T>(v: &mut Vec<(B, T)>, b: B, t: T) {
-    let i = v.partition_point(|(x, _)| *x < b);
-    v.insert(i, (b, t));
+fn range_find<B: Borrow<Q>, Q: Ord + ?Sized, T>(v: &[(u8, B, T)], op: u8, b: &Q) -> Option<usize> {
+    let run = op_run(v, op);
+    let s = &v[run.clone()];
+    let i = s.partition_point(|e| e.1.borrow() < b);
+    (i < s.len() && s[i].1.borrow() == b).then_some(run.start + i)
 }
 
-fn range_find<B: Ord + Borrow<Q>, Q: Ord + ?Sized, T>(v: &[(B, T)], b: &Q) -> Option<usize> {
-    let i = v.partition_point(|(x, _)| x.borrow() < b);
-    (i < v.len() && v[i].0.borrow() == b).then_some(i)
+fn range_insert<B: Ord, T>(v: &mut Vec<(u8, B, T)>, op: u8, b: B, t: T) {
+    let i = v.partition_point(|e| (e.0, &e.1) < (op, &b));
+    v.reserve_exact(1);
+    v.insert(i, (op, b, t));
 }
 
 /// Index of all tests on one attribute, each leading to a `T`.
@@ -236,16 +255,21 @@ impl<T: Copy> AttrIndex<T> {
                 m.misc.iter().find(|(k, _)| k == s).map(|e| e.1)
             }
             (Kind::Range, Test::Cmp(op, Scalar::Num(n))) => {
-                let v = &self.more.as_ref()?.num_rng[op_ix(*op)];
-                range_find(v, n).map(|i| v[i].1)
+                let v = &self.more.as_ref()?.num_rng;
+                range_find(v, op_ix(*op), n).map(|i| v[i].2)
             }
             (Kind::Range, Test::Cmp(op, Scalar::Str(s))) => {
-                let v = &self.more.as_ref()?.str_rng[op_ix(*op)];
-                range_find::<Box<str>, str, T>(v, s).map(|i| v[i].1)
+                let v = &self.more.as_ref()?.str_rng;
+                range_find::<Box<str>, str, T>(v, op_ix(*op), s).map(|i| v[i].2)
             }
-            (Kind::Prefix, Test::Prefix(p)) => {
-                self.more.as_ref()?.prefix.as_ref()?.get(&**p).copied()
-            }
+            (Kind::Prefix, Test::Prefix(p)) => self
+                .more
+                .as_ref()?
+                .prefix
+                .as_ref()?
+                .map
+                .get(&**p)
+                .copied(),
             _ => {
                 let m = self.more.as_ref()?;
                 m.residual
@@ -263,17 +287,20 @@ impl<T: Copy> AttrIndex<T> {
             (Kind::Eq, Test::Eq(Scalar::Num(n))) => self.eq_num.insert(*n, t),
             (Kind::Eq, Test::Eq(s)) => self.more().misc.push((s.clone(), t)),
             (Kind::Range, Test::Cmp(op, Scalar::Num(n))) => {
-                range_insert(&mut self.more().num_rng[op_ix(*op)], *n, t)
+                range_insert(&mut self.more().num_rng, op_ix(*op), *n, t)
             }
             (Kind::Range, Test::Cmp(op, Scalar::Str(s))) => {
-                range_insert(&mut self.more().str_rng[op_ix(*op)], s.clone(), t)
+                range_insert(&mut self.more().str_rng, op_ix(*op), s.clone(), t)
             }
             (Kind::Prefix, Test::Prefix(p)) => {
-                let m = self.more();
-                m.prefix_max = m.prefix_max.max(p.len());
-                m.prefix
-                    .get_or_insert_with(FastMap::default)
-                    .insert(p.clone(), t);
+                let px = self.more().prefix.get_or_insert_with(|| {
+                    Box::new(Prefixes {
+                        map: FastMap::default(),
+                        max: 0,
+                    })
+                });
+                px.max = px.max.max(p.len());
+                px.map.insert(p.clone(), t);
             }
             _ => self.more().residual.push((test.clone(), neg, t)),
         }
@@ -290,18 +317,18 @@ impl<T: Copy> AttrIndex<T> {
                 Some(m.misc.swap_remove(i).1)
             }
             (Kind::Range, Test::Cmp(op, Scalar::Num(n))) => {
-                let v = &mut self.more.as_mut()?.num_rng[op_ix(*op)];
-                let i = range_find(v, n)?;
-                let t = v.remove(i).1;
+                let v = &mut self.more.as_mut()?.num_rng;
+                let i = range_find(v, op_ix(*op), n)?;
+                let t = v.remove(i).2;
                 if v.is_empty() {
                     *v = Vec::new();
                 }
                 Some(t)
             }
             (Kind::Range, Test::Cmp(op, Scalar::Str(s))) => {
-                let v = &mut self.more.as_mut()?.str_rng[op_ix(*op)];
-                let i = range_find::<Box<str>, str, T>(v, s)?;
-                let t = v.remove(i).1;
+                let v = &mut self.more.as_mut()?.str_rng;
+                let i = range_find::<Box<str>, str, T>(v, op_ix(*op), s)?;
+                let t = v.remove(i).2;
                 if v.is_empty() {
                     *v = Vec::new();
                 }
@@ -309,11 +336,10 @@ impl<T: Copy> AttrIndex<T> {
             }
             (Kind::Prefix, Test::Prefix(p)) => {
                 let m = self.more.as_mut()?;
-                let map = m.prefix.as_mut()?;
-                let t = map.remove(&**p);
-                if map.is_empty() {
+                let px = m.prefix.as_mut()?;
+                let t = px.map.remove(&**p);
+                if px.map.is_empty() {
                     m.prefix = None;
-                    m.prefix_max = 0;
                 }
                 t
             }
@@ -372,19 +398,21 @@ impl<T: Copy> AttrIndex<T> {
                 }
             }
             Val::Num(n) | Val::NumStr(n, _) => {
-                for (op, rv) in m.num_rng.iter().enumerate() {
-                    if !rv.is_empty() {
+                let rv = &m.num_rng;
+                if !rv.is_empty() {
+                    for op in 0..4 {
                         for e in &rv[satisfied(rv, op, &n)] {
-                            f(e.1);
+                            f(e.2);
                         }
                     }
                 }
             }
             Val::Str(s) => {
-                for (op, rv) in m.str_rng.iter().enumerate() {
-                    if !rv.is_empty() {
+                let rv = &m.str_rng;
+                if !rv.is_empty() {
+                    for op in 0..4 {
                         for e in &rv[satisfied::<Box<str>, str, T>(rv, op, s)] {
-                            f(e.1);
+                            f(e.2);
                         }
                     }
                 }
@@ -392,10 +420,10 @@ impl<T: Copy> AttrIndex<T> {
             _ => {}
         }
         if let (Some(p), Some(s)) = (&m.prefix, v.text()) {
-            let lim = s.len().min(m.prefix_max);
+            let lim = s.len().min(p.max);
             for i in 0..=lim {
                 if s.is_char_boundary(i)
-                    && let Some(t) = p.get(&s[..i])
+                    && let Some(t) = p.map.get(&s[..i])
                 {
                     f(*t);
                 }
@@ -417,16 +445,8 @@ impl<T: Copy> AttrIndex<T> {
         if let Some(m) = &self.more {
             n += std::mem::size_of::<More<T>>();
             n += m.misc.capacity() * std::mem::size_of::<(Scalar, T)>();
-            n += m
-                .num_rng
-                .iter()
-                .map(|v| v.capacity() * std::mem::size_of::<(Num, T)>())
-                .sum::<usize>();
-            n += m
-                .str_rng
-                .iter()
-                .map(|v| v.capacity() * std::mem::size_of::<(Box<str>, T)>())
-                .sum::<usize>();
+            n += m.num_rng.capacity() * std::mem::size_of::<(u8, Num, T)>();
+            n += m.str_rng.capacity() * std::mem::size_of::<(u8, Box<str>, T)>();
             n += m.residual.capacity() * std::mem::size_of::<(Test, bool, T)>();
         }
         n

@@ -234,6 +234,7 @@ impl ParallelSearchTree {
             let b = match node.buckets.iter().position(|b| b.attr == attr) {
                 Some(b) => b,
                 None => {
+                    node.buckets.reserve_exact(1);
                     node.buckets.push(Bucket {
                         attr,
                         idx: AttrIndex::new(),
@@ -291,6 +292,8 @@ impl Matcher for ParallelSearchTree {
             let leaf = self.insert_clause(c);
             let node = &mut self.nodes[leaf as usize];
             leaves.push((leaf, node.subs.len() as u32));
+            // Exact growth: most leaves hold one or a few ids.
+            node.subs.reserve_exact(1);
             node.subs.push(id);
         }
         let entry = if leaves.len() == 1 {

@@ -2,18 +2,17 @@
 //! filters in all three syntaxes receive exactly the events the linear oracle expects, once
 //! each, in publish order; disconnecting removes their entries.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use tidings_matcher::Filter;
-use tidings_tests::{NodeProcess, poll, tidings_bin};
+use tidings_tests::{NodeProcess, collect, poll, sse_subscribe, tidings_bin};
 
 const FILTERS: [&str; 6] = [
     // text
@@ -62,86 +61,6 @@ fn events(seed: u64, n: usize) -> Vec<(String, Value)> {
         out.push((topic, body));
     }
     out
-}
-
-/// A plain HTTP/1.1 SSE client on a raw socket, so the test can cut the connection itself.
-/// Returns the socket (to shut down) and the `data:` lines; fails unless the answer is 200.
-fn sse_subscribe(url: &reqwest::Url) -> Result<(TcpStream, mpsc::Receiver<String>)> {
-    let addr = format!(
-        "{}:{}",
-        url.host_str().context("host")?,
-        url.port().context("port")?
-    );
-    let mut stream = TcpStream::connect(addr)?;
-    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: tidings\r\nAccept: text/event-stream\r\n\r\n"
-    )?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut status = String::new();
-    reader.read_line(&mut status)?;
-    ensure!(
-        status.starts_with("HTTP/1.1 200"),
-        "SSE subscribe: {status}"
-    );
-    let mut chunked = false;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h)?;
-        if h.trim().is_empty() {
-            break;
-        }
-        chunked |= h
-            .to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked");
-    }
-    ensure!(chunked, "SSE answer is not chunked");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // De-chunk, then split the SSE text into lines.
-        let mut text = Vec::new();
-        loop {
-            let mut size = String::new();
-            if reader.read_line(&mut size).unwrap_or(0) == 0 {
-                break;
-            }
-            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-                break;
-            };
-            let mut chunk = vec![0; n + 2];
-            if n == 0 || reader.read_exact(&mut chunk).is_err() {
-                break;
-            }
-            text.extend_from_slice(&chunk[..n]);
-            while let Some(nl) = text.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = text.drain(..=nl).collect();
-                let line = String::from_utf8_lossy(&line);
-                if let Some(d) = line.trim_end().strip_prefix("data:")
-                    && tx.send(d.trim_start().to_string()).is_err()
-                {
-                    return;
-                }
-            }
-        }
-    });
-    Ok((stream, rx))
-}
-
-/// Collects `want` event CIDs from a line-oriented source, or fails at the deadline.
-fn collect(rx: &mpsc::Receiver<String>, want: usize, who: &str) -> Result<Vec<String>> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got = Vec::new();
-    while got.len() < want {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .with_context(|| format!("{who}: got {} of {want} events", got.len()))?;
-        let v: Value =
-            serde_json::from_str(&line).with_context(|| format!("{who}: bad line {line}"))?;
-        got.push(v["cid"].as_str().context("cid")?.to_string());
-    }
-    Ok(got)
 }
 
 #[test]

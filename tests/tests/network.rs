@@ -1,0 +1,269 @@
+//! Real node processes on loopback forming a network: brokers and a peer, subscriptions on
+//! different nodes in all three filter syntaxes, events published from every node. Each
+//! subscriber must get exactly the events the linear oracle expects, once each, in `seq` order
+//! per (author, topic); roots spread over brokers; killing a node never stops the others.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use tidings_matcher::Filter;
+use tidings_tests::{NodeProcess, poll, sse_subscribe};
+
+const ROOTS: [&str; 8] = [
+    "stocks", "fruits", "docs", "news", "chat", "iot", "games", "logs",
+];
+
+const FILTERS: [&str; 6] = [
+    r#"/stocks/** where order = "buy" and price < 10"#,
+    r#"{"topic": "/stocks/**", "order": "sell", "number": ">50"}"#,
+    r#"{"topic": "/fruits/*", "ripe": {"$eq": true}}"#,
+    "/docs/**",
+    r#"{"topic": "/news/**", "$or": [{"score": {"$gte": 90}}, {"tag": {"$in": ["a", "b"]}}]}"#,
+    "/chat/room1 where msg exists",
+];
+
+fn body(rng: &mut StdRng, root: &str, i: usize) -> (String, Value) {
+    let sym = ["A", "B", "C"][rng.random_range(0..3)];
+    let topic = match root {
+        "stocks" => format!("/stocks/x/{sym}"),
+        "fruits" => format!("/fruits/{}", ["apple", "lime"][rng.random_range(0..2)]),
+        "docs" => format!(
+            "/docs/d{}/p{}",
+            rng.random_range(0..3),
+            rng.random_range(0..2)
+        ),
+        "chat" => format!("/chat/room{}", rng.random_range(1..3)),
+        r => format!("/{r}/t{}", rng.random_range(0..2)),
+    };
+    let number: Value = if rng.random_bool(0.1) {
+        json!(rng.random_range(0..100).to_string())
+    } else {
+        json!(rng.random_range(0..100))
+    };
+    let tag = ["a", "b", "c"][rng.random_range(0..3)];
+    let mut b = json!({
+        "i": i,
+        "order": if rng.random_bool(0.5) { "buy" } else { "sell" },
+        "price": rng.random_range(0..2000) as f64 / 100.0,
+        "number": number,
+        "ripe": rng.random_bool(0.5),
+        "score": rng.random_range(0..100),
+        "tag": tag,
+    });
+    if rng.random_bool(0.5) {
+        b["msg"] = json!("hi");
+    }
+    (topic, b)
+}
+
+/// Starts `brokers` brokers and `peers` peer-role nodes joined through the first broker, and
+/// waits until every node knows every broker.
+fn network(
+    dir: &std::path::Path,
+    brokers: usize,
+    peers: usize,
+    k: usize,
+) -> Result<Vec<NodeProcess>> {
+    let k = k.to_string();
+    let first = NodeProcess::start(&dir.join("b0"), &["--replication", &k])?;
+    let boot = first.p2p_addr()?;
+    let mut nodes = vec![first];
+    for i in 1..brokers {
+        nodes.push(NodeProcess::start(
+            &dir.join(format!("b{i}")),
+            &["--replication", &k, "--bootstrap", &boot],
+        )?);
+    }
+    for i in 0..peers {
+        nodes.push(NodeProcess::start(
+            &dir.join(format!("p{i}")),
+            &["--replication", &k, "--bootstrap", &boot, "--role", "peer"],
+        )?);
+    }
+    for n in &nodes {
+        poll(Duration::from_secs(60), || {
+            (n.status().ok()?["brokers"].as_u64()? == brokers as u64).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{} never learned all {brokers} brokers: {:?}",
+                n.api,
+                n.status().ok()
+            )
+        })?;
+    }
+    Ok(nodes)
+}
+
+fn run(brokers: usize, peers: usize, k: usize, seed: u64, events: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nodes = network(dir.path(), brokers, peers, k)?;
+    let filters: Vec<Filter> = FILTERS
+        .iter()
+        .map(|f| Filter::parse(f))
+        .collect::<Result<_, _>>()?;
+
+    // Every filter is subscribed on two different nodes (the peer included).
+    let mut subs: Vec<(usize, usize, std::net::TcpStream, mpsc::Receiver<String>)> = Vec::new();
+    for (fi, f) in FILTERS.iter().enumerate() {
+        for n in [fi % nodes.len(), (fi + 1 + nodes.len() / 2) % nodes.len()] {
+            let url = reqwest::Url::parse_with_params(
+                &format!("{}/v1/subscribe", nodes[n].api),
+                &[("filter", f)],
+            )?;
+            let (stream, rx) = sse_subscribe(&url)?;
+            subs.push((fi, n, stream, rx));
+        }
+    }
+    // Each subscription is leased on every member of its root's set.
+    let want_leases = subs.len() * k.min(brokers);
+    poll(Duration::from_secs(30), || {
+        let total: u64 = nodes
+            .iter()
+            .filter_map(|n| n.status().ok()?["leases"].as_u64())
+            .sum();
+        (total == want_leases as u64).then_some(())
+    })
+    .context("leases never all placed")?;
+
+    // Publish from every node, round robin; remember what the oracle expects.
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut published: Vec<(String, String, u64, Value, String)> = Vec::new(); // cid, topic, seq, body, author node
+    for i in 0..events {
+        let root = ROOTS[rng.random_range(0..ROOTS.len())];
+        let (topic, b) = body(&mut rng, root, i);
+        let n = &nodes[i % nodes.len()];
+        let (status, v) = n.api().publish(&topic, &b)?;
+        ensure!(
+            status == 200,
+            "publish on {} of {topic}: {status} {v}",
+            n.api
+        );
+        let copies = v["copies"].as_u64().unwrap_or(0) as usize;
+        ensure!(
+            copies > k.min(brokers) / 2,
+            "{topic}: only {copies} copies acknowledged"
+        );
+        published.push((
+            v["cid"].as_str().context("cid")?.to_string(),
+            topic,
+            v["seq"].as_u64().context("seq")?,
+            b,
+            n.api.clone(),
+        ));
+    }
+
+    for (fi, n, _, rx) in &subs {
+        let expected: Vec<&(String, String, u64, Value, String)> = published
+            .iter()
+            .filter(|(_, t, _, b, _)| filters[*fi].matches(t, b))
+            .collect();
+        ensure!(
+            !expected.is_empty(),
+            "filter {} matched nothing: thin test data",
+            FILTERS[*fi]
+        );
+        let got =
+            tidings_tests::collect(rx, expected.len(), &format!("{} on node {n}", FILTERS[*fi]))?;
+        let got_set: BTreeSet<&String> = got.iter().collect();
+        ensure!(
+            got_set.len() == got.len(),
+            "{}: duplicates delivered",
+            FILTERS[*fi]
+        );
+        let want_set: BTreeSet<&String> = expected.iter().map(|e| &e.0).collect();
+        if got_set != want_set {
+            bail!(
+                "{} on node {n}: extra {:?}, missing {:?}",
+                FILTERS[*fi],
+                got_set.difference(&want_set).collect::<Vec<_>>(),
+                want_set.difference(&got_set).collect::<Vec<_>>()
+            );
+        }
+        // seq order per (author, topic).
+        let info: HashMap<&String, (&String, u64, &String)> = published
+            .iter()
+            .map(|(c, t, s, _, a)| (c, (t, *s, a)))
+            .collect();
+        let mut last: HashMap<(&String, &String), u64> = HashMap::new();
+        for c in &got {
+            let (t, s, a) = info[c];
+            if let Some(prev) = last.insert((a, t), s) {
+                ensure!(s > prev, "{}: seq {s} after {prev} on {t}", FILTERS[*fi]);
+            }
+        }
+    }
+    // Nothing extra trails in after the expected events.
+    std::thread::sleep(Duration::from_millis(500));
+    for (fi, n, _, rx) in &subs {
+        if let Ok(extra) = rx.try_recv() {
+            bail!(
+                "{} on node {n}: extra event after the expected ones: {extra}",
+                FILTERS[*fi]
+            );
+        }
+    }
+
+    // Roots spread over brokers: not every root has the same rendezvous members.
+    let mut sets: BTreeSet<Vec<usize>> = BTreeSet::new();
+    for root in ROOTS {
+        let members: Vec<usize> = (0..brokers)
+            .filter(|b| {
+                nodes[*b].status().ok().is_some_and(|s| {
+                    s["rendezvous"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|x| x == root))
+                })
+            })
+            .collect();
+        sets.insert(members);
+    }
+    if k < brokers {
+        ensure!(
+            sets.len() > 1,
+            "every root has the same rendezvous set: {sets:?}"
+        );
+    }
+
+    // Killing a broker stops no other node, and publishing resumes on the rest.
+    let mut nodes = nodes;
+    let mut victim = nodes.remove(1);
+    victim.kill();
+    for n in &nodes {
+        ensure!(
+            n.status().is_ok(),
+            "{} stopped answering after a kill",
+            n.api
+        );
+    }
+    for root in ROOTS {
+        let topic = format!("/{root}/after-kill");
+        poll(Duration::from_secs(60), || {
+            let (status, _) = nodes[0].api().publish(&topic, &json!({"x": 1})).ok()?;
+            (status == 200).then_some(())
+        })
+        .with_context(|| format!("publishing to {topic} never resumed after a broker died"))?;
+    }
+    eprintln!(
+        "network test: {brokers} brokers + {peers} peers, K={k}: {} events, {} subscriptions, {} distinct rendezvous sets",
+        published.len(),
+        subs.len(),
+        sets.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn three_nodes_two_brokers_and_a_peer() -> Result<()> {
+    run(2, 1, 3, 0x3_0de5, 200)
+}
+
+#[test]
+fn five_nodes_four_brokers_and_a_peer_k2() -> Result<()> {
+    run(4, 1, 2, 0x5_0de5, 300)
+}

@@ -211,15 +211,13 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 cause,
                 ..
             } => {
-                if num_established == 0 {
-                    tracing::debug!(peer = %peer_id, cause = ?cause, "disconnected");
-                    if let Ok(mut d) = self.directory.write() {
-                        d.connected.remove(&peer_id);
-                    }
+                tracing::debug!(peer = %peer_id, cause = ?cause, "disconnected");
+                if let Ok(mut d) = self.directory.write() {
+                    d.connected.remove(&peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -261,12 +259,12 @@ impl Task {
     async fn on_behaviour(&mut self, ev: BehaviourEvent) {
         use request_response::{Event as RrEvent, Message};
         match ev {
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                // Only brokers serve our Kademlia protocol: they go in the routing table.
-                if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) {
-                    for addr in info.listen_addrs {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                    }
+            // Only brokers serve our Kademlia protocol: they go in the routing table.
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL) =>
+            {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { is_new_peer, .. }) => {

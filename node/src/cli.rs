@@ -51,6 +51,11 @@ pub enum Command {
         after_help = "Example:\n  tidings node                                  # ./tidings-data, API on 127.0.0.1:7700\n  tidings node --data /var/lib/tidings --api 127.0.0.1:0   # any free port; see DIR/api.addr\n\nStops cleanly on Ctrl-C or SIGTERM."
     )]
     Node(NodeArgs),
+    /// Start a local network of N nodes on loopback (in a temp dir) and print their API addresses.
+    #[command(
+        after_help = "Examples:\n  tidings devnet                      # 3 brokers, APIs on 127.0.0.1:7710..7712\n  tidings devnet --nodes 5 --peers 1  # 4 brokers and a peer\n\nCtrl-C stops every node and removes the directory."
+    )]
+    Devnet(crate::devnet::DevnetArgs),
     /// Publish an event; prints its CID. With `-` as JSON, publishes each line of stdin.
     #[command(
         after_help = "Examples:\n  tidings pub /stocks/euronext/CTT '{\"order\": \"buy\", \"number\": 100, \"price\": 5.55}'\n  printf '{\"n\":1}\\n{\"n\":2}\\n' | tidings pub /demo -      # one CID per line"
@@ -158,6 +163,7 @@ fn default_listen() -> Vec<Multiaddr> {
 pub async fn run_client(command: Command) -> Result<()> {
     match command {
         Command::Node(_) => unreachable!("handled by main"),
+        Command::Devnet(args) => crate::devnet::run(args).await,
         Command::Pub {
             topic,
             json,

@@ -1,6 +1,7 @@
 //! The `tidings` binary.
 
 mod cli;
+mod devnet;
 
 use anyhow::Result;
 use clap::Parser;
@@ -22,7 +23,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let default_level = if matches!(cli.command, Command::Node(_)) {
+    let default_level = if matches!(cli.command, Command::Node(_) | Command::Devnet(_)) {
         "info"
     } else {
         "warn"

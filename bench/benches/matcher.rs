@@ -12,12 +12,15 @@ use tidings_matcher::{CountingMatcher, Filter, Matcher, ParallelSearchTree};
 fn parse(c: &mut Criterion) {
     let text = r#"/stocks/** where exchange = "Euronext Lisboa" and order = "buy" and number > 50 and price < 10"#;
     let seeds = r#"{"topic": "/stocks/**", "exchange": "Euronext Lisboa", "order": "buy", "number": ">50", "price": "<10"}"#;
-    let mongo = r#"{"topic": "/stocks/**", "price": {"$lt": 10}, "order": {"$in": ["buy", "sell"]}}"#;
+    let mongo =
+        r#"{"topic": "/stocks/**", "price": {"$lt": 10}, "order": {"$in": ["buy", "sell"]}}"#;
     c.bench_function("parse/text", |b| b.iter(|| Filter::parse(black_box(text))));
     c.bench_function("parse/seeds_json", |b| {
         b.iter(|| Filter::parse(black_box(seeds)))
     });
-    c.bench_function("parse/mongo", |b| b.iter(|| Filter::parse(black_box(mongo))));
+    c.bench_function("parse/mongo", |b| {
+        b.iter(|| Filter::parse(black_box(mongo)))
+    });
 }
 
 fn build<M: Matcher + Default>(w: &workloads::Workload) -> M {

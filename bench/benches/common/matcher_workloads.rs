@@ -400,7 +400,11 @@ pub fn docs(n_subs: usize, n_events: usize, seed: u64) -> Workload {
                 };
                 sub(
                     Topic {
-                        segs: vec![lit("docs".into()), lit(format!("f{f}")), lit(format!("d{d}"))],
+                        segs: vec![
+                            lit("docs".into()),
+                            lit(format!("f{f}")),
+                            lit(format!("d{d}")),
+                        ],
                         rest: false,
                     },
                     &c,

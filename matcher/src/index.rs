@@ -262,14 +262,9 @@ impl<T: Copy> AttrIndex<T> {
                 let v = &self.more.as_ref()?.str_rng;
                 range_find::<Box<str>, str, T>(v, op_ix(*op), s).map(|i| v[i].2)
             }
-            (Kind::Prefix, Test::Prefix(p)) => self
-                .more
-                .as_ref()?
-                .prefix
-                .as_ref()?
-                .map
-                .get(&**p)
-                .copied(),
+            (Kind::Prefix, Test::Prefix(p)) => {
+                self.more.as_ref()?.prefix.as_ref()?.map.get(&**p).copied()
+            }
             _ => {
                 let m = self.more.as_ref()?;
                 m.residual

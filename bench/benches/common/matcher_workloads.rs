@@ -392,7 +392,7 @@ pub fn docs(n_subs: usize, n_events: usize, seed: u64) -> Workload {
         let d = r.random_range(0..100);
         let pick = r.random_range(0..100);
         let s = match pick {
-            0..60 | 60..75 => {
+            0..75 => {
                 let c = if pick >= 60 {
                     vec![same("kind = \"edit\"".to_string())]
                 } else {

@@ -63,7 +63,7 @@ fn live() -> isize {
 
 const ENGINES: [&str; 4] = ["pst", "counting", "linear", "a-tree"];
 const EVENTS: usize = 20_000;
-const SEED: u64 = 0x7469_6469_6e67_73;
+const SEED: u64 = 0x0074_6964_696e_6773;
 
 struct Opts {
     json: bool,
@@ -141,7 +141,7 @@ fn opts() -> Result<Opts> {
 /// One engine behind a common face.
 enum Engine {
     Ours(Box<dyn Matcher>),
-    ATree(ATree<u64>),
+    ATree(Box<ATree<u64>>),
 }
 
 struct Outcome {
@@ -165,7 +165,7 @@ fn build(engine: &str, w: &Workload) -> Result<Engine> {
                     bail!("a-tree rejected {:?}: {e:?}", s.atree);
                 }
             }
-            Engine::ATree(t)
+            Engine::ATree(Box::new(t))
         }
         _ => {
             let mut m: Box<dyn Matcher> = match engine {
@@ -230,7 +230,7 @@ fn run(engine: &str, w: &Workload, n: usize, sample_n: usize, secs: f64) -> Resu
         match_one(&e, w, k, &mut out);
         sink = sink.wrapping_add(out.len());
         k += 1;
-        if k >= w.events.len() || (k % 16 == 0 && t1.elapsed() >= budget) {
+        if k >= w.events.len() || (k.is_multiple_of(16) && t1.elapsed() >= budget) {
             break;
         }
     }

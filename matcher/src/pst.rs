@@ -68,10 +68,10 @@ struct Node {
     label: Option<Box<Label>>,
 }
 
-/// Where a subscription's conjunctions end: (node, position in its `subs`).
+/// Where a subscription's conjunctions end: (node, position in its `subs`). 16 bytes.
 enum Leaves {
     One(u32, u32),
-    Many(Vec<(u32, u32)>),
+    Many(Box<[(u32, u32)]>),
 }
 
 impl Leaves {
@@ -302,7 +302,7 @@ impl Matcher for ParallelSearchTree {
             if leaves.len() > 1 {
                 self.multi += 1;
             }
-            Leaves::Many(leaves)
+            Leaves::Many(leaves.into_boxed_slice())
         };
         self.subs.insert(id, entry);
     }

@@ -22,6 +22,35 @@ use super::replicate::ReplicateResponse;
 use super::subscribe::SubscribeResponse;
 use super::{Command, Directory, Inbound, NetConfig, NetError, Network, Outbound, Role};
 
+/// Handles one request-response event of protocol `$variant`: an inbound request goes up as
+/// `Inbound::$variant`, anything else settles a pending outbound request in `self.$pending`.
+macro_rules! on_rr {
+    ($self:ident, $ev:expr, $pending:ident, $variant:ident, $refused:expr) => {
+        match $ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                $self
+                    .inbound(
+                        peer,
+                        request,
+                        channel,
+                        |peer, req, reply| Inbound::$variant { peer, req, reply },
+                        $refused,
+                        Reply::$variant,
+                    )
+                    .await;
+            }
+            other => settle(&mut $self.$pending, other),
+        }
+    };
+}
+
 type Pending<T> = HashMap<OutboundRequestId, oneshot::Sender<Result<T, NetError>>>;
 
 /// An answer from the node, ready to go back on the wire.
@@ -257,7 +286,6 @@ impl Task {
     }
 
     async fn on_behaviour(&mut self, ev: BehaviourEvent) {
-        use request_response::{Event as RrEvent, Message};
         match ev {
             // Only brokers serve our Kademlia protocol: they go in the routing table.
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
@@ -283,93 +311,21 @@ impl Task {
                     })),
                 ..
             }) => self.refresh_brokers(),
-            BehaviourEvent::Publish(e) => match e {
-                RrEvent::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
-                    self.inbound(
-                        peer,
-                        request,
-                        channel,
-                        |peer, req, reply| Inbound::Publish { peer, req, reply },
-                        |m| PublishResponse::Refused {
-                            status: 503,
-                            message: m,
-                        },
-                        Reply::Publish,
-                    )
-                    .await;
+            BehaviourEvent::Publish(e) => on_rr!(self, e, publish, Publish, |m| {
+                PublishResponse::Refused {
+                    status: 503,
+                    message: m,
                 }
-                other => settle(&mut self.publish, other),
-            },
-            BehaviourEvent::Replicate(e) => match e {
-                RrEvent::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
-                    self.inbound(
-                        peer,
-                        request,
-                        channel,
-                        |peer, req, reply| Inbound::Replicate { peer, req, reply },
-                        ReplicateResponse::Refused,
-                        Reply::Replicate,
-                    )
-                    .await;
-                }
-                other => settle(&mut self.replicate, other),
-            },
-            BehaviourEvent::Subscribe(e) => match e {
-                RrEvent::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
-                    self.inbound(
-                        peer,
-                        request,
-                        channel,
-                        |peer, req, reply| Inbound::Subscribe { peer, req, reply },
-                        SubscribeResponse::Refused,
-                        Reply::Subscribe,
-                    )
-                    .await;
-                }
-                other => settle(&mut self.subscribe, other),
-            },
-            BehaviourEvent::Deliver(e) => match e {
-                RrEvent::Message {
-                    peer,
-                    message:
-                        Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
-                    self.inbound(
-                        peer,
-                        request,
-                        channel,
-                        |peer, req, reply| Inbound::Deliver { peer, req, reply },
-                        DeliverResponse::Refused,
-                        Reply::Deliver,
-                    )
-                    .await;
-                }
-                other => settle(&mut self.deliver, other),
-            },
+            }),
+            BehaviourEvent::Replicate(e) => {
+                on_rr!(self, e, replicate, Replicate, ReplicateResponse::Refused)
+            }
+            BehaviourEvent::Subscribe(e) => {
+                on_rr!(self, e, subscribe, Subscribe, SubscribeResponse::Refused)
+            }
+            BehaviourEvent::Deliver(e) => {
+                on_rr!(self, e, deliver, Deliver, DeliverResponse::Refused)
+            }
             _ => {}
         }
     }

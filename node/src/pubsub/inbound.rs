@@ -1,16 +1,21 @@
 //! Dispatches requests from remote peers to the router, each in its own task.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use libp2p::PeerId;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::net::Inbound;
-use crate::net::deliver::DeliverResponse;
+use crate::net::deliver::{DeliverRequest, DeliverResponse};
 use crate::net::publish::PublishResponse;
 use crate::pubsub::Router;
 
 /// Serves inbound requests until the network stops.
 pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
+    // Deliveries from one primary are handled strictly in order, by one worker per peer, so
+    // they neither reorder nor hold up requests from anyone else.
+    let mut deliverers: HashMap<PeerId, mpsc::UnboundedSender<Delivery>> = HashMap::new();
     while let Some(msg) = inbound.recv().await {
         let router = router.clone();
         match msg {
@@ -50,16 +55,37 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
                 let _ = reply.send(router.serve_subscribe(peer, req));
             }
             Inbound::Deliver { peer, req, reply } => {
-                // In line, not spawned: a node's deliveries are handled in the order they came.
-                let resp = match router.serve_deliver(req.events).await {
-                    Ok(()) => DeliverResponse::Ok,
-                    Err(why) => {
-                        tracing::warn!(%peer, reason = %why, "refused a bad delivery");
-                        DeliverResponse::Refused(why)
+                let mut item = (req, reply);
+                if let Some(tx) = deliverers.get(&peer) {
+                    match tx.send(item) {
+                        Ok(()) => continue,
+                        Err(e) => item = e.0,
                     }
-                };
-                let _ = reply.send(resp);
+                }
+                let (tx, rx) = mpsc::unbounded_channel();
+                let _ = tx.send(item);
+                deliverers.insert(peer, tx);
+                tokio::spawn(deliver_worker(router, peer, rx));
             }
         }
+    }
+}
+
+type Delivery = (DeliverRequest, oneshot::Sender<DeliverResponse>);
+
+async fn deliver_worker(
+    router: Arc<Router>,
+    peer: PeerId,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+) {
+    while let Some((req, reply)) = rx.recv().await {
+        let resp = match router.serve_deliver(req.events).await {
+            Ok(()) => DeliverResponse::Ok,
+            Err(why) => {
+                tracing::warn!(%peer, reason = %why, "refused a bad delivery");
+                DeliverResponse::Refused(why)
+            }
+        };
+        let _ = reply.send(resp);
     }
 }

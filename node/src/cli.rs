@@ -153,7 +153,7 @@ pub struct NodeArgs {
 }
 
 fn default_listen() -> Vec<Multiaddr> {
-    ["/ip4/0.0.0.0/tcp/7701", "/ip4/0.0.0.0/udp/7701/quic-v1"]
+    ["/ip4/0.0.0.0/tcp/7800", "/ip4/0.0.0.0/udp/7800/quic-v1"]
         .iter()
         .filter_map(|a| a.parse().ok())
         .collect()

@@ -11,6 +11,12 @@ use tracing_subscriber::EnvFilter;
 use cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
+    // Like any Unix filter, stop quietly when the reader goes away (`tidings sub ... | head`).
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -50,7 +50,7 @@ pub enum NodeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// libp2p could not start (bad listen or bootstrap address).
-    #[error("network: {0}")]
+    #[error(transparent)]
     Net(#[from] NetError),
     /// The API address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]

@@ -97,9 +97,9 @@ pub fn start(
         .build();
     let local = *swarm.local_peer_id();
     for addr in &config.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| NetError::Config(format!("cannot listen on {addr}: {e}")))?;
+        swarm.listen_on(addr.clone()).map_err(|e| {
+            NetError::Config(format!("cannot listen on {addr}: {}", error_chain(&e)))
+        })?;
     }
     for addr in &config.bootstrap {
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
@@ -328,6 +328,27 @@ impl Task {
             }
             _ => {}
         }
+    }
+}
+
+/// An error and its sources as one line (libp2p's transport errors keep the cause in `source`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    if out.is_empty() {
+        format!("{e:?}")
+    } else {
+        out
     }
 }
 

@@ -12,6 +12,7 @@ mod attrs;
 mod counting;
 pub mod dnf;
 pub mod error;
+mod escape;
 mod filter;
 mod hash;
 mod index;

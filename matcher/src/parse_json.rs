@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::MAX_DEPTH;
 use crate::ast::{CmpOp, Expr, JsonPathExpr, Path, Pred, Test};
 use crate::error::ParseError;
+use crate::escape;
 use crate::topic::TopicPattern;
 use crate::value::{Num, Scalar, json_number_len, parse_number};
 
@@ -198,29 +199,7 @@ impl R<'_> {
                         Some(b'n') => out.push('\n'),
                         Some(b'r') => out.push('\r'),
                         Some(b't') => out.push('\t'),
-                        Some(b'u') => {
-                            let hi = self.hex4()?;
-                            let cp = if (0xD800..0xDC00).contains(&hi) {
-                                if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
-                                    return Err(ParseError::new(self.i, "low surrogate escape"));
-                                }
-                                self.i += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(ParseError::new(
-                                        self.i - 4,
-                                        "low surrogate escape",
-                                    ));
-                                }
-                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                            } else {
-                                hi
-                            };
-                            match char::from_u32(cp) {
-                                Some(ch) => out.push(ch),
-                                None => return Err(ParseError::new(esc, "valid unicode escape")),
-                            }
-                        }
+                        Some(b'u') => out.push(escape::unicode(self.s, &mut self.i, esc)?),
                         _ => {
                             return Err(ParseError::new(
                                 esc,
@@ -240,21 +219,6 @@ impl R<'_> {
                     self.i += c.len_utf8();
                 }
             }
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, ParseError> {
-        let h = self
-            .s
-            .get(self.i..self.i + 4)
-            .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-            .and_then(|h| u32::from_str_radix(h, 16).ok());
-        match h {
-            Some(v) => {
-                self.i += 4;
-                Ok(v)
-            }
-            None => Err(ParseError::new(self.i, "4 hex digits")),
         }
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::MAX_DEPTH;
 use crate::ast::{CmpOp, Expr, JsonPathExpr, Path, Pred, Test};
 use crate::error::ParseError;
+use crate::escape;
 use crate::topic::TopicPattern;
 use crate::value::{Num, Scalar, json_number_len, parse_number};
 
@@ -454,34 +455,7 @@ impl<'a> P<'a> {
                     'n' => out.push('\n'),
                     'r' => out.push('\r'),
                     't' => out.push('\t'),
-                    'u' => {
-                        let hi = self.hex4()?;
-                        let cp = if (0xD800..0xDC00).contains(&hi) {
-                            if self.b.get(self.i..self.i + 2) != Some(b"\\u") {
-                                return Err(ParseError::new(
-                                    self.i,
-                                    "low surrogate '\\uDC00'..'\\uDFFF'",
-                                ));
-                            }
-                            self.i += 2;
-                            let lo = self.hex4()?;
-                            if !(0xDC00..0xE000).contains(&lo) {
-                                return Err(ParseError::new(
-                                    self.i - 4,
-                                    "low surrogate '\\uDC00'..'\\uDFFF'",
-                                ));
-                            }
-                            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                        } else {
-                            hi
-                        };
-                        match char::from_u32(cp) {
-                            Some(ch) => out.push(ch),
-                            None => {
-                                return Err(ParseError::new(esc_pos, "valid unicode escape"));
-                            }
-                        }
-                    }
+                    'u' => out.push(escape::unicode(self.s, &mut self.i, esc_pos)?),
                     _ => {
                         return Err(ParseError::new(
                             esc_pos,
@@ -499,21 +473,6 @@ impl<'a> P<'a> {
             }
             out.push(c);
             self.i += c.len_utf8();
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, ParseError> {
-        let h = self
-            .s
-            .get(self.i..self.i + 4)
-            .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-            .and_then(|h| u32::from_str_radix(h, 16).ok());
-        match h {
-            Some(v) => {
-                self.i += 4;
-                Ok(v)
-            }
-            None => Err(ParseError::new(self.i, "4 hex digits")),
         }
     }
 }

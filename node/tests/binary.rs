@@ -6,6 +6,21 @@ fn tidings() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tidings"))
 }
 
+/// `tidings node` on `data` with OS-chosen API and libp2p ports.
+fn node_on(data: &std::path::Path) -> Command {
+    let mut cmd = tidings();
+    cmd.args([
+        "node",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--api",
+        "127.0.0.1:0",
+        "--data",
+    ])
+    .arg(data);
+    cmd
+}
+
 #[test]
 fn every_command_has_help_with_an_example() {
     for cmd in [
@@ -48,16 +63,7 @@ fn non_loopback_api_without_token_is_refused() {
 #[test]
 fn a_second_node_on_the_same_data_dir_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut first = tidings()
-        .args([
-            "node",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(dir.path())
+    let mut first = node_on(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -71,18 +77,7 @@ fn a_second_node_on_the_same_data_dir_is_refused_clearly() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let out = tidings()
-        .args([
-            "node",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--api",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = node_on(dir.path()).output().unwrap();
     let _ = first.kill();
     let _ = first.wait();
     assert!(!out.status.success());

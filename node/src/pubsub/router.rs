@@ -187,15 +187,13 @@ impl Router {
             })?)
         })
         .await?;
-        let block = Block {
-            cid: appended.cid,
-            data: appended.event.encode().map_err(PublishError::Invalid)?,
-        };
+        let block = &appended.block;
         let me = self.net.local_peer();
         let mut last_error = String::new();
         for member in rendezvous::publish_order(&set, &topic_name) {
             let answer = if member == me {
-                Ok(self.serve_publish(&block, &appended.event).await)
+                // Already stored by append_local: straight to the primary's duties.
+                Ok(self.replicate_and_route(block, &appended.event).await)
             } else {
                 self.net
                     .publish(
@@ -241,7 +239,8 @@ impl Router {
         )))
     }
 
-    /// Primary duty for a verified event: store, replicate, count copies, queue deliveries.
+    /// Primary duty for a verified event from another node: store it, then
+    /// [`Router::replicate_and_route`].
     pub async fn serve_publish(&self, block: &Block, event: &Event) -> PublishResponse {
         let store = self.store.clone();
         let (b, e) = (block.clone(), event.clone());
@@ -251,6 +250,12 @@ impl Router {
                 message: format!("primary could not store the event: {err}"),
             };
         }
+        self.replicate_and_route(block, event).await
+    }
+
+    /// Primary duty for an event already in this node's store: replicate to the set, count
+    /// copies, and once a majority holds it queue its deliveries.
+    async fn replicate_and_route(&self, block: &Block, event: &Event) -> PublishResponse {
         let root = topic::root_segment(&event.topic);
         let me = self.net.local_peer();
         let set = self.net.rendezvous_set(root);

@@ -54,6 +54,8 @@ pub struct Appended {
     pub cid: Cid,
     /// The event as stored.
     pub event: Event,
+    /// Its block, as stored.
+    pub block: Block,
 }
 
 /// What [`Store::insert_events`] wrote.
@@ -142,6 +144,7 @@ impl Store {
             Appended {
                 cid: block.cid,
                 event,
+                block,
             }
         };
         txn.commit().map_err(db)?;

@@ -17,7 +17,7 @@ pub use error::Error;
 pub use event::Event;
 pub use ipld_core::ipld::Ipld;
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
-pub use verify::{verify, verify_link};
+pub use verify::{verify, verify_batch, verify_link};
 
 /// Largest block accepted or produced: 1 MiB (IPFS's bitswap limit).
 pub const MAX_BLOCK_SIZE: usize = 1 << 20;

@@ -7,6 +7,13 @@ use crate::{Block, Cid, DAG_CBOR, Error, Event, topic};
 ///
 /// The CID must be dag-cbor with a sha2-256 multihash. Returns the decoded event.
 pub fn verify(cid: &Cid, block: &[u8]) -> Result<Event, Error> {
+    let event = verify_unsigned(cid, block)?;
+    event.verify_signature()?;
+    Ok(event)
+}
+
+/// Every check of [`verify`] but the signature.
+fn verify_unsigned(cid: &Cid, block: &[u8]) -> Result<Event, Error> {
     if cid.codec() != DAG_CBOR {
         return Err(Error::BadCodec {
             found: cid.codec(),
@@ -22,8 +29,71 @@ pub fn verify(cid: &Cid, block: &[u8]) -> Result<Event, Error> {
     if event.seq < 1 {
         return Err(Error::BadSeq);
     }
-    event.verify_signature()?;
     Ok(event)
+}
+
+/// [`verify`] for many blocks at once, with the signatures checked as one ed25519 batch (about
+/// twice as fast per signature as one by one). Returns one result per block, in order.
+///
+/// When the batch fails, each signature is checked on its own so the bad blocks are named and
+/// the good ones kept: a hostile sender cannot make honest blocks look bad.
+pub fn verify_batch<'a>(
+    blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>,
+) -> Vec<Result<Event, Error>> {
+    let mut out: Vec<Result<Event, Error>> = Vec::new();
+    // Signing bytes, signature and key of every block that passed the other checks.
+    let mut pending: Vec<(
+        usize,
+        Vec<u8>,
+        ed25519_dalek::Signature,
+        ed25519_dalek::VerifyingKey,
+    )> = Vec::new();
+    let mut last_key: Option<(Vec<u8>, ed25519_dalek::VerifyingKey)> = None;
+    for (cid, data) in blocks {
+        let i = out.len();
+        let checked = verify_unsigned(cid, data).and_then(|event| {
+            let key = match &last_key {
+                Some((author, key)) if *author == event.author => *key,
+                _ => {
+                    let key = dalek_key(&event)?;
+                    last_key = Some((event.author.clone(), key));
+                    key
+                }
+            };
+            let sig = ed25519_dalek::Signature::from_slice(&event.sig)
+                .map_err(|_| Error::BadSignature)?;
+            let msg = event.signing_bytes()?;
+            Ok((event, msg, key, sig))
+        });
+        match checked {
+            Ok((event, msg, key, sig)) => {
+                pending.push((i, msg, sig, key));
+                out.push(Ok(event));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    let messages: Vec<&[u8]> = pending.iter().map(|p| p.1.as_slice()).collect();
+    let sigs: Vec<ed25519_dalek::Signature> = pending.iter().map(|p| p.2).collect();
+    let keys: Vec<ed25519_dalek::VerifyingKey> = pending.iter().map(|p| p.3).collect();
+    if ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_err() {
+        for (i, msg, sig, key) in &pending {
+            if ed25519_dalek::Verifier::verify(key, msg, sig).is_err() {
+                out[*i] = Err(Error::BadSignature);
+            }
+        }
+    }
+    out
+}
+
+/// The author's key in ed25519-dalek form (what batch verification takes).
+fn dalek_key(event: &Event) -> Result<ed25519_dalek::VerifyingKey, Error> {
+    let key = event.author_key()?;
+    let ed = key
+        .try_into_ed25519()
+        .map_err(|e| Error::BadAuthor(e.to_string()))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&ed.to_bytes())
+        .map_err(|e| Error::BadAuthor(e.to_string()))
 }
 
 /// Checks one edge of a stream DAG, `child.prev ∋ parent_cid`: same topic; if same author,
@@ -65,6 +135,37 @@ mod tests {
     fn verify_accepts_good_blocks() {
         let (e, b) = signed(1, "/stocks/x", 1, vec![]);
         assert_eq!(verify(&b.cid, &b.data).expect("valid"), e);
+    }
+
+    #[test]
+    fn verify_batch_agrees_with_verify_and_names_the_bad_blocks() {
+        let mut blocks: Vec<Block> = Vec::new();
+        let mut prev = vec![];
+        for seq in 1..=20u64 {
+            // Two authors, so the key cache is exercised across changes.
+            let (_, b) = signed(1 + (seq % 2) as u8, "/stocks/x", seq, prev);
+            prev = vec![b.cid];
+            blocks.push(b);
+        }
+        let all_good = verify_batch(blocks.iter().map(|b| (&b.cid, b.data.as_slice())));
+        assert!(all_good.iter().all(|r| r.is_ok()));
+        for (r, b) in all_good.iter().zip(&blocks) {
+            assert_eq!(r.as_ref().ok(), verify(&b.cid, &b.data).ok().as_ref());
+        }
+        // A forged signature (re-addressed, so only the signature is wrong) and a wrong CID.
+        let mut forged = Event::decode(&blocks[7].data).expect("decode");
+        forged.body = Ipld::Integer(7);
+        blocks[7] = forged.to_block().expect("block");
+        blocks[12].cid = blocks[13].cid;
+        let results = verify_batch(blocks.iter().map(|b| (&b.cid, b.data.as_slice())));
+        for (i, r) in results.iter().enumerate() {
+            match i {
+                7 => assert!(matches!(r, Err(Error::BadSignature)), "{r:?}"),
+                12 => assert!(matches!(r, Err(Error::BadHash)), "{r:?}"),
+                _ => assert!(r.is_ok(), "block {i}: {r:?}"),
+            }
+        }
+        assert!(verify_batch(std::iter::empty()).is_empty());
     }
 
     #[test]

@@ -156,6 +156,20 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/fetch`: returns once the node has started; read the body as JSON lines
+    /// (`{"progress"}` while it runs, then `{"done"}` or `{"error"}`).
+    pub async fn fetch(
+        &self,
+        cid: &str,
+        until: &[String],
+    ) -> Result<reqwest::Response, ClientError> {
+        self.send(
+            self.req(reqwest::Method::POST, "/v1/fetch")
+                .json(&serde_json::json!({ "cid": cid, "until": until })),
+        )
+        .await
+    }
+
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Value, ClientError> {
         self.json(self.req(reqwest::Method::GET, "/v1/status"))

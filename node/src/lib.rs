@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod history;
 pub mod identity;
 pub mod metrics;
 pub mod net;

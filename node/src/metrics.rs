@@ -20,6 +20,10 @@ pub struct Metrics {
     pub http_client_errors: AtomicU64,
     /// HTTP responses with a 5xx status.
     pub http_server_errors: AtomicU64,
+    /// Gaps in delivered streams that this node repaired from the DAG.
+    pub gaps_repaired: AtomicU64,
+    /// Events recovered by gap repair and handed to local subscribers' filters.
+    pub events_repaired: AtomicU64,
 }
 
 impl Metrics {
@@ -64,6 +68,16 @@ impl Metrics {
             "tidings_http_server_errors_total",
             "HTTP responses with a 5xx status.",
             &self.http_server_errors,
+        );
+        counter(
+            "tidings_gaps_repaired_total",
+            "Gaps in delivered streams repaired from the DAG.",
+            &self.gaps_repaired,
+        );
+        counter(
+            "tidings_events_repaired_total",
+            "Events recovered by gap repair.",
+            &self.events_repaired,
         );
         if let Some(s) = store {
             let _ = writeln!(

@@ -107,10 +107,11 @@ impl Node {
             store.clone(),
             keypair,
             metrics.clone(),
-            network,
+            network.clone(),
         ));
         let background = vec![
             swarm_task,
+            tokio::spawn(crate::history::serve::serve(network, store.clone())),
             tokio::spawn(inbound::serve(router.clone(), inbound_rx)),
             tokio::spawn(router.clone().maintain()),
         ];

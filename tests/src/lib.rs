@@ -54,6 +54,15 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts a node on `data` and waits (up to 30 s) until its API answers `/v1/status`.
     pub fn start(data: &Path, extra_args: &[&str]) -> Result<NodeProcess> {
+        Self::start_with_env(data, extra_args, &[])
+    }
+
+    /// [`NodeProcess::start`] with extra environment variables (test-only fault switches).
+    pub fn start_with_env(
+        data: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<NodeProcess> {
         let bin = tidings_bin();
         if !bin.exists() {
             bail!(
@@ -80,6 +89,7 @@ impl NodeProcess {
             })
             .args(extra_args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -179,6 +189,18 @@ impl Api {
             .http
             .post(format!("{}/v1/publish", self.base))
             .json(&serde_json::json!({"topic": topic, "body": body}))
+            .send()?;
+        let status = r.status().as_u16();
+        Ok((status, r.json()?))
+    }
+
+    /// `POST path` with raw bytes (a CAR file), returning status and JSON.
+    pub fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(300))
+            .body(bytes)
             .send()?;
         let status = r.status().as_u16();
         Ok((status, r.json()?))
@@ -295,4 +317,32 @@ pub fn collect(rx: &mpsc::Receiver<String>, want: usize, who: &str) -> Result<Ve
         got.push(v["cid"].as_str().context("cid")?.to_string());
     }
     Ok(got)
+}
+
+/// A single-author stream of `n` signed events on `topic` (author key from `seed`), as a CAR
+/// file with the head as root, plus every CID oldest first. Signed here, so a test can hand a
+/// node a long history in one import instead of `n` publishes.
+pub fn signed_stream_car(seed: u8, topic: &str, n: u64) -> Result<(Vec<u8>, Vec<String>)> {
+    use tidings_ipld_schema::{Event, Keypair, car, json};
+    let key = Keypair::ed25519_from_bytes([seed; 32]).context("key")?;
+    let mut blocks = Vec::with_capacity(n as usize);
+    let mut prev = vec![];
+    for seq in 1..=n {
+        let body = json::json_to_ipld(&serde_json::json!({
+            "symbol": "CTT", "order": if seq % 2 == 0 { "buy" } else { "sell" },
+            "number": seq % 1000, "price": (seq % 2000) as f64 / 100.0, "exchange": "Euronext Lisboa",
+        }))?;
+        let (_, block) = Event::sign_block(&key, topic, body, seq, 1_763_700_000_000 + seq, prev)?;
+        prev = vec![block.cid];
+        blocks.push(block);
+    }
+    let cids: Vec<String> = blocks.iter().map(|b| b.cid.to_string()).collect();
+    let head = blocks.last().map(|b| b.cid).into_iter().collect::<Vec<_>>();
+    let mut out = Vec::new();
+    car::write_car(
+        &mut out,
+        &head,
+        blocks.into_iter().rev().map(|b| (b.cid, b.data)),
+    )?;
+    Ok((out, cids))
 }

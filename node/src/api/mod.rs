@@ -2,6 +2,7 @@
 
 mod auth;
 mod error;
+mod history;
 mod routes;
 mod subscribe;
 
@@ -57,6 +58,7 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
                 .layer(DefaultBodyLimit::max(MAX_CAR_BODY)),
         )
         .route("/v1/subscribe", get(subscribe::subscribe))
+        .route("/v1/fetch", post(history::fetch))
         .route("/v1/status", get(routes::status))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)

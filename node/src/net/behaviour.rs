@@ -37,6 +37,8 @@ pub struct Behaviour {
     pub subscribe: request_response::cbor::Behaviour<SubscribeRequest, SubscribeResponse>,
     /// `/tidings/deliver/1`.
     pub deliver: request_response::cbor::Behaviour<DeliverRequest, DeliverResponse>,
+    /// Raw streams: `/tidings/fetch/1` streams blocks, which request-response cannot.
+    pub stream: libp2p_stream::Behaviour,
 }
 
 fn rr<Req, Resp>(name: &'static str) -> request_response::cbor::Behaviour<Req, Resp>
@@ -80,6 +82,7 @@ impl Behaviour {
             replicate: rr(replicate::PROTOCOL),
             subscribe: rr(subscribe::PROTOCOL),
             deliver: rr(deliver::PROTOCOL),
+            stream: libp2p_stream::Behaviour::new(),
         }
     }
 }

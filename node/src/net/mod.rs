@@ -3,6 +3,7 @@
 
 mod behaviour;
 pub mod deliver;
+pub mod fetch;
 pub mod publish;
 pub mod rendezvous;
 pub mod replicate;
@@ -122,7 +123,12 @@ pub(crate) enum Outbound {
 #[derive(Debug)]
 pub(crate) enum Command {
     Request(PeerId, Outbound),
+    /// Close every connection to a peer (it misbehaved).
+    Disconnect(PeerId),
 }
+
+/// How long a peer that sent a bad block is neither asked nor accepted for fetches.
+pub const PENALTY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A request from a remote peer; answer through `reply` (dropping it refuses).
 #[derive(Debug)]
@@ -173,9 +179,53 @@ pub struct Network {
     role: Role,
     replication: usize,
     directory: Arc<RwLock<Directory>>,
+    streams: libp2p_stream::Control,
+    penalties: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, std::time::Instant>>>,
 }
 
 impl Network {
+    /// Opens a `/tidings/fetch/1` stream to `peer` (dialling it if needed).
+    pub async fn open_fetch(&self, peer: PeerId) -> Result<libp2p::Stream, NetError> {
+        let mut control = self.streams.clone();
+        control
+            .open_stream(peer, fetch::PROTOCOL)
+            .await
+            .map_err(|e| NetError::Unreachable {
+                peer,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Inbound `/tidings/fetch/1` streams; `None` if already taken.
+    pub fn accept_fetch(&self) -> Option<libp2p_stream::IncomingStreams> {
+        self.streams.clone().accept(fetch::PROTOCOL).ok()
+    }
+
+    /// Records that `peer` misbehaved (sent a bad block): it is disconnected, and neither asked
+    /// nor served for [`PENALTY`].
+    pub async fn penalise(&self, peer: PeerId, why: &str) {
+        tracing::warn!(%peer, reason = %why, "peer misbehaved: disconnecting it for {}s", PENALTY.as_secs());
+        if let Ok(mut p) = self.penalties.lock() {
+            p.insert(peer, std::time::Instant::now() + PENALTY);
+        }
+        let _ = self.cmd.send(Command::Disconnect(peer)).await;
+    }
+
+    /// Whether `peer` is serving a penalty.
+    pub fn is_penalised(&self, peer: &PeerId) -> bool {
+        let Ok(mut p) = self.penalties.lock() else {
+            return false;
+        };
+        match p.get(peer) {
+            Some(until) if *until > std::time::Instant::now() => true,
+            Some(_) => {
+                p.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// This node's peer id.
     pub fn local_peer(&self) -> PeerId {
         self.local

@@ -123,7 +123,10 @@ pub fn start(
     let directory = Arc::new(RwLock::new(dir));
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (in_tx, in_rx) = mpsc::channel(1024);
+    let streams = swarm.behaviour().stream.new_control();
     let network = Network {
+        streams,
+        penalties: Arc::default(),
         cmd: cmd_tx,
         local,
         role: config.role,
@@ -167,7 +170,13 @@ impl Task {
     }
 
     fn on_command(&mut self, cmd: Command) {
-        let Command::Request(peer, out) = cmd;
+        let (peer, out) = match cmd {
+            Command::Request(peer, out) => (peer, out),
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                return;
+            }
+        };
         let b = self.swarm.behaviour_mut();
         match out {
             Outbound::Publish(req, tx) => {

@@ -79,7 +79,7 @@ async fn deliver_worker(
     mut rx: mpsc::UnboundedReceiver<Delivery>,
 ) {
     while let Some((req, reply)) = rx.recv().await {
-        let resp = match router.serve_deliver(req.events).await {
+        let resp = match router.serve_deliver(peer, req.events, req.after).await {
             Ok(()) => DeliverResponse::Ok,
             Err(why) => {
                 tracing::warn!(%peer, reason = %why, "refused a bad delivery");

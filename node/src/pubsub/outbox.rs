@@ -18,10 +18,13 @@ const BATCH: usize = 256;
 /// Attempts per batch before it is given up (the subscriber's gap repair then fetches it).
 const ATTEMPTS: u32 = 5;
 
+/// (CID bytes, block bytes, `after`) of one queued event; see [`DeliverRequest::after`].
+type Item = (ByteBuf, ByteBuf, u64);
+
 /// Per-destination ordered delivery queues.
 pub struct Outbox {
     net: Network,
-    queues: Mutex<HashMap<PeerId, mpsc::UnboundedSender<(ByteBuf, ByteBuf)>>>,
+    queues: Mutex<HashMap<PeerId, mpsc::UnboundedSender<Item>>>,
 }
 
 impl Outbox {
@@ -33,12 +36,13 @@ impl Outbox {
         }
     }
 
-    /// Queues one event (CID bytes, block bytes) for `peer`.
-    pub fn push(&self, peer: PeerId, cid: Vec<u8>, block: Vec<u8>) {
+    /// Queues one event (CID bytes, block bytes) for `peer`; `after` as in
+    /// [`DeliverRequest::after`].
+    pub fn push(&self, peer: PeerId, cid: Vec<u8>, block: Vec<u8>, after: u64) {
         let Ok(mut queues) = self.queues.lock() else {
             return;
         };
-        let item = (ByteBuf::from(cid), ByteBuf::from(block));
+        let item = (ByteBuf::from(cid), ByteBuf::from(block), after);
         let item = match queues.get(&peer) {
             Some(tx) => match tx.send(item) {
                 Ok(()) => return,
@@ -53,7 +57,7 @@ impl Outbox {
     }
 }
 
-async fn worker(net: Network, peer: PeerId, mut rx: mpsc::UnboundedReceiver<(ByteBuf, ByteBuf)>) {
+async fn worker(net: Network, peer: PeerId, mut rx: mpsc::UnboundedReceiver<Item>) {
     while let Some(first) = rx.recv().await {
         let mut events = vec![first];
         while events.len() < BATCH {
@@ -63,7 +67,8 @@ async fn worker(net: Network, peer: PeerId, mut rx: mpsc::UnboundedReceiver<(Byt
             }
         }
         let n = events.len();
-        let req = DeliverRequest { events };
+        let (events, after) = events.into_iter().map(|(c, b, a)| ((c, b), a)).unzip();
+        let req = DeliverRequest { events, after };
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
             match net.deliver(peer, req.clone()).await {

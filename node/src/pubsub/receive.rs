@@ -13,7 +13,7 @@ const REMEMBER: usize = 1 << 16;
 struct Inner {
     seen: HashSet<Cid>,
     order: VecDeque<Cid>,
-    last_seq: HashMap<(Vec<u8>, String), u64>,
+    last_seq: HashMap<(Vec<u8>, String), (u64, Cid)>,
 }
 
 /// Duplicate and order bookkeeping for events arriving at this node.
@@ -31,6 +31,8 @@ pub enum Arrival {
     Gap {
         /// The last seq seen before this one.
         last: u64,
+        /// That event's CID (where repair stops).
+        last_cid: Cid,
     },
     /// New, but older than what was already delivered (a late copy after failover).
     Late,
@@ -39,34 +41,45 @@ pub enum Arrival {
 }
 
 impl Receiver {
-    /// Classifies `event` and remembers it.
-    pub fn arrive(&self, cid: &Cid, event: &Event) -> Arrival {
+    /// Classifies `event` and remembers it. `after` is the sender's word on the previous event
+    /// of the stream it delivered here (0: no word): only a jump past it is a gap, since events
+    /// that match no filter here are never delivered. With `accept_gap` false, an event after a
+    /// gap is not remembered, so it can arrive again once the gap is repaired.
+    pub fn arrive(&self, cid: &Cid, event: &Event, after: u64, accept_gap: bool) -> Arrival {
         let Ok(mut inner) = self.inner.lock() else {
             return Arrival::InOrder;
         };
-        if !inner.seen.insert(*cid) {
+        if inner.seen.contains(cid) {
             return Arrival::Duplicate;
         }
+        let key = (event.author.clone(), event.topic.clone());
+        let last = inner.last_seq.get(&key).copied();
+        let gap = |l: u64| after > l && event.seq > l + 1;
+        if let Some((l, last_cid)) = last
+            && gap(l)
+            && !accept_gap
+        {
+            return Arrival::Gap { last: l, last_cid };
+        }
+        inner.seen.insert(*cid);
         inner.order.push_back(*cid);
         if inner.order.len() > REMEMBER
             && let Some(old) = inner.order.pop_front()
         {
             inner.seen.remove(&old);
         }
-        let key = (event.author.clone(), event.topic.clone());
-        let last = inner.last_seq.get(&key).copied();
         match last {
-            Some(l) if event.seq <= l => Arrival::Late,
-            Some(l) => {
-                inner.last_seq.insert(key, event.seq);
-                if event.seq == l + 1 {
-                    Arrival::InOrder
+            Some((l, _)) if event.seq <= l => Arrival::Late,
+            Some((l, last_cid)) => {
+                inner.last_seq.insert(key, (event.seq, *cid));
+                if gap(l) {
+                    Arrival::Gap { last: l, last_cid }
                 } else {
-                    Arrival::Gap { last: l }
+                    Arrival::InOrder
                 }
             }
             None => {
-                inner.last_seq.insert(key, event.seq);
+                inner.last_seq.insert(key, (event.seq, *cid));
                 Arrival::InOrder
             }
         }

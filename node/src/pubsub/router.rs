@@ -17,6 +17,7 @@ use serde_bytes::ByteBuf;
 use tidings_ipld_schema::{Block, Cid, Event, Ipld, Keypair, json as ipld_json, topic, verify};
 use tidings_matcher::Filter;
 
+use crate::history::{self, Chain, FetchOptions, Progress};
 use crate::metrics::Metrics;
 use crate::net::publish::{PublishRequest, PublishResponse};
 use crate::net::replicate::{ReplicateRequest, ReplicateResponse};
@@ -88,7 +89,19 @@ pub struct Router {
     receiver: Receiver,
     /// One lock per topic: an author's events of a topic reach the primary in `seq` order.
     topic_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Test-only fault: deliveries of events whose `seq` is a multiple of this are dropped on
+    /// arrival, as if lost on the way (env `TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD`).
+    drop_seq_mod: Option<u64>,
+    /// (subscriber node, author, topic) → seq of the last event queued for that node: sent with
+    /// each delivery so the receiver can tell a lost delivery from an event that did not match.
+    delivered: std::sync::Mutex<HashMap<StreamAt, u64>>,
 }
+
+/// (subscriber node, author key, topic).
+type StreamAt = (PeerId, Vec<u8>, String);
+
+/// Env var of the test-only delivery fault (see [`Router`]).
+pub const DROP_DELIVERIES_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD";
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, PublishError> + Send + 'static,
@@ -113,6 +126,11 @@ impl Router {
             remote: RemoteSubs::default(),
             receiver: Receiver::default(),
             topic_locks: std::sync::Mutex::default(),
+            drop_seq_mod: std::env::var(DROP_DELIVERIES_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|m| *m > 0),
+            delivered: std::sync::Mutex::default(),
         }
     }
 
@@ -317,22 +335,98 @@ impl Router {
             if peer == me {
                 self.hand_to_local(&block.cid, event);
             } else {
+                let after = match self.delivered.lock() {
+                    Ok(mut d) => d
+                        .insert((peer, event.author.clone(), event.topic.clone()), event.seq)
+                        .unwrap_or(0),
+                    Err(_) => 0,
+                };
                 self.outbox
-                    .push(peer, block.cid.to_bytes(), block.data.clone());
+                    .push(peer, block.cid.to_bytes(), block.data.clone(), after);
             }
         }
     }
 
-    /// Gives an event to this node's API subscribers, once.
+    /// Gives an event to this node's API subscribers, once, whatever its place in its stream.
     fn hand_to_local(&self, cid: &Cid, event: &Event) {
-        match self.receiver.arrive(cid, event) {
+        match self.receiver.arrive(cid, event, 0, true) {
             Arrival::Duplicate => return,
             Arrival::Late => tracing::debug!(%cid, "late event delivered out of order"),
-            Arrival::Gap { last } => {
-                tracing::debug!(%cid, last, seq = event.seq, topic = %event.topic, "gap in stream")
+            Arrival::Gap { last, .. } => {
+                tracing::warn!(%cid, last, seq = event.seq, topic = %event.topic, "gap in stream left unrepaired")
             }
             Arrival::InOrder => {}
         }
+        self.deliver_local(cid, event);
+    }
+
+    /// An event delivered by `from`: a gap in its stream is repaired from the DAG first, and
+    /// what was missed reaches local subscribers (through their filters) before it.
+    async fn take_delivered(&self, from: PeerId, block: &Block, event: &Event, after: u64) {
+        match self.receiver.arrive(&block.cid, event, after, false) {
+            Arrival::Duplicate => return,
+            Arrival::Late => tracing::debug!(cid = %block.cid, "late event delivered out of order"),
+            Arrival::Gap { last, last_cid } => {
+                for (cid, missed) in self.repair(from, block, event, last, last_cid).await {
+                    self.hand_to_local(&cid, &missed);
+                }
+                self.hand_to_local(&block.cid, event);
+                return;
+            }
+            Arrival::InOrder => {}
+        }
+        self.deliver_local(&block.cid, event);
+    }
+
+    /// Fetches the events between `last` and `event` of its (author, topic) stream, from `from`
+    /// first, and returns them oldest first (as many as could be found).
+    async fn repair(
+        &self,
+        from: PeerId,
+        block: &Block,
+        event: &Event,
+        last: u64,
+        last_cid: Cid,
+    ) -> Vec<(Cid, Event)> {
+        let missing = event.seq - last - 1;
+        tracing::info!(topic = %event.topic, from_seq = last + 1, to_seq = event.seq - 1, source = %from, "gap in stream: repairing from the DAG");
+        let chain = Chain {
+            author: event.author.clone(),
+            topic: event.topic.clone(),
+            after_seq: last,
+        };
+        let opts = FetchOptions {
+            want: vec![block.cid],
+            until: vec![last_cid],
+            prefer: vec![from],
+            chain: Some(chain.clone()),
+            // Room for other writers' events interleaved in the walk.
+            max_blocks: missing.saturating_mul(4).saturating_add(64),
+            ..FetchOptions::default()
+        };
+        let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
+        match history::fetch(&self.net, &self.store, opts, tx).await {
+            Ok(s) if !s.complete => {
+                tracing::warn!(topic = %event.topic, missing = s.missing.len(), "gap only partly repaired: no peer asked has the rest")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "gap repair failed"),
+        }
+        let store = self.store.clone();
+        let head = event.clone();
+        let found = blocking(move || Ok(history::chain_back(&store, &head, &chain)?))
+            .await
+            .unwrap_or_default();
+        Metrics::inc(&self.metrics.gaps_repaired);
+        self.metrics
+            .events_repaired
+            .fetch_add(found.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(topic = %event.topic, repaired = found.len(), of = missing, "gap repaired");
+        found
+    }
+
+    /// Matches an event against this node's API subscriptions and queues it for each.
+    fn deliver_local(&self, cid: &Cid, event: &Event) {
         if self.local.is_empty() {
             return;
         }
@@ -359,18 +453,30 @@ impl Router {
     }
 
     /// Verifies delivered events, caches them, and hands new ones to local subscribers in order.
-    pub async fn serve_deliver(&self, events: Vec<(ByteBuf, ByteBuf)>) -> Result<(), String> {
+    pub async fn serve_deliver(
+        &self,
+        from: PeerId,
+        events: Vec<(ByteBuf, ByteBuf)>,
+        after: Vec<u64>,
+    ) -> Result<(), String> {
         let mut verified = Vec::with_capacity(events.len());
-        for (cid, data) in events {
-            verified.push(verify_wire(&cid, data.into_vec())?);
+        let mut afters = Vec::with_capacity(events.len());
+        for (i, (cid, data)) in events.into_iter().enumerate() {
+            let (block, event) = verify_wire(&cid, data.into_vec())?;
+            if self.drop_seq_mod.is_some_and(|m| event.seq % m == 0) {
+                tracing::warn!(cid = %block.cid, seq = event.seq, "test fault: delivery dropped on arrival");
+                continue;
+            }
+            verified.push((block, event));
+            afters.push(after.get(i).copied().unwrap_or(0));
         }
         let store = self.store.clone();
         let to_store = verified.clone();
         blocking(move || Ok(store.insert_events(&to_store, &[])?))
             .await
             .map_err(|e| e.to_string())?;
-        for (block, event) in &verified {
-            self.hand_to_local(&block.cid, event);
+        for ((block, event), after) in verified.iter().zip(afters) {
+            self.take_delivered(from, block, event, after).await;
         }
         Ok(())
     }

@@ -307,6 +307,78 @@ impl Store {
     }
 }
 
+/// What [`Store::walk`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Walked {
+    /// Blocks handed to the callback.
+    pub sent: u64,
+    /// Where a limit stopped the walk: CIDs reached but not sent.
+    pub more: Vec<Cid>,
+    /// CIDs reached that this store does not hold.
+    pub missing: Vec<Cid>,
+}
+
+impl Store {
+    /// Walks the DAG from `want` through `prev` and body links, breadth-first (so each chain
+    /// comes newest first), never entering a CID in `have`, and hands each held block to `emit`
+    /// until `max_blocks` or `max_bytes` is reached or `emit` returns `false`.
+    ///
+    /// One read transaction: the walk sees one consistent snapshot however long it runs.
+    pub fn walk(
+        &self,
+        want: &[Cid],
+        have: &std::collections::HashSet<Cid>,
+        max_blocks: u64,
+        max_bytes: u64,
+        mut emit: impl FnMut(&Cid, &[u8]) -> bool,
+    ) -> Result<Walked, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let mut seen: std::collections::HashSet<Cid> = have.clone();
+        let mut queue: std::collections::VecDeque<Cid> = std::collections::VecDeque::new();
+        for c in want {
+            if seen.insert(*c) {
+                queue.push_back(*c);
+            }
+        }
+        let mut out = Walked::default();
+        let mut bytes = 0u64;
+        while let Some(cid) = queue.pop_front() {
+            let Some(g) = blocks.get(cid.to_bytes().as_slice()).map_err(db)? else {
+                out.missing.push(cid);
+                continue;
+            };
+            let data = g.value();
+            // At least one block always goes, so a limit below one block still makes progress.
+            let full =
+                out.sent >= max_blocks || (out.sent > 0 && bytes + data.len() as u64 > max_bytes);
+            if full {
+                out.more.push(cid);
+                out.more.extend(queue.drain(..));
+                break;
+            }
+            out.sent += 1;
+            bytes += data.len() as u64;
+            if !emit(&cid, data) {
+                out.more.extend(queue.drain(..));
+                break;
+            }
+            // The store checked these blocks on the way in: read links without re-checking.
+            if let Some(event) = serde_ipld_dagcbor::from_slice::<tidings_ipld_schema::Ipld>(data)
+                .ok()
+                .and_then(|v| Event::from_ipld(v).ok())
+            {
+                for link in event.prev.iter().copied().chain(event.body_links()) {
+                    if seen.insert(link) {
+                        queue.push_back(link);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// At most this many other writers' heads are merged into one new event's `prev`.
 const MAX_MERGED_HEADS: usize = 16;
 

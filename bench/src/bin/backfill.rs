@@ -85,7 +85,7 @@ fn stream(n: u64, baseline: u64) -> Result<(Vec<u8>, String, String, f64)> {
         let symbol = ["CTT", "EDP", "GALP", "BCP"][(x % 4) as usize];
         let body = json!({
             "exchange": "Euronext Lisboa", "symbol": symbol,
-            "order": if x % 2 == 0 { "buy" } else { "sell" }, "number": x % 1000,
+            "order": if x.is_multiple_of(2) { "buy" } else { "sell" }, "number": x % 1000,
             "price": (x % 20_000) as f64 / 100.0, "account": format!("acct-{:08}", x % 100_000_000),
         });
         let (_, block) = Event::sign_block(

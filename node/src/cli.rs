@@ -70,11 +70,31 @@ pub enum Command {
     },
     /// Subscribe with a filter; prints each matching event as one JSON line, as it is published.
     #[command(
-        after_help = "Examples:\n  tidings sub '/stocks/** where order = \"buy\" and price < 10'\n  tidings sub '{\"topic\": \"/stocks/**\", \"order\": \"buy\", \"number\": \">50\", \"price\": \"<10\"}'\n  tidings sub '{\"topic\": \"/stocks/**\", \"price\": {\"$lt\": 10}}'\n  tidings sub /fruits/citrus/**\n\nFilters: `=` `!=` `<` `<=` `>` `>=` `in [..]` `exists` `prefix`, `and` `or` `not` and parentheses;\ndotted paths (a.b.c) or JSONPath ($.legs[*].price). Topic patterns: `*` one segment, `**` (last) any."
+        after_help = "Examples:\n  tidings sub '/stocks/** where order = \"buy\" and price < 10'\n  tidings sub --durable orders '/stocks/** where order = \"buy\"'   # keeps what you miss\n  tidings sub --from-start /docs/**          # stored history first, then live\n  tidings sub --since 15m /docs/**\n  tidings sub '{\"topic\": \"/stocks/**\", \"order\": \"buy\", \"number\": \">50\", \"price\": \"<10\"}'\n  tidings sub '{\"topic\": \"/stocks/**\", \"price\": {\"$lt\": 10}}'\n  tidings sub /fruits/citrus/**\n\nFilters: `=` `!=` `<` `<=` `>` `>=` `in [..]` `exists` `prefix`, `and` `or` `not` and parentheses;\ndotted paths (a.b.c) or JSONPath ($.legs[*].price). Topic patterns: `*` one segment, `**` (last) any."
     )]
     Sub {
         /// The filter: text form, the seeds' JSON form, or Mongo-style JSON.
         filter: String,
+        /// A durable subscription: the network keeps what you miss while away and sends it when
+        /// you come back with the same name (and filter). Over this stream an event counts as
+        /// acknowledged once printed.
+        #[arg(long, value_name = "NAME")]
+        durable: Option<String>,
+        /// Stored events from TIME first, then live ones: milliseconds since the Unix epoch, or
+        /// an age like 90s, 15m, 2h, 7d.
+        #[arg(long, value_name = "TIME", conflicts_with = "from_start")]
+        since: Option<String>,
+        /// Every stored event first, then live ones (same as --since 0).
+        #[arg(long)]
+        from_start: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Delete a durable subscription (and the backlog kept for it).
+    #[command(after_help = "Example:\n  tidings unsub-durable orders")]
+    UnsubDurable {
+        /// Its name.
+        name: String,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -186,7 +206,25 @@ pub async fn run_client(command: Command) -> Result<()> {
             json,
             client,
         } => publish(&client.client(), &topic, &json).await,
-        Command::Sub { filter, client } => subscribe(&client.client(), &filter).await,
+        Command::Sub {
+            filter,
+            durable,
+            since,
+            from_start,
+            client,
+        } => {
+            let since = match (since, from_start) {
+                (_, true) => Some(0),
+                (Some(t), false) => Some(parse_since(&t)?),
+                (None, false) => None,
+            };
+            subscribe(&client.client(), &filter, durable.as_deref(), since).await
+        }
+        Command::UnsubDurable { name, client } => {
+            client.client().delete_durable(&name).await?;
+            eprintln!("deleted durable subscription {name}");
+            Ok(())
+        }
         Command::Get { cid, client } => print_json(&client.client().event(&cid).await?),
         Command::Heads { topic, client } => {
             let v = client.client().heads(&topic).await?;
@@ -348,10 +386,37 @@ fn print_json(v: &Value) -> Result<()> {
     Ok(())
 }
 
+/// `--since`: milliseconds since the epoch, or an age (`90s`, `15m`, `2h`, `7d`) before now.
+fn parse_since(t: &str) -> Result<u64> {
+    if let Ok(ms) = t.parse::<u64>() {
+        return Ok(ms);
+    }
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num.parse().with_context(|| {
+        format!("--since {t:?}: want milliseconds since the epoch or an age like 15m")
+    })?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("--since {t:?}: the age unit must be s, m, h or d"),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Ok(now.saturating_sub(secs * 1000))
+}
+
 /// `tidings sub`: prints `data` of each SSE event as one line; an `error` event ends it.
-async fn subscribe(client: &Client, filter: &str) -> Result<()> {
+async fn subscribe(
+    client: &Client,
+    filter: &str,
+    durable: Option<&str>,
+    since: Option<u64>,
+) -> Result<()> {
     use futures::StreamExt;
-    let resp = client.subscribe_sse(filter).await?;
+    let resp = client.subscribe_sse(filter, durable, since).await?;
     eprintln!("subscribed: {filter}");
     let mut body = resp.bytes_stream();
     let mut buf: Vec<u8> = Vec::new();

@@ -147,13 +147,34 @@ impl Client {
 
     /// `GET /v1/subscribe?filter=` as Server-Sent Events: returns once the node has registered
     /// the subscription; read the response body as an SSE stream.
-    pub async fn subscribe_sse(&self, filter: &str) -> Result<reqwest::Response, ClientError> {
+    /// `durable` names a durable subscription; `since` (ms since epoch, 0 = from the start)
+    /// replays stored events first.
+    pub async fn subscribe_sse(
+        &self,
+        filter: &str,
+        durable: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut q = vec![("filter", filter.to_string())];
+        if let Some(d) = durable {
+            q.push(("durable", d.to_string()));
+        }
+        if let Some(s) = since {
+            q.push(("since", s.to_string()));
+        }
         self.send(
             self.req(reqwest::Method::GET, "/v1/subscribe")
-                .query(&[("filter", filter)])
+                .query(&q)
                 .header("accept", "text/event-stream"),
         )
         .await
+    }
+
+    /// `DELETE /v1/durable/{name}`.
+    pub async fn delete_durable(&self, name: &str) -> Result<(), ClientError> {
+        self.send(self.req(reqwest::Method::DELETE, &format!("/v1/durable/{name}")))
+            .await
+            .map(|_| ())
     }
 
     /// `POST /v1/fetch`: returns once the node has started; read the body as JSON lines

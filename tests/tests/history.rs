@@ -139,3 +139,188 @@ fn dropped_deliveries_are_repaired_from_the_dag_in_order() -> Result<()> {
     ensure!(b.log().contains("gap repaired"), "b's log should say so");
     Ok(())
 }
+
+/// Three brokers (K = 3) and a peer-role node, all knowing every broker.
+fn three_brokers_and_a_peer(dir: &std::path::Path) -> Result<Vec<NodeProcess>> {
+    let b0 = NodeProcess::start(&dir.join("b0"), &["--replication", "3"])?;
+    let boot = b0.p2p_addr()?;
+    let mut nodes = vec![b0];
+    for i in 1..3 {
+        nodes.push(NodeProcess::start(
+            &dir.join(format!("b{i}")),
+            &["--replication", "3", "--bootstrap", &boot],
+        )?);
+    }
+    nodes.push(NodeProcess::start(
+        &dir.join("peer"),
+        &["--replication", "3", "--bootstrap", &boot, "--role", "peer"],
+    )?);
+    for n in &nodes {
+        poll(Duration::from_secs(60), || {
+            (n.status().ok()?["brokers"].as_u64()? == 3).then_some(())
+        })
+        .with_context(|| format!("{} never learnt all 3 brokers", n.api))?;
+    }
+    Ok(nodes)
+}
+
+type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+fn ws_connect(api: &str, filter: &str, durable: &str) -> Result<Ws> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", api.replace("http://", "ws://")),
+        &[("filter", filter), ("durable", durable)],
+    )?;
+    let (mut ws, _) = tungstenite::connect(url.as_str()).context("websocket connect")?;
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    }
+    Ok(ws)
+}
+
+/// Reads `n` events, acknowledging each; returns their CIDs.
+fn ws_take(ws: &mut Ws, n: usize) -> Result<Vec<String>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let msg = ws
+            .read()
+            .with_context(|| format!("got {} of {n} events", got.len()))?;
+        if let tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str())?;
+            let cid = v["cid"].as_str().context("cid")?.to_string();
+            ws.send(tungstenite::Message::text(
+                serde_json::json!({ "ack": cid }).to_string(),
+            ))?;
+            got.push(cid);
+        }
+    }
+    Ok(got)
+}
+
+/// Asserts no further event arrives for a moment.
+fn ws_quiet(ws: &mut Ws) -> Result<()> {
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    }
+    match ws.read() {
+        Ok(tungstenite::Message::Text(t)) => anyhow::bail!("unexpected extra event {t}"),
+        _ => Ok(()),
+    }
+}
+
+fn publish_range(
+    api: &tidings_tests::Api,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Vec<String>> {
+    let mut want = Vec::new();
+    for i in range {
+        let keep = i % 4 != 0;
+        let (s, v) = api.publish("/dur/x", &serde_json::json!({"i": i, "keep": keep}))?;
+        ensure!(s == 200, "publish {i}: {s} {v}");
+        if keep {
+            want.push(v["cid"].as_str().context("cid")?.to_string());
+        }
+    }
+    Ok(want)
+}
+
+#[test]
+fn a_durable_subscriber_gets_what_it_missed_in_order_then_live_events() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nodes = three_brokers_and_a_peer(dir.path())?;
+    let (publisher, sub_node) = (nodes[1].api(), &nodes[3]);
+    let filter = "/dur/** where keep = true";
+
+    let mut ws = ws_connect(&sub_node.api, filter, "d1")?;
+    let want = publish_range(&publisher, 1..=20)?;
+    ensure!(ws_take(&mut ws, want.len())? == want, "first live events");
+    ws.close(None)?;
+    let _ = ws.read(); // the close handshake
+
+    // Away: 500 events, 375 of them matching.
+    let missed = publish_range(&publisher, 21..=520)?;
+    let mut ws = ws_connect(&sub_node.api, filter, "d1")?;
+    let got = ws_take(&mut ws, missed.len())?;
+    ensure!(
+        got == missed,
+        "backlog: got {} events, want {}; first difference at {:?}",
+        got.len(),
+        missed.len(),
+        got.iter().zip(&missed).position(|(g, w)| g != w)
+    );
+    let live = publish_range(&publisher, 521..=540)?;
+    ensure!(
+        ws_take(&mut ws, live.len())? == live,
+        "live events after the backlog"
+    );
+    ws_quiet(&mut ws)?;
+    ws.close(None)?;
+    let _ = ws.read();
+
+    // Same name, another filter: 409. Delete: 204, then 404.
+    let other = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", sub_node.api),
+        &[("filter", "/dur/**"), ("durable", "d1")],
+    )?;
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .get(other)
+        .header("accept", "text/event-stream")
+        .send()?;
+    ensure!(r.status().as_u16() == 409, "another filter: {}", r.status());
+    let del = format!("{}/v1/durable/d1", sub_node.api);
+    ensure!(http.delete(&del).send()?.status().as_u16() == 204);
+    ensure!(http.delete(&del).send()?.status().as_u16() == 404);
+    Ok(())
+}
+
+#[test]
+fn a_replay_during_a_steady_publish_stream_has_no_gap_and_no_duplicate() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nodes = three_brokers_and_a_peer(dir.path())?;
+    let publisher = nodes[1].api();
+    let total = 600u64;
+    let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let writer = {
+        let published = published.clone();
+        std::thread::spawn(move || -> Result<()> {
+            for i in 1..=total {
+                let (s, v) = publisher.publish("/rep/x", &serde_json::json!({ "i": i }))?;
+                ensure!(s == 200, "publish {i}: {s} {v}");
+                let cid = v["cid"].as_str().context("cid")?.to_string();
+                published
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("lock"))?
+                    .push(cid);
+            }
+            Ok(())
+        })
+    };
+    poll(Duration::from_secs(120), || {
+        (published.lock().ok()?.len() >= 200).then_some(())
+    })
+    .context("publisher too slow")?;
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", nodes[3].api),
+        &[("filter", "/rep/**"), ("since", "0")],
+    )?;
+    let (_sock, rx) = tidings_tests::sse_subscribe(&url)?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("publisher panicked"))??;
+    let want = published
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock"))?
+        .clone();
+    let got = tidings_tests::collect(&rx, want.len(), "replay")?;
+    ensure!(
+        got == want,
+        "replay: first difference at {:?}",
+        got.iter().zip(&want).position(|(g, w)| g != w)
+    );
+    ensure!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a duplicate or extra event arrived after the last one"
+    );
+    Ok(())
+}

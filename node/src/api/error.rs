@@ -79,6 +79,8 @@ impl From<PublishError> for ApiError {
             PublishError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             PublishError::Store(s) => s.into(),
             PublishError::Task(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            PublishError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            PublishError::NotFound(m) => ApiError::not_found(m),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Router as HttpRouter;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 pub use error::ApiError;
 
@@ -59,6 +59,7 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
         )
         .route("/v1/subscribe", get(subscribe::subscribe))
         .route("/v1/fetch", post(history::fetch))
+        .route("/v1/durable/{name}", delete(subscribe::delete_durable))
         .route("/v1/status", get(routes::status))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)

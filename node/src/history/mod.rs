@@ -1,6 +1,7 @@
 //! History (DESIGN §5): fetching missing blocks in one request per peer, gap repair, replay and
 //! durable subscriptions, and retention.
 
+pub mod durable;
 pub mod fetch;
 pub mod serve;
 

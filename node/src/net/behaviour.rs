@@ -8,6 +8,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, identify, identity, kad, ping};
 
 use super::deliver::{self, DeliverRequest, DeliverResponse};
+use super::history::{self, HistoryRequest, HistoryResponse};
 use super::publish::{self, PublishRequest, PublishResponse};
 use super::replicate::{self, ReplicateRequest, ReplicateResponse};
 use super::subscribe::{self, SubscribeRequest, SubscribeResponse};
@@ -37,6 +38,8 @@ pub struct Behaviour {
     pub subscribe: request_response::cbor::Behaviour<SubscribeRequest, SubscribeResponse>,
     /// `/tidings/deliver/1`.
     pub deliver: request_response::cbor::Behaviour<DeliverRequest, DeliverResponse>,
+    /// `/tidings/history/1`.
+    pub history: request_response::cbor::Behaviour<HistoryRequest, HistoryResponse>,
     /// Raw streams: `/tidings/fetch/1` streams blocks, which request-response cannot.
     pub stream: libp2p_stream::Behaviour,
 }
@@ -82,6 +85,7 @@ impl Behaviour {
             replicate: rr(replicate::PROTOCOL),
             subscribe: rr(subscribe::PROTOCOL),
             deliver: rr(deliver::PROTOCOL),
+            history: rr(history::PROTOCOL),
             stream: libp2p_stream::Behaviour::new(),
         }
     }

@@ -4,6 +4,7 @@
 mod behaviour;
 pub mod deliver;
 pub mod fetch;
+pub mod history;
 pub mod publish;
 pub mod rendezvous;
 pub mod replicate;
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 use deliver::{DeliverRequest, DeliverResponse};
+use history::{HistoryRequest, HistoryResponse};
 use publish::{PublishRequest, PublishResponse};
 use replicate::{ReplicateRequest, ReplicateResponse};
 use subscribe::{SubscribeRequest, SubscribeResponse};
@@ -117,6 +119,10 @@ pub(crate) enum Outbound {
         DeliverRequest,
         oneshot::Sender<Result<DeliverResponse, NetError>>,
     ),
+    History(
+        HistoryRequest,
+        oneshot::Sender<Result<HistoryResponse, NetError>>,
+    ),
 }
 
 /// Commands to the swarm task.
@@ -159,6 +165,15 @@ pub enum Inbound {
         req: SubscribeRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<SubscribeResponse>,
+    },
+    /// A subscriber's node opens, acks, deletes or reads a durable subscription, or replays.
+    History {
+        /// Sender.
+        peer: PeerId,
+        /// The request.
+        req: HistoryRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<HistoryResponse>,
     },
     /// A primary delivers matched events to us.
     Deliver {
@@ -293,6 +308,15 @@ impl Network {
         req: SubscribeRequest,
     ) -> Result<SubscribeResponse, NetError> {
         self.request(peer, |tx| Outbound::Subscribe(req, tx)).await
+    }
+
+    /// Sends a durable-subscription or replay request to `peer`.
+    pub async fn history(
+        &self,
+        peer: PeerId,
+        req: HistoryRequest,
+    ) -> Result<HistoryResponse, NetError> {
+        self.request(peer, |tx| Outbound::History(req, tx)).await
     }
 
     /// Delivers events to `peer`.

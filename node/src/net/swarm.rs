@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::deliver::DeliverResponse;
+use super::history::HistoryResponse;
 use super::publish::PublishResponse;
 use super::replicate::ReplicateResponse;
 use super::subscribe::SubscribeResponse;
@@ -59,6 +60,7 @@ enum Reply {
     Replicate(ResponseChannel<ReplicateResponse>, ReplicateResponse),
     Subscribe(ResponseChannel<SubscribeResponse>, SubscribeResponse),
     Deliver(ResponseChannel<DeliverResponse>, DeliverResponse),
+    History(ResponseChannel<HistoryResponse>, HistoryResponse),
 }
 
 struct Task {
@@ -71,6 +73,7 @@ struct Task {
     replicate: Pending<ReplicateResponse>,
     subscribe: Pending<SubscribeResponse>,
     deliver: Pending<DeliverResponse>,
+    history: Pending<HistoryResponse>,
     last_lookup: std::time::Instant,
 }
 
@@ -143,6 +146,7 @@ pub fn start(
         replicate: HashMap::new(),
         subscribe: HashMap::new(),
         deliver: HashMap::new(),
+        history: HashMap::new(),
         last_lookup: std::time::Instant::now() - Duration::from_secs(60),
     };
     let handle = tokio::spawn(task.run(cmd_rx));
@@ -195,6 +199,10 @@ impl Task {
                 let id = b.deliver.send_request(&peer, req);
                 self.deliver.insert(id, tx);
             }
+            Outbound::History(req, tx) => {
+                let id = b.history.send_request(&peer, req);
+                self.history.insert(id, tx);
+            }
         }
     }
 
@@ -206,6 +214,7 @@ impl Task {
             Reply::Replicate(ch, r) => b.replicate.send_response(ch, r).is_ok(),
             Reply::Subscribe(ch, r) => b.subscribe.send_response(ch, r).is_ok(),
             Reply::Deliver(ch, r) => b.deliver.send_response(ch, r).is_ok(),
+            Reply::History(ch, r) => b.history.send_response(ch, r).is_ok(),
         };
     }
 
@@ -334,6 +343,9 @@ impl Task {
             }
             BehaviourEvent::Deliver(e) => {
                 on_rr!(self, e, deliver, Deliver, DeliverResponse::Refused)
+            }
+            BehaviourEvent::History(e) => {
+                on_rr!(self, e, history, History, HistoryResponse::Refused)
             }
             _ => {}
         }

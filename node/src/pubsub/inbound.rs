@@ -51,6 +51,11 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
                     let _ = reply.send(router.serve_replicate(req.blocks).await);
                 });
             }
+            Inbound::History { peer, req, reply } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(router.serve_history(peer, req).await);
+                });
+            }
             Inbound::Subscribe { peer, req, reply } => {
                 let _ = reply.send(router.serve_subscribe(peer, req));
             }

@@ -22,6 +22,8 @@ pub enum Delivery {
         cid: Arc<str>,
         /// The event JSON, serialised once.
         json: Arc<str>,
+        /// Its stream and place in it (author key, topic, seq), for acknowledgements.
+        stream: Arc<(Vec<u8>, String, u64)>,
     },
     /// The subscription ends; the text says why.
     Closed(String),
@@ -156,6 +158,7 @@ impl LocalSubs {
         body: &serde_json::Value,
         cid: &str,
         event_json: &str,
+        stream: Arc<(Vec<u8>, String, u64)>,
     ) -> usize {
         let Ok(mut guard) = self.inner.lock() else {
             return 0;
@@ -170,6 +173,7 @@ impl LocalSubs {
         let delivery = Delivery::Event {
             cid: cid.into(),
             json: event_json.into(),
+            stream,
         };
         let mut delivered = 0;
         let mut too_slow = Vec::new();

@@ -1,6 +1,7 @@
 //! Publish, subscribe and deliver decisions: the router, this node's subscriptions, the
 //! subscriptions it holds as a rendezvous member, and delivery in both directions.
 
+pub mod history;
 pub mod inbound;
 pub mod local;
 pub mod outbox;

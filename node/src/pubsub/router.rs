@@ -65,6 +65,12 @@ pub enum PublishError {
     /// The blocking task running the write was lost (shutdown or panic).
     #[error("publish task failed: {0}")]
     Task(String),
+    /// A durable subscription exists with another filter, or is in use.
+    #[error("{0}")]
+    Conflict(String),
+    /// No such durable subscription.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl From<StoreError> for PublishError {
@@ -95,6 +101,8 @@ pub struct Router {
     /// (subscriber node, author, topic) → seq of the last event queued for that node: sent with
     /// each delivery so the receiver can tell a lost delivery from an event that did not match.
     delivered: std::sync::Mutex<HashMap<StreamAt, u64>>,
+    /// One connection at a time per durable subscription.
+    durable_locks: crate::pubsub::history::DurableLocks,
 }
 
 /// (subscriber node, author key, topic).
@@ -131,6 +139,7 @@ impl Router {
                 .and_then(|v| v.parse().ok())
                 .filter(|m| *m > 0),
             delivered: std::sync::Mutex::default(),
+            durable_locks: Default::default(),
         }
     }
 
@@ -147,6 +156,11 @@ impl Router {
     /// This node's API subscriptions.
     pub fn local(&self) -> &Arc<LocalSubs> {
         &self.local
+    }
+
+    /// Per-durable connection locks.
+    pub(crate) fn durable_locks(&self) -> &crate::pubsub::history::DurableLocks {
+        &self.durable_locks
     }
 
     /// Subscriptions leased here as a rendezvous member.
@@ -432,8 +446,9 @@ impl Router {
         }
         let json = ipld_json::event_to_json(cid, event);
         let text = json.to_string();
+        let stream = Arc::new((event.author.clone(), event.topic.clone(), event.seq));
         self.local
-            .deliver(&event.topic, &json["body"], &cid.to_string(), &text);
+            .deliver(&event.topic, &json["body"], &cid.to_string(), &text, stream);
     }
 
     /// Stores verified replicas (one transaction).
@@ -595,7 +610,7 @@ fn verify_wire(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), String> {
 }
 
 /// Milliseconds since the Unix epoch by this machine's clock (advisory only).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -5,9 +5,11 @@
 //! `Ok` for is durable before the API acknowledges it.
 
 mod car;
+mod durable;
 mod tables;
 
 pub use car::{ImportError, ImportSummary};
+pub use durable::DurableRecord;
 
 use std::path::{Path, PathBuf};
 

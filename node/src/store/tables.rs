@@ -46,6 +46,8 @@ pub(super) struct Tables<'txn> {
 impl<'txn> Tables<'txn> {
     /// Opens (creating where needed) every table in `txn`.
     pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        // Created here so readers never meet a missing table.
+        txn.open_table(super::durable::DURABLES).map_err(db)?;
         Ok(Tables {
             blocks: txn.open_table(BLOCKS).map_err(db)?,
             heads: txn.open_multimap_table(HEADS).map_err(db)?,

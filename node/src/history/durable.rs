@@ -1,0 +1,203 @@
+//! The rendezvous member's side of `/tidings/history/1`: durable subscription records and
+//! pages of stored events for backlogs and replays. Pure store work: callers run it off the
+//! async runtime.
+
+use libp2p::PeerId;
+use serde_bytes::ByteBuf;
+use tidings_ipld_schema::{Event, Ipld, json as ipld_json};
+use tidings_matcher::Filter;
+
+use crate::net::history::{Ack, HistoryRequest, HistoryResponse};
+use crate::store::{DurableRecord, Store, StoreError};
+
+/// Log entries read per store transaction while scanning.
+const SCAN_CHUNK: usize = 2048;
+/// Most log entries one page request scans, so a sparse filter cannot hold a member for long.
+const SCAN_LIMIT: usize = 100_000;
+/// Most events in a page, whatever is asked.
+pub const MAX_PAGE: u32 = 4096;
+
+/// Key of `peer`'s durable `name` in the store.
+pub fn key(peer: &PeerId, name: &str) -> String {
+    format!("{peer}/{name}")
+}
+
+/// Answers one request from `peer`.
+pub fn serve(store: &Store, peer: PeerId, req: HistoryRequest, now_ms: u64) -> HistoryResponse {
+    match serve_inner(store, peer, req, now_ms) {
+        Ok(r) => r,
+        Err(e) => HistoryResponse::Refused(format!("store: {e}")),
+    }
+}
+
+fn serve_inner(
+    store: &Store,
+    peer: PeerId,
+    req: HistoryRequest,
+    now_ms: u64,
+) -> Result<HistoryResponse, StoreError> {
+    match req {
+        HistoryRequest::DurableOpen {
+            name,
+            filter,
+            since,
+        } => {
+            let f = match Filter::parse(&filter) {
+                Ok(f) => f,
+                Err(e) => return Ok(HistoryResponse::Refused(format!("bad filter: {e}"))),
+            };
+            let root = f.root().to_string();
+            // A new durable starts live: at the end of the log as it is now (or at its
+            // beginning when it asks for history).
+            let start = if since.is_some() {
+                0
+            } else {
+                store.log_next(&root)?
+            };
+            store.update_durable(&key(&peer, &name), |cur| match cur {
+                Some(rec) if rec.filter != filter => {
+                    let msg = format!(
+                        "durable subscription {name:?} exists with another filter ({:?}); delete it first",
+                        rec.filter
+                    );
+                    (Some(rec), HistoryResponse::Conflict(msg))
+                }
+                Some(mut rec) => {
+                    rec.last_used_ms = now_ms;
+                    (Some(rec), HistoryResponse::Ok { existed: true })
+                }
+                None => (
+                    Some(DurableRecord {
+                        filter,
+                        root,
+                        start,
+                        since,
+                        acked: Vec::new(),
+                        last_used_ms: now_ms,
+                    }),
+                    HistoryResponse::Ok { existed: false },
+                ),
+            })
+        }
+        HistoryRequest::DurableAck { name, acks } => {
+            store.update_durable(&key(&peer, &name), |cur| match cur {
+                Some(mut rec) => {
+                    for a in &acks {
+                        rec.ack(&a.author, &a.topic, a.seq);
+                    }
+                    rec.last_used_ms = now_ms;
+                    (Some(rec), HistoryResponse::Ok { existed: true })
+                }
+                None => (None, HistoryResponse::NotFound),
+            })
+        }
+        HistoryRequest::DurableDelete { name } => {
+            store.update_durable(&key(&peer, &name), |cur| match cur {
+                Some(_) => (None, HistoryResponse::Ok { existed: true }),
+                None => (None, HistoryResponse::NotFound),
+            })
+        }
+        HistoryRequest::Query {
+            filter,
+            durable,
+            since,
+            cursor,
+            max_events,
+        } => {
+            let f = match Filter::parse(&filter) {
+                Ok(f) => f,
+                Err(e) => return Ok(HistoryResponse::Refused(format!("bad filter: {e}"))),
+            };
+            let (start, since, rec) = match durable {
+                Some(name) => match store.durable(&key(&peer, &name))? {
+                    Some(rec) => (cursor.max(rec.start), rec.since, Some(rec)),
+                    None => return Ok(HistoryResponse::NotFound),
+                },
+                None => (cursor, since, None),
+            };
+            page(
+                store,
+                &f,
+                start,
+                since,
+                rec.as_ref(),
+                max_events.clamp(1, MAX_PAGE),
+            )
+        }
+    }
+}
+
+/// Scans the root's log from `start` for events matching `f` (and `since`, and above the
+/// durable's acks).
+fn page(
+    store: &Store,
+    f: &Filter,
+    start: u64,
+    since: Option<u64>,
+    rec: Option<&DurableRecord>,
+    max_events: u32,
+) -> Result<HistoryResponse, StoreError> {
+    let mut events = Vec::new();
+    let mut pos = start;
+    let mut scanned = 0;
+    let next = loop {
+        let (entries, after) = store.log_blocks(f.root(), pos, SCAN_CHUNK)?;
+        let mut stopped_at = None;
+        for (p, cid, data) in entries {
+            if events.len() as u32 >= max_events || scanned >= SCAN_LIMIT {
+                stopped_at = Some(p);
+                break;
+            }
+            scanned += 1;
+            // Stored blocks were verified on the way in.
+            let Some(event) = serde_ipld_dagcbor::from_slice::<Ipld>(&data)
+                .ok()
+                .and_then(|v| Event::from_ipld(v).ok())
+            else {
+                continue;
+            };
+            if since.is_some_and(|s| event.time < s)
+                || rec.is_some_and(|r| event.seq <= r.acked_seq(&event.author, &event.topic))
+                || !f.matches(&event.topic, &ipld_json::ipld_to_json(&event.body))
+            {
+                continue;
+            }
+            events.push((ByteBuf::from(cid.to_bytes()), ByteBuf::from(data)));
+        }
+        match (stopped_at, after) {
+            (Some(p), _) => break Some(p),
+            (None, Some(p)) => pos = p,
+            (None, None) => break None,
+        }
+    };
+    let acked = rec
+        .map(|r| {
+            r.acked
+                .iter()
+                .map(|(a, t, s)| Ack {
+                    author: a.clone(),
+                    topic: t.clone(),
+                    seq: *s,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(HistoryResponse::Page {
+        events,
+        next,
+        acked,
+    })
+}
+
+/// Drops durables unused for longer than `expiry_ms`; returns how many.
+pub fn expire(store: &Store, now_ms: u64, expiry_ms: u64) -> Result<usize, StoreError> {
+    let mut gone = 0;
+    for (k, rec) in store.durables()? {
+        if now_ms.saturating_sub(rec.last_used_ms) > expiry_ms {
+            store.update_durable(&k, |_| (None, ()))?;
+            tracing::info!(durable = %k, "durable subscription expired (unused)");
+            gone += 1;
+        }
+    }
+    Ok(gone)
+}

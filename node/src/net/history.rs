@@ -1,0 +1,90 @@
+//! `/tidings/history/1`: durable subscriptions and replay, asked of a root's rendezvous set.
+//!
+//! A durable subscription is named by its subscriber node and a name; every member of the set
+//! keeps its record (filter, where it started, what was acknowledged) in its store, so losing
+//! one member loses nothing. The matched, unacknowledged events are the stored events of the
+//! root after the record's start that match the filter and are above the acknowledged `seq` of
+//! their stream; a returning subscriber reads them (and a replay reads stored events) in pages.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// Protocol name.
+pub const PROTOCOL: &str = "/tidings/history/1";
+
+/// One stream's acknowledgement: every matching event of (author, topic) up to `seq` is acked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ack {
+    /// Author key bytes.
+    pub author: ByteBuf,
+    /// Topic.
+    pub topic: String,
+    /// Highest acknowledged seq.
+    pub seq: u64,
+}
+
+/// A request to a rendezvous member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HistoryRequest {
+    /// Create the sender's durable subscription `name`, or touch it if it exists with the same
+    /// filter. `since` (ms) makes a new one start from stored history instead of live.
+    DurableOpen {
+        /// Durable name.
+        name: String,
+        /// Filter source.
+        filter: String,
+        /// Replay stored events with `time >= since` into a new durable's backlog.
+        since: Option<u64>,
+    },
+    /// Acknowledgements (cumulative per stream).
+    DurableAck {
+        /// Durable name.
+        name: String,
+        /// Per-stream acks.
+        acks: Vec<Ack>,
+    },
+    /// Delete the sender's durable subscription `name`.
+    DurableDelete {
+        /// Durable name.
+        name: String,
+    },
+    /// A page of stored events matching `filter`: the backlog of the sender's durable `durable`,
+    /// or those with `time >= since`.
+    Query {
+        /// Filter source.
+        filter: String,
+        /// Read this durable's backlog.
+        durable: Option<String>,
+        /// Or: events at or after this time (ms since epoch; 0 = from the start).
+        since: Option<u64>,
+        /// Resume at this log position (0 to begin).
+        cursor: u64,
+        /// Most events in the answer.
+        max_events: u32,
+    },
+}
+
+/// A member's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HistoryResponse {
+    /// Done.
+    Ok {
+        /// For `DurableOpen`: whether the durable already existed here.
+        existed: bool,
+    },
+    /// `DurableOpen` with another filter than the existing durable's.
+    Conflict(String),
+    /// No such durable here.
+    NotFound,
+    /// A page of events, log order.
+    Page {
+        /// (CID bytes, block bytes).
+        events: Vec<(ByteBuf, ByteBuf)>,
+        /// Where to continue, or `None` at the end of the log.
+        next: Option<u64>,
+        /// The durable's acks as this member holds them.
+        acked: Vec<Ack>,
+    },
+    /// Refused (not a broker, bad filter, store failure).
+    Refused(String),
+}

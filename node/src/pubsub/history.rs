@@ -1,0 +1,397 @@
+//! The subscriber's side of durable subscriptions and replay (DESIGN §5).
+//!
+//! Opening one, in this order: the live subscription is registered first (locally, and leased on
+//! the rendezvous set), so everything routed from then on is queued for it; then the stored
+//! history is read from a majority of the set. An acknowledged event is on a majority before
+//! the primary routes it, so whatever was routed before the lease is in at least one answer:
+//! no gap at the seam. Events in both the history and the live queue are sent once (by CID).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use serde_bytes::ByteBuf;
+use tidings_ipld_schema::{Cid, Event, json as ipld_json};
+use tidings_matcher::Filter;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use super::local::Subscription;
+use super::router::{PublishError, Router, now_ms};
+use crate::history::durable::{self as member, MAX_PAGE};
+use crate::net::history::{Ack, HistoryRequest, HistoryResponse};
+use crate::net::rendezvous;
+
+/// How long a reconnecting durable subscriber waits for its previous connection to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+/// How long one history request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a subscription asks of history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryAsk {
+    /// A durable subscription's name.
+    pub durable: Option<String>,
+    /// Replay stored events from this time (ms since epoch; 0 = from the start).
+    pub since: Option<u64>,
+}
+
+/// One stored event to send before the live ones.
+#[derive(Debug, Clone)]
+pub struct Backlogged {
+    /// CID as text.
+    pub cid: Arc<str>,
+    /// Event JSON.
+    pub json: Arc<str>,
+    /// (author key, topic, seq), for acknowledgements.
+    pub stream: Arc<(Vec<u8>, String, u64)>,
+}
+
+/// A durable subscription held by one connection.
+pub struct DurableHandle {
+    /// Its name.
+    pub name: String,
+    /// Its filter's root (selects the set).
+    pub root: String,
+    /// Held while the connection lasts: a reconnect waits for this one's last acks.
+    _guard: OwnedMutexGuard<()>,
+}
+
+/// An opened subscription: history to send first, then `sub`'s live events.
+pub struct Opened {
+    /// The live subscription (already queueing).
+    pub sub: Subscription,
+    /// Stored events first, oldest first (per stream in `seq` order).
+    pub backlog: Vec<Backlogged>,
+    /// Set for durable subscriptions.
+    pub durable: Option<DurableHandle>,
+}
+
+/// Per-durable connection locks.
+#[derive(Default)]
+pub struct DurableLocks {
+    locks: std::sync::Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+}
+
+impl DurableLocks {
+    fn get(&self, name: &str) -> Arc<AsyncMutex<()>> {
+        match self.locks.lock() {
+            Ok(mut m) => m.entry(name.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PublishError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PublishError::Task(e.to_string()))
+}
+
+/// Sends `req` to `member` (or serves it here when `member` is this node).
+async fn ask(
+    router: &Router,
+    member: PeerId,
+    req: HistoryRequest,
+) -> Result<HistoryResponse, String> {
+    let me = router.net().local_peer();
+    if member == me {
+        let store = router.store().clone();
+        return blocking(move || member::serve(&store, me, req, now_ms()))
+            .await
+            .map_err(|e| e.to_string());
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, router.net().history(member, req)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+impl Router {
+    /// Opens a subscription with history: a durable one (new ones start live unless `since` is
+    /// given; returning ones get their unacknowledged backlog) and/or a replay from `since`.
+    pub async fn open(&self, src: &str, ask_for: HistoryAsk) -> Result<Opened, PublishError> {
+        let filter = Filter::parse(src).map_err(|e| PublishError::BadFilter(e.to_string()))?;
+        let root = filter.root().to_string();
+        let me = self.net().local_peer();
+        let mut durable = None;
+        let mut existed = false;
+        if let Some(name) = &ask_for.durable {
+            let guard =
+                tokio::time::timeout(TAKEOVER_WAIT, self.durable_locks().get(name).lock_owned())
+                    .await
+                    .map_err(|_| {
+                        PublishError::Conflict(format!(
+                            "durable subscription {name:?} is in use by another connection"
+                        ))
+                    })?;
+            // This node's own record first: a conflict is refused before any network traffic,
+            // and DELETE finds the root here.
+            let open = HistoryRequest::DurableOpen {
+                name: name.clone(),
+                filter: src.to_string(),
+                since: ask_for.since,
+            };
+            let store = self.store().clone();
+            let req = open.clone();
+            match blocking(move || member::serve(&store, me, req, now_ms())).await? {
+                HistoryResponse::Conflict(m) => return Err(PublishError::Conflict(m)),
+                HistoryResponse::Ok { existed: e } => existed |= e,
+                HistoryResponse::Refused(m) => return Err(PublishError::Unavailable(m)),
+                _ => {}
+            }
+            durable = Some((
+                DurableHandle {
+                    name: name.clone(),
+                    root: root.clone(),
+                    _guard: guard,
+                },
+                open,
+            ));
+        }
+        // Live first: from here on, whatever is routed reaches `sub`'s queue.
+        let sub = self.subscribe(src).await?;
+        let set = self.net().rendezvous_set(&root);
+        let mut members = set.clone();
+        if let Some((handle, open)) = &durable {
+            let answers = futures::future::join_all(
+                set.iter()
+                    .filter(|m| **m != me)
+                    .map(|m| async move { (*m, ask(self, *m, open.clone()).await) }),
+            )
+            .await;
+            members = set.iter().copied().filter(|m| *m == me).collect();
+            for (m, a) in answers {
+                match a {
+                    Ok(HistoryResponse::Conflict(msg)) => return Err(PublishError::Conflict(msg)),
+                    Ok(HistoryResponse::Ok { existed: e }) => {
+                        existed |= e;
+                        members.push(m);
+                    }
+                    Ok(other) => {
+                        tracing::warn!(member = %m, answer = ?other, durable = %handle.name, "durable not opened on member")
+                    }
+                    Err(e) => {
+                        tracing::debug!(member = %m, error = %e, "durable not opened on member")
+                    }
+                }
+            }
+            let need = rendezvous::majority(set.len().max(1));
+            if members.len() < need {
+                return Err(PublishError::Unavailable(format!(
+                    "only {} of {} rendezvous members hold durable subscription {:?}; {need} needed",
+                    members.len(),
+                    set.len(),
+                    handle.name
+                )));
+            }
+        }
+        let wants_history = ask_for.since.is_some() || existed;
+        let backlog = if wants_history {
+            let durable_name = durable.as_ref().map(|(h, _)| h.name.clone());
+            self.read_history(src, &members, durable_name, ask_for.since)
+                .await?
+        } else {
+            Vec::new()
+        };
+        tracing::info!(filter = %src, durable = ?ask_for.durable, since = ?ask_for.since, backlog = backlog.len(), "subscription opened with history");
+        Ok(Opened {
+            sub,
+            backlog,
+            durable: durable.map(|(h, _)| h),
+        })
+    }
+
+    /// Reads the stored matching events from a majority of `members` and merges them.
+    async fn read_history(
+        &self,
+        src: &str,
+        members: &[PeerId],
+        durable: Option<String>,
+        since: Option<u64>,
+    ) -> Result<Vec<Backlogged>, PublishError> {
+        let reads = futures::future::join_all(members.iter().map(|m| {
+            let durable = durable.clone();
+            async move { (*m, self.read_member(*m, src, durable, since).await) }
+        }))
+        .await;
+        let mut events: HashMap<Cid, Event> = HashMap::new();
+        let mut acked: HashMap<(Vec<u8>, String), u64> = HashMap::new();
+        let mut answered = 0;
+        for (m, r) in reads {
+            match r {
+                Ok((evs, acks)) => {
+                    answered += 1;
+                    for a in acks {
+                        let e = acked.entry((a.author.into_vec(), a.topic)).or_default();
+                        *e = (*e).max(a.seq);
+                    }
+                    for (cid, ev) in evs {
+                        events.entry(cid).or_insert(ev);
+                    }
+                }
+                Err(e) => tracing::warn!(member = %m, error = %e, "history not read from member"),
+            }
+        }
+        let need = rendezvous::majority(members.len().max(1)).min(members.len().max(1));
+        if answered < need {
+            return Err(PublishError::Unavailable(format!(
+                "history answered by {answered} of {} rendezvous members; {need} needed",
+                members.len()
+            )));
+        }
+        let mut list: Vec<(Cid, Event)> = events
+            .into_iter()
+            .filter(|(_, e)| {
+                e.seq
+                    > acked
+                        .get(&(e.author.clone(), e.topic.clone()))
+                        .copied()
+                        .unwrap_or(0)
+            })
+            .collect();
+        order(&mut list);
+        Ok(list
+            .into_iter()
+            .map(|(cid, e)| Backlogged {
+                cid: cid.to_string().into(),
+                json: ipld_json::event_to_json(&cid, &e).to_string().into(),
+                stream: Arc::new((e.author.clone(), e.topic.clone(), e.seq)),
+            })
+            .collect())
+    }
+
+    /// Every page of one member's answer.
+    async fn read_member(
+        &self,
+        member: PeerId,
+        src: &str,
+        durable: Option<String>,
+        since: Option<u64>,
+    ) -> Result<(Vec<(Cid, Event)>, Vec<Ack>), String> {
+        let mut cursor = 0;
+        let mut out = Vec::new();
+        loop {
+            let req = HistoryRequest::Query {
+                filter: src.to_string(),
+                durable: durable.clone(),
+                since,
+                cursor,
+                max_events: MAX_PAGE,
+            };
+            match ask(self, member, req).await? {
+                HistoryResponse::Page {
+                    events,
+                    next,
+                    acked,
+                } => {
+                    for (cid, data) in events {
+                        out.push(verify_page_entry(&cid, &data)?);
+                    }
+                    match next {
+                        Some(n) if n > cursor => cursor = n,
+                        _ => return Ok((out, acked)),
+                    }
+                }
+                other => return Err(format!("unexpected answer {other:?}")),
+            }
+        }
+    }
+
+    /// A subscriber's node asks this rendezvous member about a durable subscription or history.
+    pub async fn serve_history(&self, peer: PeerId, req: HistoryRequest) -> HistoryResponse {
+        if self.net().role() != crate::net::Role::Broker {
+            return HistoryResponse::Refused(
+                "this node is a peer: it holds no rendezvous duty".into(),
+            );
+        }
+        let store = self.store().clone();
+        blocking(move || member::serve(&store, peer, req, now_ms()))
+            .await
+            .unwrap_or_else(|e| HistoryResponse::Refused(e.to_string()))
+    }
+
+    /// Records acknowledgements of a durable subscription on this node and every member of its
+    /// set.
+    pub async fn durable_ack(&self, name: &str, root: &str, acks: Vec<Ack>) {
+        if acks.is_empty() {
+            return;
+        }
+        let req = HistoryRequest::DurableAck {
+            name: name.to_string(),
+            acks,
+        };
+        let me = self.net().local_peer();
+        let mut targets = self.net().rendezvous_set(root);
+        if !targets.contains(&me) {
+            targets.push(me);
+        }
+        let answers =
+            futures::future::join_all(targets.iter().map(|m| ask(self, *m, req.clone()))).await;
+        for (m, a) in targets.iter().zip(answers) {
+            if let Err(e) = a {
+                tracing::debug!(member = %m, error = %e, "acks not recorded on member");
+            }
+        }
+    }
+
+    /// Deletes this node's durable subscription `name` here and on its set.
+    pub async fn delete_durable(&self, name: &str) -> Result<(), PublishError> {
+        let store = self.store().clone();
+        let me = self.net().local_peer();
+        let key = member::key(&me, name);
+        let rec = blocking(move || store.durable(&key))
+            .await?
+            .map_err(PublishError::from)?
+            .ok_or_else(|| {
+                PublishError::NotFound(format!("no durable subscription {name:?} on this node"))
+            })?;
+        let req = HistoryRequest::DurableDelete {
+            name: name.to_string(),
+        };
+        let mut targets = self.net().rendezvous_set(&rec.root);
+        if !targets.contains(&me) {
+            targets.push(me);
+        }
+        futures::future::join_all(targets.iter().map(|m| ask(self, *m, req.clone()))).await;
+        tracing::info!(durable = %name, "durable subscription deleted");
+        Ok(())
+    }
+}
+
+/// Checks a history entry from a member: CID bytes, and the block against it.
+fn verify_page_entry(cid: &ByteBuf, data: &ByteBuf) -> Result<(Cid, Event), String> {
+    let cid = Cid::try_from(cid.as_slice()).map_err(|e| format!("bad CID: {e}"))?;
+    let event = tidings_ipld_schema::verify(&cid, data).map_err(|e| format!("block {cid}: {e}"))?;
+    Ok((cid, event))
+}
+
+/// Orders history by time, then makes each (author, topic) stream strictly `seq`-ordered in the
+/// slots it occupies (clocks may disagree; seq never does).
+fn order(list: &mut [(Cid, Event)]) {
+    list.sort_by(|a, b| {
+        (a.1.time, &a.1.author, &a.1.topic, a.1.seq).cmp(&(
+            b.1.time,
+            &b.1.author,
+            &b.1.topic,
+            b.1.seq,
+        ))
+    });
+    let mut slots: HashMap<(Vec<u8>, String), Vec<usize>> = HashMap::new();
+    for (i, (_, e)) in list.iter().enumerate() {
+        slots
+            .entry((e.author.clone(), e.topic.clone()))
+            .or_default()
+            .push(i);
+    }
+    for idx in slots.into_values() {
+        let mut items: Vec<(Cid, Event)> = idx.iter().map(|i| list[*i].clone()).collect();
+        items.sort_by_key(|(_, e)| e.seq);
+        for (slot, item) in idx.into_iter().zip(items) {
+            list[slot] = item;
+        }
+    }
+}

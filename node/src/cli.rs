@@ -187,6 +187,64 @@ pub struct NodeArgs {
     /// Rendezvous set size K: brokers that hold each root's subscriptions and events.
     #[arg(long, default_value_t = DEFAULT_REPLICATION as u64, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=32))]
     pub replication: u64,
+    /// Events older than this leave each root's replay log (and their blocks go, except heads
+    /// and this node's own events); e.g. 7d. Default: keep everything.
+    #[arg(long, value_name = "AGE")]
+    pub retain_age: Option<Age>,
+    /// The oldest events leave a root's replay log while it holds more than this; e.g. 10G.
+    /// Default: no limit.
+    #[arg(long, value_name = "SIZE")]
+    pub retain_bytes: Option<Size>,
+    /// A durable subscription unused for this long is deleted.
+    #[arg(long, value_name = "AGE", default_value = "7d")]
+    pub durable_expiry: Age,
+}
+
+/// A duration on the command line: `90s`, `15m`, `12h`, `7d`.
+#[derive(Debug, Clone, Copy)]
+pub struct Age(pub std::time::Duration);
+
+impl std::str::FromStr for Age {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: want a number and a unit, like 90s, 15m, 12h or 7d"))?;
+        let secs = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86_400,
+            _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+        };
+        if secs == 0 {
+            return Err(format!("{s:?}: must be more than zero"));
+        }
+        Ok(Age(std::time::Duration::from_secs(secs)))
+    }
+}
+
+/// A size on the command line: bytes, or with K, M, G (powers of 1024).
+#[derive(Debug, Clone, Copy)]
+pub struct Size(pub u64);
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: want a number, optionally with K, M or G"))?;
+        let mult = match unit {
+            "" => 1,
+            "K" | "k" => 1 << 10,
+            "M" | "m" => 1 << 20,
+            "G" | "g" => 1 << 30,
+            _ => return Err(format!("{s:?}: the unit must be K, M or G")),
+        };
+        Ok(Size(n.saturating_mul(mult)))
+    }
 }
 
 fn default_listen() -> Vec<Multiaddr> {

@@ -62,6 +62,11 @@ async fn run_node(args: cli::NodeArgs) -> Result<()> {
             role: args.role,
             replication: args.replication as usize,
         },
+        history: tidings_node::history::HistoryConfig {
+            retain_age: args.retain_age.map(|d| d.0),
+            retain_bytes: args.retain_bytes.map(|b| b.0),
+            durable_expiry: args.durable_expiry.0,
+        },
     })
     .await?;
     println!(

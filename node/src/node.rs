@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub token: Option<String>,
     /// libp2p: listen addresses, bootstrap nodes, role, replication.
     pub net: NetConfig,
+    /// Retention and durable-subscription expiry.
+    pub history: crate::history::HistoryConfig,
 }
 
 /// Why a node could not start.
@@ -108,6 +110,7 @@ impl Node {
             keypair,
             metrics.clone(),
             network.clone(),
+            config.history,
         ));
         let background = vec![
             swarm_task,

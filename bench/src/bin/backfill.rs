@@ -127,6 +127,7 @@ async fn start(dir: &std::path::Path, bootstrap: Vec<libp2p::Multiaddr>) -> Resu
             role: Role::Broker,
             replication: 1,
         },
+        history: Default::default(),
     })
     .await?)
 }

@@ -7,6 +7,30 @@ pub mod serve;
 
 pub use fetch::{Chain, FetchOptions, FetchSummary, Progress, fetch};
 
+/// History settings of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Log entries older than this leave each root's log (`None`: kept).
+    pub retain_age: Option<std::time::Duration>,
+    /// The oldest log entries leave a root's log while it holds more bytes than this.
+    pub retain_bytes: Option<u64>,
+    /// A durable subscription unused for this long is deleted.
+    pub durable_expiry: std::time::Duration,
+}
+
+/// Durable subscriptions last 7 days unused (DESIGN §5).
+pub const DEFAULT_DURABLE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            retain_age: None,
+            retain_bytes: None,
+            durable_expiry: DEFAULT_DURABLE_EXPIRY,
+        }
+    }
+}
+
 use tidings_ipld_schema::{Cid, Event};
 
 use crate::store::{Store, StoreError};
@@ -46,4 +70,44 @@ pub fn chain_back(
     }
     out.reverse();
     Ok(out)
+}
+
+/// One maintenance pass: expires unused durables, then applies retention to every root (never
+/// below the start of a durable subscription's backlog).
+pub fn maintain(
+    store: &Store,
+    config: &HistoryConfig,
+    own_author: &[u8],
+    now_ms: u64,
+) -> Result<crate::store::Retained, StoreError> {
+    durable::expire(store, now_ms, config.durable_expiry.as_millis() as u64)?;
+    let mut total = crate::store::Retained::default();
+    if config.retain_age.is_none() && config.retain_bytes.is_none() {
+        return Ok(total);
+    }
+    let durables = store.durables()?;
+    for root in store.roots()? {
+        let pin_from = durables
+            .iter()
+            .filter(|(_, r)| r.root == root)
+            .map(|(_, r)| r.start)
+            .min();
+        let r = store.retain(
+            &root,
+            crate::store::Limits {
+                max_age_ms: config.retain_age.map(|d| d.as_millis() as u64),
+                max_bytes: config.retain_bytes,
+                now_ms,
+                pin_from,
+                own_author,
+            },
+        )?;
+        if r.entries > 0 {
+            tracing::info!(%root, entries = r.entries, blocks = r.blocks, bytes = r.bytes, "retention: old events left the log");
+        }
+        total.entries += r.entries;
+        total.blocks += r.blocks;
+        total.bytes += r.bytes;
+    }
+    Ok(total)
 }

@@ -103,6 +103,8 @@ pub struct Router {
     delivered: std::sync::Mutex<HashMap<StreamAt, u64>>,
     /// One connection at a time per durable subscription.
     durable_locks: crate::pubsub::history::DurableLocks,
+    /// Retention and durable expiry.
+    history: history::HistoryConfig,
 }
 
 /// (subscriber node, author key, topic).
@@ -121,7 +123,13 @@ async fn blocking<T: Send + 'static>(
 
 impl Router {
     /// A router publishing as `keypair` into `store`, over `net`.
-    pub fn new(store: Arc<Store>, keypair: Keypair, metrics: Arc<Metrics>, net: Network) -> Router {
+    pub fn new(
+        store: Arc<Store>,
+        keypair: Keypair,
+        metrics: Arc<Metrics>,
+        net: Network,
+        history: history::HistoryConfig,
+    ) -> Router {
         let author = keypair.public().encode_protobuf();
         Router {
             store,
@@ -140,6 +148,7 @@ impl Router {
                 .filter(|m| *m > 0),
             delivered: std::sync::Mutex::default(),
             durable_locks: Default::default(),
+            history,
         }
     }
 
@@ -597,6 +606,12 @@ impl Router {
             let gone = self.remote.expire(std::time::Instant::now());
             if gone > 0 {
                 tracing::info!(leases = gone, "expired subscription leases");
+            }
+            let (store, config, author) = (self.store.clone(), self.history, self.author.clone());
+            if let Err(e) =
+                blocking(move || Ok(history::maintain(&store, &config, &author, now_ms())?)).await
+            {
+                tracing::warn!(error = %e, "history maintenance failed");
             }
         }
     }

@@ -6,10 +6,12 @@
 
 mod car;
 mod durable;
+mod retention;
 mod tables;
 
 pub use car::{ImportError, ImportSummary};
 pub use durable::DurableRecord;
+pub use retention::{Limits, Retained};
 
 use std::path::{Path, PathBuf};
 

@@ -29,6 +29,11 @@ pub(super) const LOG_NEXT: TableDefinition<&str, u64> = TableDefinition::new("lo
 /// Counters kept in step with BLOCKS so status needs no scan.
 pub(super) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 
+/// STATS key of a root's logged bytes (what retention's byte limit counts).
+pub(super) fn root_bytes_key(root: &str) -> String {
+    format!("root_bytes/{root}")
+}
+
 pub(super) const STAT_BLOCKS: &str = "blocks";
 pub(super) const STAT_BYTES: &str = "bytes";
 
@@ -126,6 +131,7 @@ impl<'txn> Tables<'txn> {
             .insert((root, pos), cid_bytes.as_slice())
             .map_err(db)?;
         self.log_next.insert(root, pos + 1).map_err(db)?;
+        self.bump(&root_bytes_key(root), block.data.len() as u64)?;
         Ok(true)
     }
 

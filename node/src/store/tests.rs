@@ -148,3 +148,70 @@ fn car_round_trip_and_all_or_nothing_import() {
     ));
     assert_eq!(fresh.stats().unwrap(), StoreStats::default());
 }
+
+#[test]
+fn retention_drops_old_log_entries_and_blocks_but_keeps_heads_own_events_and_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let other = Keypair::generate_ed25519();
+    let me = Keypair::generate_ed25519();
+    let my_key = me.public().encode_protobuf();
+    // Ten events of another author (time = base + seq), then three of our own.
+    let mut prev = vec![];
+    let mut theirs = Vec::new();
+    for seq in 1..=10 {
+        let (e, b) = sign(&other, "/r/x", seq, prev, seq as i128);
+        prev = vec![b.cid];
+        store.insert_events(&[(b.clone(), e)], &[]).unwrap();
+        theirs.push(b.cid);
+    }
+    let mine: Vec<Cid> = (0..3).map(|n| append(&store, &me, "/r/y", n).cid).collect();
+    let before = store.stats().unwrap();
+    let now = 1_763_700_000_000 + 10;
+    let limits = |pin_from| Limits {
+        max_age_ms: Some(5), // older than seq 5 goes
+        max_bytes: None,
+        now_ms: now,
+        pin_from,
+        own_author: &my_key,
+    };
+    // Pinned at position 2 (a durable's backlog starts there): only entries 0 and 1 go.
+    let r = store.retain("r", limits(Some(2))).unwrap();
+    assert_eq!(r.entries, 2);
+    assert_eq!(store.log_range("r", 0, 100).unwrap()[0].0, 2);
+    let r2 = store.retain("r", limits(None)).unwrap();
+    // seq 3 and 4 go too (age 7 and 6 > 5); seq 5 (age 5) stays, and our own events (time 1)
+    // are old but come after it in the log, where the pass stops.
+    assert_eq!(r.entries + r2.entries, 4);
+    assert_eq!(r.blocks + r2.blocks, 4);
+    for c in &theirs[..4] {
+        assert!(!store.has_block(c).unwrap(), "{c} should be gone");
+    }
+    for c in theirs[4..].iter().chain(&mine) {
+        assert!(store.has_block(c).unwrap(), "{c} should stay");
+    }
+    let after = store.stats().unwrap();
+    assert_eq!(after.blocks, before.blocks - 4);
+    assert!(after.bytes < before.bytes);
+    // A byte limit of 0 empties the log, but heads and own events keep their blocks.
+    let r3 = store
+        .retain(
+            "r",
+            Limits {
+                max_age_ms: None,
+                max_bytes: Some(0),
+                ..limits(None)
+            },
+        )
+        .unwrap();
+    assert_eq!(r3.entries, 9);
+    assert!(store.log_range("r", 0, 100).unwrap().is_empty());
+    assert!(
+        store.has_block(&theirs[9]).unwrap(),
+        "a head keeps its block"
+    );
+    for c in &mine {
+        assert!(store.has_block(c).unwrap(), "own events keep their blocks");
+    }
+    assert!(!store.has_block(&theirs[5]).unwrap());
+}

@@ -1,0 +1,111 @@
+//! Retention per root (DESIGN §5): the oldest log entries of a root go once they are older than
+//! the age limit or the root's logged bytes exceed the byte limit. Their blocks go too, except
+//! the heads and this node's own events, so the author always holds its stream: what ages out
+//! here can still be fetched by CID from a holder.
+
+use redb::ReadableTable;
+use tidings_ipld_schema::{Event, Ipld};
+
+use super::tables::{BLOCKS, LOG, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key};
+use super::{Store, StoreError, db};
+
+/// Most log entries removed per transaction, so a large backlog of expired entries never holds
+/// the single writer for long.
+const PER_PASS: usize = 10_000;
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Log entries removed (no longer replayed).
+    pub entries: u64,
+    /// Blocks deleted.
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Limits of one root.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits<'a> {
+    /// Entries older than this (ms before `now_ms`) go.
+    pub max_age_ms: Option<u64>,
+    /// The oldest entries go while the root holds more than this.
+    pub max_bytes: Option<u64>,
+    /// Now, ms since epoch.
+    pub now_ms: u64,
+    /// Entries at or after this position stay (a durable subscription still needs them).
+    pub pin_from: Option<u64>,
+    /// This node's author key: its own events' blocks are never deleted.
+    pub own_author: &'a [u8],
+}
+
+impl Store {
+    /// Applies `limits` to `root`'s log, oldest entries first, in one transaction of at most
+    /// [`PER_PASS`] entries.
+    pub fn retain(&self, root: &str, limits: Limits<'_>) -> Result<Retained, StoreError> {
+        if limits.max_age_ms.is_none() && limits.max_bytes.is_none() {
+            return Ok(Retained::default());
+        }
+        let txn = self.db.begin_write().map_err(db)?;
+        let mut out = Retained::default();
+        {
+            let mut log = txn.open_table(LOG).map_err(db)?;
+            let mut blocks = txn.open_table(BLOCKS).map_err(db)?;
+            let referenced = txn.open_table(REFERENCED).map_err(db)?;
+            let mut stats = txn.open_table(STATS).map_err(db)?;
+            let key = root_bytes_key(root);
+            let mut root_bytes = stats
+                .get(key.as_str())
+                .map_err(db)?
+                .map_or(0, |g| g.value());
+            let mut doomed = Vec::new();
+            for item in log.range((root, 0)..=(root, u64::MAX)).map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                let pos = k.value().1;
+                if doomed.len() >= PER_PASS || limits.pin_from.is_some_and(|p| pos >= p) {
+                    break;
+                }
+                let cid = v.value().to_vec();
+                let Some(g) = blocks.get(cid.as_slice()).map_err(db)? else {
+                    doomed.push((pos, cid, None));
+                    continue;
+                };
+                let data = g.value();
+                let event = serde_ipld_dagcbor::from_slice::<Ipld>(data)
+                    .ok()
+                    .and_then(|i| Event::from_ipld(i).ok());
+                let time = event.as_ref().map_or(0, |e| e.time);
+                let too_old = limits
+                    .max_age_ms
+                    .is_some_and(|a| limits.now_ms.saturating_sub(time) > a);
+                let too_big = limits.max_bytes.is_some_and(|b| root_bytes > b);
+                if !too_old && !too_big {
+                    break;
+                }
+                let len = data.len() as u64;
+                root_bytes = root_bytes.saturating_sub(len);
+                // Heads (nothing links them yet) and own events stay as blocks.
+                let keep = referenced.get(cid.as_slice()).map_err(db)?.is_none()
+                    || event.is_some_and(|e| e.author == limits.own_author);
+                doomed.push((pos, cid, (!keep).then_some(len)));
+            }
+            for (pos, cid, delete) in doomed {
+                log.remove((root, pos)).map_err(db)?;
+                out.entries += 1;
+                if let Some(len) = delete
+                    && blocks.remove(cid.as_slice()).map_err(db)?.is_some()
+                {
+                    out.blocks += 1;
+                    out.bytes += len;
+                }
+            }
+            stats.insert(key.as_str(), root_bytes).map_err(db)?;
+            for (k, by) in [(STAT_BLOCKS, out.blocks), (STAT_BYTES, out.bytes)] {
+                let cur = stats.get(k).map_err(db)?.map_or(0, |g| g.value());
+                stats.insert(k, cur.saturating_sub(by)).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(out)
+    }
+}

@@ -229,6 +229,21 @@ async fn main() -> Result<()> {
         .parse()?;
     let b = start(&dir.path().join("b"), vec![a_addr]).await?;
     let b_api = format!("http://{}", b.api_addr());
+    // The fetch asks connected nodes: wait until b has dialled a.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st: Value = http
+            .get(format!("{b_api}/v1/status"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if st["peers"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "b never connected to a");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let mut stream_runs = Vec::new();
     let mut per_block_runs = Vec::new();

@@ -545,3 +545,89 @@ async fn take(ctx: &mut Ctx, checked: Vec<(Block, Checked)>) -> Result<(), Round
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_ipld_schema::{Ipld, Keypair};
+
+    fn chain(n: u64) -> Vec<Block> {
+        let kp = Keypair::ed25519_from_bytes([3; 32]).expect("key");
+        let mut prev = vec![];
+        (1..=n)
+            .map(|seq| {
+                let (_, b) = Event::sign_block(
+                    &kp,
+                    "/f/x",
+                    Ipld::Integer(seq as i128),
+                    seq,
+                    seq,
+                    prev.clone(),
+                )
+                .expect("sign");
+                prev = vec![b.cid];
+                b
+            })
+            .collect()
+    }
+
+    fn ctx(store: Arc<Store>, want: Cid) -> Ctx {
+        Ctx {
+            store,
+            until: HashSet::new(),
+            linked: [want].into(),
+            expected: [want].into(),
+            chain: None,
+            max_blocks: 0,
+            received: HashSet::new(),
+            verify_only: false,
+            summary: FetchSummary::default(),
+            progress: watch::channel(Progress::default()).0,
+        }
+    }
+
+    #[tokio::test]
+    async fn good_blocks_are_stored_and_bad_or_unsolicited_ones_refuse_the_peer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Arc::new(Store::open(&dir.path().join("s.redb")).expect("store"));
+        let blocks = chain(4);
+        let head = blocks[3].cid;
+        // Newest first, as a responder sends them: all good.
+        let mut c = ctx(store.clone(), head);
+        let batch = blocks
+            .iter()
+            .rev()
+            .map(|b| (b.cid, b.data.clone()))
+            .collect();
+        take(&mut c, check(batch)).await.expect("good blocks");
+        assert_eq!((c.summary.blocks, c.summary.new_blocks), (4, 4));
+        assert!(store.has_block(&blocks[0].cid).expect("has"));
+
+        // A block nobody linked: refused, and nothing of it stored.
+        let other = chain(5);
+        let mut c = ctx(store.clone(), head);
+        let r = take(&mut c, check(vec![(other[4].cid, other[4].data.clone())])).await;
+        assert!(
+            matches!(r, Err(RoundError::BadPeer(ref m)) if m.contains("nothing asked for")),
+            "{r:?}"
+        );
+        assert!(!store.has_block(&other[4].cid).expect("has"));
+
+        // A forged event under the wanted CID's links: its signature fails.
+        let mut forged = Event::decode(&other[3].data).expect("decode");
+        forged.body = Ipld::Integer(99);
+        let forged = forged.to_block().expect("block");
+        let mut c = ctx(store.clone(), forged.cid);
+        let r = take(&mut c, check(vec![(forged.cid, forged.data.clone())])).await;
+        assert!(
+            matches!(r, Err(RoundError::BadPeer(ref m)) if m.contains("signature")),
+            "{r:?}"
+        );
+        assert!(!store.has_block(&forged.cid).expect("has"));
+
+        // Bytes that do not hash to the CID sent with them.
+        let mut c = ctx(store.clone(), other[2].cid);
+        let r = take(&mut c, check(vec![(other[2].cid, other[1].data.clone())])).await;
+        assert!(matches!(r, Err(RoundError::BadPeer(_))), "{r:?}");
+    }
+}

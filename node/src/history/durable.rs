@@ -201,3 +201,114 @@ pub fn expire(store: &Store, now_ms: u64, expiry_ms: u64) -> Result<usize, Store
     }
     Ok(gone)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_ipld_schema::Keypair;
+
+    fn publish(store: &Store, kp: &Keypair, n: i128, keep: bool) -> tidings_ipld_schema::Cid {
+        let author = kp.public().encode_protobuf();
+        let body =
+            ipld_json::json_to_ipld(&serde_json::json!({"n": n, "keep": keep})).expect("body");
+        store
+            .append_local(&author, "/d/x", |seq, prev| {
+                Event::sign_block(kp, "/d/x", body, seq, 1_000 + seq, prev)
+            })
+            .expect("append")
+            .cid
+    }
+
+    fn page_cids(r: HistoryResponse) -> Vec<tidings_ipld_schema::Cid> {
+        match r {
+            HistoryResponse::Page { events, next, .. } => {
+                assert_eq!(next, None);
+                events
+                    .iter()
+                    .map(|(c, _)| tidings_ipld_schema::Cid::try_from(c.as_slice()).expect("cid"))
+                    .collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn durables_open_live_conflict_ack_page_delete_and_expire() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let kp = Keypair::ed25519_from_bytes([5; 32]).expect("key");
+        let peer = PeerId::random();
+        let f = "/d/** where keep = true";
+        publish(&store, &kp, 0, true); // before the durable: not in its backlog
+        let open = |filter: &str| HistoryRequest::DurableOpen {
+            name: "n".into(),
+            filter: filter.into(),
+            since: None,
+        };
+        assert!(matches!(
+            serve(&store, peer, open(f), 10),
+            HistoryResponse::Ok { existed: false }
+        ));
+        assert!(matches!(
+            serve(&store, peer, open("/d/**"), 10),
+            HistoryResponse::Conflict(_)
+        ));
+        let a = publish(&store, &kp, 1, true);
+        publish(&store, &kp, 2, false);
+        let c = publish(&store, &kp, 3, true);
+        let query = || HistoryRequest::Query {
+            filter: f.into(),
+            durable: Some("n".into()),
+            since: None,
+            cursor: 0,
+            max_events: 100,
+        };
+        assert_eq!(page_cids(serve(&store, peer, query(), 11)), vec![a, c]);
+        // Acks are cumulative per stream: acking seq 2 (a) leaves c.
+        let ack = HistoryRequest::DurableAck {
+            name: "n".into(),
+            acks: vec![Ack {
+                author: ByteBuf::from(kp.public().encode_protobuf()),
+                topic: "/d/x".into(),
+                seq: 2,
+            }],
+        };
+        assert!(matches!(
+            serve(&store, peer, ack, 12),
+            HistoryResponse::Ok { .. }
+        ));
+        assert_eq!(page_cids(serve(&store, peer, query(), 13)), vec![c]);
+        // Another node's durable of the same name is another durable.
+        assert!(matches!(
+            serve(&store, PeerId::random(), query(), 13),
+            HistoryResponse::NotFound
+        ));
+        // Unused for longer than the expiry: gone.
+        assert_eq!(expire(&store, 12 + 1_000, 5_000).expect("expire"), 0);
+        assert_eq!(expire(&store, 12 + 10_000, 5_000).expect("expire"), 1);
+        assert!(matches!(
+            serve(&store, peer, query(), 20),
+            HistoryResponse::NotFound
+        ));
+        // Open again, delete, delete again.
+        serve(&store, peer, open(f), 30);
+        let del = || HistoryRequest::DurableDelete { name: "n".into() };
+        assert!(matches!(
+            serve(&store, peer, del(), 31),
+            HistoryResponse::Ok { .. }
+        ));
+        assert!(matches!(
+            serve(&store, peer, del(), 32),
+            HistoryResponse::NotFound
+        ));
+        // A replay from the start sees every matching event, pre-durable one included.
+        let replay = HistoryRequest::Query {
+            filter: f.into(),
+            durable: None,
+            since: Some(0),
+            cursor: 0,
+            max_events: 100,
+        };
+        assert_eq!(page_cids(serve(&store, peer, replay, 33)).len(), 3);
+    }
+}

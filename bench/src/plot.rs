@@ -170,7 +170,8 @@ mod tests {
             &[vec![Some(10.0), None], vec![Some(1e6), Some(5.0)]],
         );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
-        assert_eq!(svg.matches("<rect x=\"120\"").count(), 3);
+        // Bars are 11 px high (legend swatches 12): three values, one "n/a".
+        assert_eq!(svg.matches("height=\"11\"").count(), 3);
         assert!(svg.contains("n/a") && svg.contains("b&lt;") && svg.contains("1,000,000"));
     }
 }

@@ -1,1 +1,11 @@
-//! Shared benchmark helpers.
+//! Shared benchmark code: the seeded events, the measurement harness, the systems under test,
+//! and the report.
+
+pub mod harness;
+pub mod orders;
+pub mod peers;
+pub mod plot;
+pub mod procs;
+pub mod proxy;
+pub mod report;
+pub mod stats;

@@ -1,0 +1,510 @@
+//! tidings beside the systems users would pick instead, on this machine, in one run:
+//! nats-server core, NATS JetStream (file), mosquitto QoS 0 and QoS 1 (persistence on),
+//! rust-libp2p gossipsub, and tidings as one broker and as three.
+//!
+//! `bench/compare.sh` installs the servers and runs this; see `--help` and bench/README.md.
+//! Every (system, scenario, run) is one JSON line in `<out>/results/compare-<date>.jsonl`;
+//! `<out>/RESULTS.md` and the plots in `<out>/results/` are generated from that file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use tidings_bench::harness::{Meta, Plan, Publisher, Subscribers, measure};
+use tidings_bench::orders::{Order, TOPICS, orders};
+use tidings_bench::peers::{Started, System, gossipsub, mqtt, nats, tidings};
+use tidings_bench::plot::thousands;
+use tidings_bench::report::{self, Machine};
+use tidings_bench::stats::Record;
+
+struct Args {
+    quick: bool,
+    runs: u32,
+    secs: f64,
+    max_events: usize,
+    window: usize,
+    rate: f64,
+    sustained_rate: f64,
+    fanout: usize,
+    tidings_lanes: usize,
+    seed: u64,
+    grace: f64,
+    systems: Vec<System>,
+    scenarios: Vec<String>,
+    out_dir: PathBuf,
+    report_only: Option<PathBuf>,
+}
+
+const SCENARIOS: [&str; 7] = [
+    "throughput",
+    "fanout",
+    "latency",
+    "latency-sustained",
+    "filter",
+    "persist-1",
+    "persist-window",
+];
+
+const HELP: &str = "\
+usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
+               [--window W (256)] [--tidings-lanes L (16)] [--rate R (5000)]
+               [--sustained-rate R (200)] [--fanout K (10)]
+               [--seed S (7)] [--grace S (10)] [--systems a,b,..] [--scenarios x,y,..]
+               [--out DIR (bench/)] [--report FILE.jsonl]
+
+  --window W   publishes in flight for the acknowledging peers (JetStream, QoS 1), and for
+               every acknowledging system in persist-window
+  --tidings-lanes L  publishes in flight for tidings outside persist-window: its throughput
+               levels off at 4-16 (one fsync'd redb commit per event) and falls beyond
+  --quick      smoke test: 1 run, 1 s and at most 20000 events per measurement, 3 s grace;
+               output to /tmp/tidings-compare-quick unless --out is given
+  --report F   only regenerate DIR/RESULTS.md and the plots from F
+systems:   nats jetstream mqtt-qos0 mqtt-qos1 gossipsub tidings-1 tidings-3
+scenarios: throughput fanout latency latency-sustained filter persist-1 persist-window
+env: TIDINGS_BIN, NATS_SERVER, MOSQUITTO (binaries; default: built / on PATH or /usr/sbin)";
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        quick: false,
+        runs: 3,
+        secs: 4.0,
+        max_events: 200_000,
+        window: 256,
+        rate: 5000.0,
+        sustained_rate: 200.0,
+        fanout: 10,
+        tidings_lanes: 16,
+        seed: 7,
+        grace: 10.0,
+        systems: System::ALL.to_vec(),
+        scenarios: SCENARIOS.iter().map(|s| s.to_string()).collect(),
+        out_dir: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
+        report_only: None,
+    };
+    let mut out_given = false;
+    let mut it = std::env::args().skip(1);
+    let mut explicit = Vec::new();
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--runs" => a.runs = val("--runs")?.parse()?,
+            "--secs" => a.secs = val("--secs")?.parse()?,
+            "--max-events" => a.max_events = val("--max-events")?.parse()?,
+            "--window" => a.window = val("--window")?.parse()?,
+            "--rate" => a.rate = val("--rate")?.parse()?,
+            "--sustained-rate" => a.sustained_rate = val("--sustained-rate")?.parse()?,
+            "--fanout" => a.fanout = val("--fanout")?.parse()?,
+            "--tidings-lanes" => a.tidings_lanes = val("--tidings-lanes")?.parse()?,
+            "--seed" => a.seed = val("--seed")?.parse()?,
+            "--grace" => a.grace = val("--grace")?.parse()?,
+            "--systems" => {
+                a.systems = val("--systems")?
+                    .split(',')
+                    .map(|s| System::from_name(s).with_context(|| format!("unknown system {s}")))
+                    .collect::<Result<_>>()?
+            }
+            "--scenarios" => {
+                a.scenarios = val("--scenarios")?.split(',').map(str::to_string).collect();
+                for s in &a.scenarios {
+                    ensure!(SCENARIOS.contains(&s.as_str()), "unknown scenario {s}");
+                }
+            }
+            "--out" => {
+                a.out_dir = PathBuf::from(val("--out")?);
+                out_given = true;
+            }
+            "--report" => a.report_only = Some(PathBuf::from(val("--report")?)),
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other} (try --help)"),
+        }
+        explicit.push(arg);
+    }
+    if a.quick {
+        // Quick defaults, unless given explicitly.
+        let given = |f: &str| explicit.iter().any(|e| e == f);
+        if !given("--runs") {
+            a.runs = 1;
+        }
+        if !given("--secs") {
+            a.secs = 1.0;
+        }
+        if !given("--max-events") {
+            a.max_events = 20_000;
+        }
+        if !given("--grace") {
+            a.grace = 3.0;
+        }
+        if !out_given {
+            a.out_dir = std::env::temp_dir().join("tidings-compare-quick");
+        }
+    }
+    ensure!(
+        a.runs > 0
+            && a.secs > 0.0
+            && a.max_events > 0
+            && a.window > 0
+            && a.rate > 0.0
+            && a.sustained_rate > 0.0
+            && a.fanout > 0
+            && a.tidings_lanes > 0,
+        "counts, times and rates must be positive"
+    );
+    Ok(a)
+}
+
+/// How one scenario is run for one system.
+struct Shape {
+    subscribers: usize,
+    filtered: bool,
+    lanes: usize,
+    rate: Option<f64>,
+}
+
+fn shape(a: &Args, scenario: &str, sys: System) -> Option<Shape> {
+    // Acknowledging systems need publishes in flight to show their throughput; one lane per
+    // topic at most (tidings orders per (author, topic)).
+    let window = a.window.min(TOPICS);
+    let lanes = if sys.filters_content() {
+        a.tidings_lanes.min(TOPICS)
+    } else if sys.acked() {
+        window
+    } else {
+        1
+    };
+    let s = |subscribers, filtered, lanes, rate| {
+        Some(Shape {
+            subscribers,
+            filtered,
+            lanes,
+            rate,
+        })
+    };
+    match scenario {
+        "throughput" => s(1, false, lanes, None),
+        "fanout" => s(a.fanout, false, lanes, None),
+        "latency" => s(1, false, lanes, Some(a.rate)),
+        "latency-sustained" => s(1, false, lanes, Some(a.sustained_rate)),
+        "filter" => s(1, true, lanes, None),
+        "persist-1" if sys.acked() => s(1, false, 1, None),
+        "persist-window" if sys.acked() => s(1, false, window, None),
+        _ => None,
+    }
+}
+
+async fn run_with<P: Publisher>(
+    started: Started<P>,
+    events: &Arc<Vec<Order>>,
+    plan: &Plan,
+    subs: Subscribers,
+    meta: Meta,
+) -> Result<Record> {
+    let Started {
+        publisher,
+        handles,
+        guard,
+    } = started;
+    let r = measure(&publisher, events, plan, subs, handles, meta).await;
+    drop(publisher);
+    drop(guard);
+    r
+}
+
+async fn run_cell(
+    a: &Args,
+    sys: System,
+    scenario: &str,
+    sh: &Shape,
+    run: u32,
+    events: &Arc<Vec<Order>>,
+) -> Result<Record> {
+    let work = tempfile::Builder::new()
+        .prefix(&format!("compare-{}-", sys.name()))
+        .tempdir()?;
+    let mut subs = Subscribers::new(
+        events,
+        sh.subscribers,
+        sh.filtered,
+        !sys.filters_content(),
+        sh.filtered,
+    );
+    let plan = Plan {
+        lanes: sh.lanes,
+        rate: sh.rate,
+        budget: Duration::from_secs_f64(a.secs),
+        grace: Duration::from_secs_f64(a.grace),
+    };
+    let meta = Meta {
+        system: sys.name().into(),
+        scenario: scenario.into(),
+        run,
+        seed: a.seed,
+        acked: sys.acked(),
+    };
+    let w = work.path();
+    match sys {
+        System::Nats | System::JetStream => {
+            let st = nats::start(sys == System::JetStream, &mut subs, w).await?;
+            run_with(st, events, &plan, subs, meta).await
+        }
+        System::MqttQos0 | System::MqttQos1 => {
+            let st = mqtt::start(sys == System::MqttQos1, sh.lanes, &mut subs, w).await?;
+            run_with(st, events, &plan, subs, meta).await
+        }
+        System::Gossipsub => {
+            let st = gossipsub::start(&mut subs).await?;
+            run_with(st, events, &plan, subs, meta).await
+        }
+        System::Tidings1 | System::Tidings3 => {
+            let n = if sys == System::Tidings1 { 1 } else { 3 };
+            let st = tidings::start(n, sh.lanes, sh.filtered, &mut subs, w).await?;
+            run_with(st, events, &plan, subs, meta).await
+        }
+    }
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn read_trim(p: &str) -> String {
+    std::fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// (YYYY-MM-DD HH:MM:SS, YYYYMMDD-HHMMSS) in UTC, from the system clock.
+fn now_utc() -> (String, String) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    (
+        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}"),
+        format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}"),
+    )
+}
+
+fn machine(a: &Args, date: String) -> Machine {
+    let cpuinfo = read_trim("/proc/cpuinfo");
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let memory = read_trim("/proc/meminfo")
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let bin = |name: &str, env: &str| {
+        tidings_bench::procs::find_binary(name, env)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| name.to_string())
+    };
+    let mosq = first_line(&bin("mosquitto", "MOSQUITTO"), &["-h"]);
+    Machine {
+        bench: "compare-machine".into(),
+        date,
+        command: std::iter::once("compare".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        cpu,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: format!(
+            "{} {}",
+            std::env::consts::OS,
+            read_trim("/proc/sys/kernel/osrelease")
+        ),
+        memory,
+        loadavg_at_start: read_trim("/proc/loadavg"),
+        nats_server: first_line(&bin("nats-server", "NATS_SERVER"), &["--version"]),
+        mosquitto: mosq,
+        tidings_commit: first_line(
+            "git",
+            &[
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ],
+        ),
+        runs: a.runs,
+        seed: a.seed,
+        budget_s: a.secs,
+        max_events: a.max_events,
+        window: a.window.min(TOPICS),
+        latency_rate: a.rate,
+        sustained_rate: a.sustained_rate,
+        fanout: a.fanout,
+        tidings_lanes: a.tidings_lanes.min(TOPICS),
+    }
+}
+
+fn summary(r: &Record) -> String {
+    if let Some(e) = &r.error {
+        return format!("FAILED: {e}");
+    }
+    let mut s = format!(
+        "published {} ({}/s), delivered {}/s, p50 {} µs p99 {} µs, lost {} dup {}",
+        thousands(r.published as f64),
+        thousands(r.published_per_s),
+        thousands(r.delivered_per_s),
+        thousands(r.p50_us),
+        thousands(r.p99_us),
+        r.lost,
+        r.dup
+    );
+    if r.unwanted > 0 {
+        s += &format!(" unwanted {}", r.unwanted);
+    }
+    if let Some(b) = r.bytes_per_useful {
+        s += &format!(", {} B per useful event", thousands(b));
+    }
+    s
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = parse_args()?;
+    if let Some(jsonl) = &a.report_only {
+        report::write(&a.out_dir, jsonl)?;
+        println!("wrote {}", a.out_dir.join("RESULTS.md").display());
+        return Ok(());
+    }
+    // Fail early, before minutes of measuring, if a server is missing.
+    for sys in &a.systems {
+        match sys {
+            System::Nats | System::JetStream => {
+                tidings_bench::procs::find_binary("nats-server", "NATS_SERVER")?;
+            }
+            System::MqttQos0 | System::MqttQos1 => {
+                tidings_bench::procs::find_binary("mosquitto", "MOSQUITTO")?;
+            }
+            System::Tidings1 | System::Tidings3 => {
+                tidings_bench::procs::tidings_bin()?;
+            }
+            System::Gossipsub => {}
+        }
+    }
+    let results = a.out_dir.join("results");
+    std::fs::create_dir_all(&results)?;
+    let (date, stamp) = now_utc();
+    let jsonl = results.join(format!("compare-{stamp}.jsonl"));
+    let mut out = std::fs::File::create(&jsonl)?;
+    let m = machine(&a, date);
+    writeln!(out, "{}", serde_json::to_string(&m)?)?;
+    eprintln!(
+        "compare: {} runs × {} scenarios × {} systems on {} ({} cores), load {}",
+        a.runs,
+        a.scenarios.len(),
+        a.systems.len(),
+        m.cpu,
+        m.cores,
+        m.loadavg_at_start
+    );
+
+    let events = Arc::new(orders(a.seed, 0, a.max_events));
+    for run in 1..=a.runs {
+        for scenario in &a.scenarios {
+            for &sys in &a.systems {
+                let Some(sh) = shape(&a, scenario, sys) else {
+                    continue;
+                };
+                // Bounded: start-up, the publishing budget, the grace period, and slack.
+                let limit = Duration::from_secs_f64(a.secs + a.grace + 180.0);
+                let r = match tokio::time::timeout(
+                    limit,
+                    run_cell(&a, sys, scenario, &sh, run, &events),
+                )
+                .await
+                {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => failed(&a, sys, scenario, &sh, run, format!("{e:#}")),
+                    Err(_) => failed(
+                        &a,
+                        sys,
+                        scenario,
+                        &sh,
+                        run,
+                        format!("timed out after {limit:?}"),
+                    ),
+                };
+                eprintln!(
+                    "run {run} {scenario:<17} {:<10} {}",
+                    sys.name(),
+                    summary(&r)
+                );
+                writeln!(out, "{}", serde_json::to_string(&r)?)?;
+                out.flush()?;
+            }
+        }
+    }
+    drop(out);
+    report::write(&a.out_dir, &jsonl)?;
+    println!(
+        "results: {}\nreport:  {}",
+        jsonl.display(),
+        a.out_dir.join("RESULTS.md").display()
+    );
+    Ok(())
+}
+
+fn failed(a: &Args, sys: System, scenario: &str, sh: &Shape, run: u32, error: String) -> Record {
+    Record {
+        bench: "compare".into(),
+        system: sys.name().into(),
+        scenario: scenario.into(),
+        run,
+        seed: a.seed,
+        subscribers: sh.subscribers,
+        lanes: sh.lanes,
+        offered_rate: sh.rate,
+        acked: sys.acked(),
+        p50_us: f64::NAN,
+        p90_us: f64::NAN,
+        p99_us: f64::NAN,
+        max_us: f64::NAN,
+        error: Some(error),
+        ..Default::default()
+    }
+}

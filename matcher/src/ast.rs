@@ -92,7 +92,7 @@ impl fmt::Display for Test {
                 f.write_str("]")
             }
             Test::Exists => f.write_str("exists"),
-            Test::Prefix(p) => write!(f, "prefix {:?}", &**p),
+            Test::Prefix(p) => write!(f, "prefix {}", crate::escape::quote(p)),
         }
     }
 }
@@ -183,9 +183,31 @@ impl Path {
     }
 }
 
+/// Whether a dotted path's segments can be written as they are in the text form: each a word
+/// of name characters, and a single segment no keyword (the JSON form takes any key).
+fn plain_field(segs: &[Box<str>]) -> bool {
+    let word = |s: &str| !s.is_empty() && s.chars().all(crate::parse_text::is_name_char);
+    segs.iter().all(|s| word(s))
+        && !(segs.len() == 1
+            && ["and", "or", "not", "where", "in", "exists", "prefix"]
+                .iter()
+                .any(|kw| segs[0].eq_ignore_ascii_case(kw)))
+}
+
 impl fmt::Display for Path {
+    /// In the text form: `a.b.c`, or the JSONPath; a field path whose segments the text form
+    /// cannot write (spaces, operators, keywords) as the equivalent JSONPath `$["a b"]["c"]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.key())
+        match self {
+            Path::Field(segs) if !plain_field(segs) => {
+                f.write_str("$")?;
+                for s in segs.iter() {
+                    write!(f, "[{}]", crate::escape::quote(s))?;
+                }
+                Ok(())
+            }
+            _ => f.write_str(&self.key()),
+        }
     }
 }
 
@@ -280,6 +302,11 @@ impl Expr {
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let join = |f: &mut fmt::Formatter<'_>, v: &[Expr], sep: &str| -> fmt::Result {
+            // A one-element group (the JSON form's `"$or": [{...}]`) is its element, as the
+            // text parser would read it back.
+            if let [only] = v {
+                return write!(f, "{only}");
+            }
             f.write_str("(")?;
             for (i, e) in v.iter().enumerate() {
                 if i > 0 {

@@ -40,9 +40,38 @@ pub(crate) fn unicode(s: &str, i: &mut usize, esc: usize) -> Result<char, ParseE
     char::from_u32(cp).ok_or_else(|| ParseError::new(esc, "valid unicode escape"))
 }
 
+/// `s` as a double-quoted string literal that both filter parsers (and JSON, and JSONPath)
+/// read back as `s`: quotes and backslashes escaped, every control character (DEL and C1 included, which
+/// JSON would let through raw but the text parser refuses) as `\uXXXX`.
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quote_escapes_what_the_parsers_refuse_raw() {
+        assert_eq!(quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(
+            quote("\n\t\u{0}\u{7f}\u{9f}é"),
+            r#""\n\t\u0000\u007f\u009fé""#
+        );
+    }
 
     #[test]
     fn surrogate_pairs_join_and_bad_escapes_are_positioned() {

@@ -93,7 +93,13 @@ impl Filter {
 
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.topic)?;
+        let topic = self.topic.to_string();
+        // An unquoted topic ends at whitespace in the text form; a segment may hold some.
+        if topic.contains(char::is_whitespace) {
+            f.write_str(&crate::escape::quote(&topic))?;
+        } else {
+            f.write_str(&topic)?;
+        }
         if self.expr != Expr::True {
             write!(f, " where {}", self.expr)?;
         }

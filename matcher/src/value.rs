@@ -176,6 +176,9 @@ impl std::fmt::Display for Num {
         match self {
             Num::I(i) => write!(f, "{i}"),
             Num::U(u) => write!(f, "{u}"),
+            // A literal past f64's range (`1e400`) parses to an infinity; print one back in
+            // number grammar (Rust's `inf` is not a number to the parsers).
+            Num::F(x) if x.is_infinite() => f.write_str(if *x > 0.0 { "1e999" } else { "-1e999" }),
             Num::F(x) => write!(f, "{x:?}"),
         }
     }
@@ -338,7 +341,8 @@ impl std::fmt::Display for Scalar {
             Scalar::Null => f.write_str("null"),
             Scalar::Bool(b) => write!(f, "{b}"),
             Scalar::Num(n) => write!(f, "{n}"),
-            Scalar::Str(s) => write!(f, "{:?}", &**s),
+            // Rust's `{:?}` escapes (`\u{7f}`) are not the filter language's.
+            Scalar::Str(s) => f.write_str(&crate::escape::quote(s)),
         }
     }
 }

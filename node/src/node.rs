@@ -67,6 +67,9 @@ pub enum NodeError {
         "the API address {0} is not loopback: set a bearer token with --token or TIDINGS_TOKEN"
     )]
     TokenRequired(SocketAddr),
+    /// `--token` (or `TIDINGS_TOKEN`) was given but is empty or blank.
+    #[error("the bearer token given with --token or TIDINGS_TOKEN is empty: set a non-blank one")]
+    EmptyToken,
 }
 
 /// A running node. Drop it or call [`Node::shutdown`] to stop.
@@ -86,6 +89,10 @@ impl Node {
             return Err(NodeError::Net(NetError::Config(
                 "at least one --listen address is needed".into(),
             )));
+        }
+        // A blank token would make `Authorization: Bearer ` a valid credential: as good as none.
+        if config.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(NodeError::EmptyToken);
         }
         if !config.api.ip().is_loopback() && config.token.is_none() {
             return Err(NodeError::TokenRequired(config.api));

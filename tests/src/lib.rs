@@ -63,6 +63,29 @@ impl NodeProcess {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<NodeProcess> {
+        Self::spawn(data, "127.0.0.1:0", None, extra_args, env)
+    }
+
+    /// Like [`NodeProcess::start`] with the API on `api` (`HOST:PORT`, port 0 for an OS-chosen
+    /// one) and, if given, `--token`, which the readiness poll then sends. `api` is the
+    /// address it listens on; [`NodeProcess::api`] is always a loopback URL, so a test only ever
+    /// talks to this machine even when the node listens on `0.0.0.0`.
+    pub fn start_with_api(
+        data: &Path,
+        api: &str,
+        token: Option<&str>,
+        extra_args: &[&str],
+    ) -> Result<NodeProcess> {
+        Self::spawn(data, api, token, extra_args, &[])
+    }
+
+    fn spawn(
+        data: &Path,
+        api: &str,
+        token: Option<&str>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<NodeProcess> {
         let bin = tidings_bin();
         if !bin.exists() {
             bail!(
@@ -81,7 +104,8 @@ impl NodeProcess {
             .arg("node")
             .arg("--data")
             .arg(data)
-            .args(["--api", "127.0.0.1:0"])
+            .args(["--api", api])
+            .args(token.map(|t| ["--token", t]).iter().flatten())
             .args(if extra_args.contains(&"--listen") {
                 &[][..]
             } else {
@@ -89,6 +113,7 @@ impl NodeProcess {
             })
             .args(extra_args)
             .env("RUST_LOG", "info")
+            .env_remove("TIDINGS_TOKEN")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -106,13 +131,12 @@ impl NodeProcess {
                 return Some(Err(status));
             }
             let api = std::fs::read_to_string(&addr_file).ok()?;
-            let api = api.trim().to_string();
-            let ok = http
-                .get(format!("{api}/v1/status"))
-                .send()
-                .ok()?
-                .status()
-                .is_success();
+            let api = api.trim().replace("://0.0.0.0:", "://127.0.0.1:");
+            let mut req = http.get(format!("{api}/v1/status"));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let ok = req.send().ok()?.status().is_success();
             ok.then_some(Ok(api))
         });
         match api {
@@ -169,6 +193,7 @@ impl Drop for NodeProcess {
 pub struct Api {
     base: String,
     http: reqwest::blocking::Client,
+    token: Option<String>,
 }
 
 impl Api {
@@ -180,14 +205,39 @@ impl Api {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .unwrap_or_else(|_| reqwest::blocking::Client::new()),
+            token: None,
+        }
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: &str) -> Api {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A request builder for `method path`, with the token if one is set, for requests the
+    /// helpers below do not cover (hostile ones included).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
     }
 
     /// `POST /v1/publish`; `Ok((status, json))` whatever the status.
     pub fn publish(&self, topic: &str, body: &Value) -> Result<(u16, Value)> {
         let r = self
-            .http
-            .post(format!("{}/v1/publish", self.base))
+            .request(reqwest::Method::POST, "/v1/publish")
             .json(&serde_json::json!({"topic": topic, "body": body}))
             .send()?;
         let status = r.status().as_u16();
@@ -197,8 +247,7 @@ impl Api {
     /// `POST path` with raw bytes (a CAR file), returning status and JSON.
     pub fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<(u16, Value)> {
         let r = self
-            .http
-            .post(format!("{}{path}", self.base))
+            .request(reqwest::Method::POST, path)
             .timeout(Duration::from_secs(300))
             .body(bytes)
             .send()?;
@@ -208,7 +257,7 @@ impl Api {
 
     /// `GET path`, returning status and JSON.
     pub fn get_json(&self, path: &str) -> Result<(u16, Value)> {
-        let r = self.http.get(format!("{}{path}", self.base)).send()?;
+        let r = self.request(reqwest::Method::GET, path).send()?;
         let status = r.status().as_u16();
         Ok((status, r.json()?))
     }
@@ -225,8 +274,7 @@ impl Api {
     /// `GET /v1/heads?topic=` that must succeed.
     pub fn heads(&self, topic: &str) -> Result<Vec<String>> {
         let r = self
-            .http
-            .get(format!("{}/v1/heads", self.base))
+            .request(reqwest::Method::GET, "/v1/heads")
             .query(&[("topic", topic)])
             .send()?;
         let v: Value = r.json()?;

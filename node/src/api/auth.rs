@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -18,7 +18,7 @@ pub(super) async fn check(token: Option<String>, req: Request, next: Next) -> Re
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer);
         // Compare without an early exit so timing says nothing about the token.
         let ok = given.is_some_and(|g| {
             g.len() == expected.len()
@@ -28,14 +28,27 @@ pub(super) async fn check(token: Option<String>, req: Request, next: Next) -> Re
                     == 0
         });
         if !ok {
-            return ApiError::new(
+            let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token (set TIDINGS_TOKEN or pass --token)",
             )
             .into_response();
+            // RFC 6750 §3: a 401 names the scheme the client should use.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tidings\""),
+            );
+            return resp;
         }
     }
     next.run(req).await
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme name is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` works as well; the token is taken as is.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// Counts 4xx and 5xx responses for `/metrics`.
@@ -47,4 +60,20 @@ pub(super) async fn count(metrics: Arc<Metrics>, req: Request, next: Next) -> Re
         Metrics::inc(&metrics.http_server_errors);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_token_exact() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER abc"), Some("abc"));
+        assert_eq!(bearer("Bearer abc def"), Some("abc def"));
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("abc"), None);
+    }
 }

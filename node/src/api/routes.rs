@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,8 +13,11 @@ use tidings_ipld_schema::{Cid, DAG_CBOR, Event, json as ipld_json, topic};
 use super::{ApiError, AppState};
 use crate::metrics::Metrics;
 
-/// Parses a CID from a path segment, with a 400 that says what was wrong.
-fn parse_cid(s: &str) -> Result<Cid, ApiError> {
+/// Parses a CID from a path segment, with a 400 that says what was wrong (a segment that is
+/// not even UTF-8 once percent-decoded included, which axum would answer in plain text).
+fn parse_cid(segment: Result<Path<String>, PathRejection>) -> Result<Cid, ApiError> {
+    let Path(s) =
+        segment.map_err(|r| ApiError::bad_request(format!("invalid CID: {}", r.body_text())))?;
     s.parse::<Cid>()
         .map_err(|e| ApiError::bad_request(format!("invalid CID {s:?}: {e}")))
 }
@@ -71,9 +74,9 @@ pub(super) async fn publish(
 /// `GET /v1/events/{cid}`: the event as JSON.
 pub(super) async fn event(
     State(st): State<AppState>,
-    Path(cid): Path<String>,
+    cid: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let cid = parse_cid(&cid)?;
+    let cid = parse_cid(cid)?;
     let store = st.router.store().clone();
     blocking(move || {
         let data = store
@@ -95,9 +98,9 @@ pub(super) async fn event(
 /// `GET /v1/blocks/{cid}`: the raw block.
 pub(super) async fn block(
     State(st): State<AppState>,
-    Path(cid): Path<String>,
+    cid: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let cid = parse_cid(&cid)?;
+    let cid = parse_cid(cid)?;
     let store = st.router.store().clone();
     let data = blocking(move || {
         store

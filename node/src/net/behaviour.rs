@@ -19,7 +19,7 @@ pub const KAD_PROTOCOL: &str = "/tidings/kad/1.0.0";
 pub const IDENTIFY_PROTOCOL: &str = "/tidings/id/1.0.0";
 
 /// Largest request or response on the tidings protocols: a batch of 1 MiB blocks.
-const MAX_MESSAGE: u64 = 16 << 20;
+pub(super) const MAX_MESSAGE: u64 = 16 << 20;
 
 /// Every protocol a node speaks.
 #[derive(NetworkBehaviour)]

@@ -10,6 +10,7 @@ pub mod rendezvous;
 pub mod replicate;
 pub mod subscribe;
 mod swarm;
+pub mod wire;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};

@@ -1,0 +1,48 @@
+//! Event blocks from the network or a CAR file: `Event::decode` and `verify(&cid, &bytes)`,
+//! then what the node does with a block that passed (JSON for subscribers, matching).
+//!
+//! The input is the block; its CID is computed from it, so the fuzzer gets past the hash check
+//! to the decoder, the shape checks and the signature. Checks, beyond "never panics": a decoded
+//! event re-encodes to exactly the input (decoding is canonical-only), and `verify` accepts
+//! only what decodes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::sync::LazyLock;
+use tidings_ipld_schema::{DAG_CBOR, Error, Event, RAW, cid_of, json, verify};
+use tidings_matcher::Filter;
+
+static FILTER: LazyLock<Option<Filter>> =
+    LazyLock::new(|| Filter::parse("/stocks/** where order = \"buy\" and price < 10").ok());
+
+fuzz_target!(|data: &[u8]| {
+    let cid = cid_of(DAG_CBOR, data);
+    let decoded = Event::decode(data);
+    if let Ok(event) = &decoded {
+        let again = event.encode().expect("a decoded event encodes");
+        assert_eq!(again, data, "decode accepted non-canonical bytes");
+        assert_eq!(event.to_block().expect("block").cid, cid);
+    }
+    match verify(&cid, data) {
+        Ok(event) => {
+            assert!(decoded.is_ok(), "verify accepted what decode refuses");
+            assert!(event.seq >= 1);
+            event
+                .author_peer_id()
+                .expect("a verified author is a peer id");
+            let j = json::event_to_json(&cid, &event);
+            if let Some(f) = FILTER.as_ref() {
+                let _ = f.matches(&event.topic, &j["body"]);
+            }
+        }
+        Err(Error::BadHash | Error::BadCodec { .. } | Error::UnsupportedHash { .. }) => {
+            panic!("the CID was computed from the block")
+        }
+        Err(_) => {}
+    }
+    // The same bytes under a raw CID are refused as not an event, never decoded.
+    assert!(matches!(
+        verify(&cid_of(RAW, data), data),
+        Err(Error::BadCodec { .. })
+    ));
+});

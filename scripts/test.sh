@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command: what the README says to run and what CI (.ci/run) runs, after fmt
+# and clippy. Installs what the tests need itself, since CI starts from a clean checkout:
+#   1. the independent Python IPLD implementation the interop test checks our blocks against;
+#   2. the workspace's tests (unit, property, interop, real-process);
+#   3. a short smoke run of every fuzz target from its committed seeds (scripts/fuzz-smoke.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+pip install -r ipld-schema/tests/interop/requirements.txt
+cargo test --workspace
+scripts/fuzz-smoke.sh

@@ -337,6 +337,15 @@ fn entry(
                 "field name (a JSONPath key must be at the top level)",
             ));
         }
+        // The text form ends a JSONPath at a space or operator outside brackets and quotes;
+        // one that runs past that could not be written there, so the syntaxes would differ.
+        if crate::parse_text::jsonpath_len(k) != k.len() {
+            return Err(ParseError::new(
+                kpos + 1,
+                "JSONPath with no space or operator character outside brackets and quotes",
+            )
+            .after(k));
+        }
         let jp = JsonPathExpr::compile(k)
             .map_err(|e| ParseError::new(kpos + 1, format!("valid JSONPath ({e})")))?;
         Path::Json(Arc::new(jp))

@@ -64,6 +64,39 @@ struct P<'a> {
     depth: usize,
 }
 
+/// Length of the JSONPath at the start of `s` in the text form: it runs to whitespace or an
+/// operator character outside brackets and quotes. (The JSON form checks its JSONPath keys with
+/// this too, so that every filter has a text form.)
+pub(crate) fn jsonpath_len(s: &str) -> usize {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut esc = false;
+    for (off, c) in s.char_indices() {
+        if let Some(q) = quote {
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '[' | '(' => depth += 1,
+            ']' | ')' if depth > 0 => depth -= 1,
+            _ if depth == 0
+                && (c.is_whitespace() || matches!(c, '<' | '>' | '=' | '!' | ')' | ',')) =>
+            {
+                return off;
+            }
+            _ => {}
+        }
+    }
+    s.len()
+}
+
 pub(crate) fn is_name_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '-'
 }
@@ -215,36 +248,7 @@ impl<'a> P<'a> {
     fn path(&mut self) -> Result<(Path, &'a str), ParseError> {
         let start = self.i;
         if self.peek() == Some(b'$') {
-            // A JSONPath runs to whitespace or an operator character outside brackets/quotes.
-            let mut depth = 0usize;
-            let mut quote: Option<char> = None;
-            let mut esc = false;
-            let mut end = self.s.len();
-            for (off, c) in self.s[start..].char_indices() {
-                if let Some(q) = quote {
-                    if esc {
-                        esc = false;
-                    } else if c == '\\' {
-                        esc = true;
-                    } else if c == q {
-                        quote = None;
-                    }
-                    continue;
-                }
-                match c {
-                    '\'' | '"' => quote = Some(c),
-                    '[' | '(' => depth += 1,
-                    ']' | ')' if depth > 0 => depth -= 1,
-                    _ if depth == 0
-                        && (c.is_whitespace()
-                            || matches!(c, '<' | '>' | '=' | '!' | ')' | ',')) =>
-                    {
-                        end = start + off;
-                        break;
-                    }
-                    _ => {}
-                }
-            }
+            let end = start + jsonpath_len(&self.s[start..]);
             self.i = end;
             let text = &self.s[start..end];
             let jp = JsonPathExpr::compile(text)

@@ -99,3 +99,23 @@ fn numbers_past_the_f64_range_print_as_numbers() {
         &json!({"num": -1e300, "big": "1e300"}),
     );
 }
+
+#[test]
+fn json_keys_that_are_jsonpaths_must_have_a_text_form() {
+    // Found by the fuzzer: jsonpath-rust takes `$.sto wherel[*]`, which the text form cannot
+    // write (its JSONPath ends at the space). The JSON form now refuses it, positioned.
+    let e = Filter::parse(r#"{"topic": "/a", "$.sto wherel[*]": 3}"#).expect_err("refused");
+    assert_eq!(e.pos, 17, "{e}");
+    assert!(e.to_string().contains("no space or operator"), "{e}");
+    for src in [
+        r#"{"topic": "/a", "$.legs[?(@.price < 10)].x": 3}"#,
+        r#"{"topic": "/a", "$['a b']": {"$gt": 1}}"#,
+    ] {
+        // Spaces and operators inside brackets are fine.
+        same_on(
+            src,
+            "/a",
+            &json!({"legs": [{"price": 1, "x": 3}], "a b": 2}),
+        );
+    }
+}

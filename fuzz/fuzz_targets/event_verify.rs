@@ -3,13 +3,13 @@
 //!
 //! The input is the block; its CID is computed from it, so the fuzzer gets past the hash check
 //! to the decoder, the shape checks and the signature. Checks, beyond "never panics": a decoded
-//! event re-encodes to exactly the input (decoding is canonical-only), and `verify` accepts
-//! only what decodes.
+//! event re-encodes to exactly the input (decoding is canonical-only), `verify` accepts only
+//! what decodes, and `verify_batch` (the fetch path) accepts exactly what `verify` accepts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
-use tidings_ipld_schema::{DAG_CBOR, Error, Event, RAW, cid_of, json, verify};
+use tidings_ipld_schema::{DAG_CBOR, Error, Event, RAW, cid_of, json, verify, verify_batch};
 use tidings_matcher::Filter;
 
 static FILTER: LazyLock<Option<Filter>> =
@@ -23,7 +23,17 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, data, "decode accepted non-canonical bytes");
         assert_eq!(event.to_block().expect("block").cid, cid);
     }
-    match verify(&cid, data) {
+    let verified = verify(&cid, data);
+    let batched = verify_batch([(&cid, data)]);
+    assert_eq!(batched.len(), 1);
+    assert_eq!(
+        batched[0].is_ok(),
+        verified.is_ok(),
+        "verify_batch and verify disagree: {:?} vs {:?}",
+        batched[0],
+        verified
+    );
+    match verified {
         Ok(event) => {
             assert!(decoded.is_ok(), "verify accepted what decode refuses");
             assert!(event.seq >= 1);

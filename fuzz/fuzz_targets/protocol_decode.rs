@@ -1,13 +1,18 @@
 //! The messages of `/tidings/{publish,replicate,subscribe,deliver}/1` as a remote peer's bytes
 //! reach the node: decoded by the swarm's own codec (`tidings_node::net::wire::decode`), then
 //! the checks the node applies before acting on them (CIDs parsed, blocks verified, filters
-//! parsed). The first input byte picks the message kind; the rest is the stream's content.
-//! Checks, beyond "never panics": whatever decodes re-encodes and decodes to the same bytes.
+//! parsed); and `/tidings/fetch/1` streams (a request; an answer of block frames and an end
+//! frame) read with `tidings_node::net::fetch`. The first input byte picks the message kind
+//! (the eight request-response kinds, then fetch request, then fetch answer); the rest is the
+//! stream's content. Checks, beyond "never panics": whatever decodes re-encodes and decodes to
+//! the same bytes.
 #![no_main]
 
+use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;
 use tidings_ipld_schema::{Cid, verify};
 use tidings_matcher::Filter;
+use tidings_node::net::fetch::{self, Frame};
 use tidings_node::net::publish::PublishResponse;
 use tidings_node::net::subscribe::SubscribeRequest;
 use tidings_node::net::wire::{Kind, Message, decode, encode};
@@ -18,11 +23,40 @@ fn check_block(cid: &[u8], block: &[u8]) {
     }
 }
 
+/// A fetch request stream, or an answer stream read frame by frame as the fetcher does.
+fn fetch_stream(request: bool, bytes: &[u8]) {
+    let mut io = futures::io::Cursor::new(bytes);
+    if request {
+        if let Ok(req) = block_on(fetch::read_request(&mut io)) {
+            let again = fetch::encode_request(&req).expect("a decoded request encodes");
+            let back = fetch::decode_request(&again[4..]).expect("an encoded request decodes");
+            assert_eq!(back, req);
+            for c in req.want.iter().chain(&req.have) {
+                let _ = Cid::try_from(c.as_slice());
+            }
+        }
+        return;
+    }
+    let mut buf = Vec::new();
+    while let Ok(frame) = block_on(fetch::read_frame(&mut io, &mut buf)) {
+        match frame {
+            Frame::Block(cid, data) => {
+                let _ = verify(&cid, &data);
+            }
+            Frame::End(_) => break,
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&first, bytes)) = data.split_first() else {
         return;
     };
-    let kind = Kind::ALL[usize::from(first) % Kind::ALL.len()];
+    let pick = usize::from(first) % (Kind::ALL.len() + 2);
+    if pick >= Kind::ALL.len() {
+        return fetch_stream(pick == Kind::ALL.len(), bytes);
+    }
+    let kind = Kind::ALL[pick];
     let Ok(msg) = decode(kind, bytes) else {
         return;
     };

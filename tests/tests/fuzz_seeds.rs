@@ -16,6 +16,7 @@ use tidings_ipld_schema::json::json_to_ipld;
 use tidings_ipld_schema::{Block, Cid, Event, Ipld, Keypair, RAW, cid_of, verify};
 use tidings_matcher::Filter;
 use tidings_node::net::deliver::{DeliverRequest, DeliverResponse};
+use tidings_node::net::fetch::{self, FetchEnd, FetchRequest};
 use tidings_node::net::publish::{PublishRequest, PublishResponse};
 use tidings_node::net::replicate::{ReplicateRequest, ReplicateResponse};
 use tidings_node::net::subscribe::{SubscribeRequest, SubscribeResponse};
@@ -178,6 +179,7 @@ fn generate() -> Result<BTreeMap<&'static str, Seeds>> {
         Message::SubscribeResponse(SubscribeResponse::Refused("this node is a peer".into())),
         Message::DeliverRequest(DeliverRequest {
             events: events[2..5].iter().map(pair).collect(),
+            after: vec![1, 1, 2],
         }),
         Message::DeliverResponse(DeliverResponse::Ok),
         Message::DeliverResponse(DeliverResponse::Refused("bad block".into())),
@@ -194,6 +196,27 @@ fn generate() -> Result<BTreeMap<&'static str, Seeds>> {
         bytes.extend(encode(m)?);
         wire.insert(format!("{i:02}-{kind:?}.bin"), bytes);
     }
+    // /tidings/fetch/1, after the request-response kinds: a request stream, an answer stream.
+    let fetch_request = FetchRequest {
+        want: vec![pair(&events[4]).0],
+        have: vec![pair(&events[0]).0],
+        max_blocks: 100,
+        max_bytes: 0,
+    };
+    let mut bytes = vec![Kind::ALL.len() as u8];
+    bytes.extend(fetch::encode_request(&fetch_request)?);
+    wire.insert("20-FetchRequest.bin".into(), bytes);
+    let mut bytes = vec![Kind::ALL.len() as u8 + 1];
+    for b in events[1..5].iter().rev() {
+        fetch::push_block(&mut bytes, &b.cid.to_bytes(), &b.data);
+    }
+    bytes.extend(fetch::end_frame(&FetchEnd {
+        blocks: 4,
+        more: vec![pair(&events[0]).0],
+        missing: vec![],
+        error: None,
+    }));
+    wire.insert("21-FetchAnswer.bin".into(), bytes);
     all.insert("protocol_decode", wire);
     Ok(all)
 }

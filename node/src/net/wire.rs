@@ -1,6 +1,7 @@
 //! The bytes of tidings' request-response messages, decoded and encoded exactly as the swarm
 //! does it, without a swarm: the fuzz targets (`fuzz/fuzz_targets/protocol_decode.rs`) and tests
-//! feed hostile bytes through the very codec a remote peer's stream goes through.
+//! feed hostile bytes through the very codec a remote peer's stream goes through. (The fetch
+//! protocol is a plain stream with its own framing: [`super::fetch`] decodes it.)
 
 use std::io;
 
@@ -226,6 +227,7 @@ mod tests {
             Message::SubscribeResponse(SubscribeResponse::Ok),
             Message::DeliverRequest(DeliverRequest {
                 events: vec![(b(b"c"), b(b"d"))],
+                after: vec![3],
             }),
             Message::DeliverResponse(DeliverResponse::Refused("no".into())),
         ]

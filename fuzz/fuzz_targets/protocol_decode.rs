@@ -1,9 +1,9 @@
-//! The messages of `/tidings/{publish,replicate,subscribe,deliver}/1` as a remote peer's bytes
+//! The messages of `/tidings/{publish,replicate,subscribe,deliver,history}/1` as a remote peer's bytes
 //! reach the node: decoded by the swarm's own codec (`tidings_node::net::wire::decode`), then
 //! the checks the node applies before acting on them (CIDs parsed, blocks verified, filters
 //! parsed); and `/tidings/fetch/1` streams (a request; an answer of block frames and an end
 //! frame) read with `tidings_node::net::fetch`. The first input byte picks the message kind
-//! (the eight request-response kinds, then fetch request, then fetch answer); the rest is the
+//! (the request-response kinds of `Kind::ALL`, then fetch request, then fetch answer); the rest is the
 //! stream's content. Checks, beyond "never panics": whatever decodes re-encodes and decodes to
 //! the same bytes.
 #![no_main]
@@ -13,6 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use tidings_ipld_schema::{Cid, verify};
 use tidings_matcher::Filter;
 use tidings_node::net::fetch::{self, Frame};
+use tidings_node::net::history::{HistoryRequest, HistoryResponse};
 use tidings_node::net::publish::PublishResponse;
 use tidings_node::net::subscribe::SubscribeRequest;
 use tidings_node::net::wire::{Kind, Message, decode, encode};
@@ -73,8 +74,14 @@ fuzz_target!(|data: &[u8]| {
                 let _ = Cid::try_from(h.as_slice());
             })
         }
-        Message::SubscribeRequest(SubscribeRequest::Lease { filter, .. }) => {
+        Message::SubscribeRequest(SubscribeRequest::Lease { filter, .. })
+        | Message::HistoryRequest(
+            HistoryRequest::DurableOpen { filter, .. } | HistoryRequest::Query { filter, .. },
+        ) => {
             let _ = Filter::parse(&filter);
+        }
+        Message::HistoryResponse(HistoryResponse::Page { events, .. }) => {
+            events.iter().for_each(|(c, b)| check_block(c, b))
         }
         _ => {}
     }

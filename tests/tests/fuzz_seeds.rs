@@ -17,6 +17,7 @@ use tidings_ipld_schema::{Block, Cid, Event, Ipld, Keypair, RAW, cid_of, verify}
 use tidings_matcher::Filter;
 use tidings_node::net::deliver::{DeliverRequest, DeliverResponse};
 use tidings_node::net::fetch::{self, FetchEnd, FetchRequest};
+use tidings_node::net::history::{Ack, HistoryRequest, HistoryResponse};
 use tidings_node::net::publish::{PublishRequest, PublishResponse};
 use tidings_node::net::replicate::{ReplicateRequest, ReplicateResponse};
 use tidings_node::net::subscribe::{SubscribeRequest, SubscribeResponse};
@@ -183,6 +184,32 @@ fn generate() -> Result<BTreeMap<&'static str, Seeds>> {
         }),
         Message::DeliverResponse(DeliverResponse::Ok),
         Message::DeliverResponse(DeliverResponse::Refused("bad block".into())),
+        Message::HistoryRequest(HistoryRequest::DurableOpen {
+            name: "buys".into(),
+            filter: FILTERS[3].into(),
+            since: Some(0),
+        }),
+        Message::HistoryRequest(HistoryRequest::DurableAck {
+            name: "buys".into(),
+            acks: vec![Ack {
+                author: serde_bytes::ByteBuf::from(keypair(1)?.public().encode_protobuf()),
+                topic: "/stocks/euronext/CTT".into(),
+                seq: 2,
+            }],
+        }),
+        Message::HistoryRequest(HistoryRequest::Query {
+            filter: FILTERS[1].into(),
+            durable: None,
+            since: Some(1_763_700_000_000),
+            cursor: 0,
+            max_events: 100,
+        }),
+        Message::HistoryResponse(HistoryResponse::Page {
+            events: events[..3].iter().map(pair).collect(),
+            next: Some(3),
+            acked: vec![],
+        }),
+        Message::HistoryResponse(HistoryResponse::Conflict("another filter".into())),
     ];
     let mut wire = Seeds::new();
     for (i, m) in messages.into_iter().enumerate() {

@@ -517,8 +517,12 @@ fn table() -> Result<Vec<Case>> {
     for q in [
         "/v1/subscribe",
         "/v1/subscribe?filter=%FF",
-        "/v1/subscribe?filter=%2Fa&durable=x",
-        "/v1/subscribe?filter=%2Fa&since=0",
+        "/v1/subscribe?filter=%2Fa&durable=",
+        "/v1/subscribe?filter=%2Fa&durable=a%20b",
+        "/v1/subscribe?filter=%2Fa&durable=%2F..%2Fx",
+        "/v1/subscribe?filter=%2Fa&since=-1",
+        "/v1/subscribe?filter=%2Fa&since=yesterday",
+        "/v1/subscribe?filter=%2Fa&since=99999999999999999999999",
     ] {
         cases.push(Case::new(format!("query {q}"), Method::GET, q).status(400));
     }
@@ -538,6 +542,24 @@ fn table() -> Result<Vec<Case>> {
     }
     cases.push(Case::new("absent event", Method::GET, format!("/v1/events/{absent}")).status(404));
     cases.push(Case::new("absent block", Method::GET, format!("/v1/blocks/{absent}")).status(404));
+    for name in ["%FF", "a%20b", "a%2Fb", "%00", &"n".repeat(129)] {
+        cases.push(
+            Case::new(
+                format!("delete durable {name:.40}"),
+                Method::DELETE,
+                format!("/v1/durable/{name}"),
+            )
+            .status(400),
+        );
+    }
+    cases.push(
+        Case::new(
+            "delete unknown durable",
+            Method::DELETE,
+            "/v1/durable/nobody",
+        )
+        .status(404),
+    );
     cases.push(Case::new("unknown route", Method::GET, "/v1/nope").status(404));
     cases.push(Case::new("wrong method on publish", Method::GET, "/v1/publish").status(405));
     cases.push(

@@ -108,6 +108,14 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     }
 }
 
+/// A path segment axum cannot extract (not UTF-8 once percent-decoded): a JSON 400, where
+/// axum's own rejection would be plain text.
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(r: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::bad_request(format!("bad path: {}", r.body_text()))
+    }
+}
+
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(r: axum::extract::rejection::QueryRejection) -> Self {
         ApiError::bad_request(r.body_text())

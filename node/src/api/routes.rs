@@ -14,10 +14,9 @@ use super::{ApiError, AppState};
 use crate::metrics::Metrics;
 
 /// Parses a CID from a path segment, with a 400 that says what was wrong (a segment that is
-/// not even UTF-8 once percent-decoded included, which axum would answer in plain text).
+/// not even UTF-8 once percent-decoded included).
 fn parse_cid(segment: Result<Path<String>, PathRejection>) -> Result<Cid, ApiError> {
-    let Path(s) =
-        segment.map_err(|r| ApiError::bad_request(format!("invalid CID: {}", r.body_text())))?;
+    let Path(s) = segment?;
     s.parse::<Cid>()
         .map_err(|e| ApiError::bad_request(format!("invalid CID {s:?}: {e}")))
 }

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -104,8 +104,9 @@ pub(super) async fn subscribe(
 /// `DELETE /v1/durable/{name}`.
 pub(super) async fn delete_durable(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(name) = name?;
     check_name(&name)?;
     st.router.delete_durable(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

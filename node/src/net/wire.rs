@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::behaviour::MAX_MESSAGE;
 use super::deliver::{self, DeliverRequest, DeliverResponse};
+use super::history::{self, HistoryRequest, HistoryResponse};
 use super::publish::{self, PublishRequest, PublishResponse};
 use super::replicate::{self, ReplicateRequest, ReplicateResponse};
 use super::subscribe::{self, SubscribeRequest, SubscribeResponse};
@@ -37,11 +38,15 @@ pub enum Kind {
     DeliverRequest,
     /// `/tidings/deliver/1` response.
     DeliverResponse,
+    /// `/tidings/history/1` request.
+    HistoryRequest,
+    /// `/tidings/history/1` response.
+    HistoryResponse,
 }
 
 impl Kind {
     /// Every kind, in a fixed order (a fuzz input's first byte picks one by index).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::PublishRequest,
         Kind::PublishResponse,
         Kind::ReplicateRequest,
@@ -50,6 +55,8 @@ impl Kind {
         Kind::SubscribeResponse,
         Kind::DeliverRequest,
         Kind::DeliverResponse,
+        Kind::HistoryRequest,
+        Kind::HistoryResponse,
     ];
 
     /// The protocol name this message travels on.
@@ -59,6 +66,7 @@ impl Kind {
             Kind::ReplicateRequest | Kind::ReplicateResponse => replicate::PROTOCOL,
             Kind::SubscribeRequest | Kind::SubscribeResponse => subscribe::PROTOCOL,
             Kind::DeliverRequest | Kind::DeliverResponse => deliver::PROTOCOL,
+            Kind::HistoryRequest | Kind::HistoryResponse => history::PROTOCOL,
         }
     }
 }
@@ -82,6 +90,10 @@ pub enum Message {
     DeliverRequest(DeliverRequest),
     /// See [`DeliverResponse`].
     DeliverResponse(DeliverResponse),
+    /// See [`HistoryRequest`].
+    HistoryRequest(HistoryRequest),
+    /// See [`HistoryResponse`].
+    HistoryResponse(HistoryResponse),
 }
 
 impl Message {
@@ -96,6 +108,8 @@ impl Message {
             Message::SubscribeResponse(_) => Kind::SubscribeResponse,
             Message::DeliverRequest(_) => Kind::DeliverRequest,
             Message::DeliverResponse(_) => Kind::DeliverResponse,
+            Message::HistoryRequest(_) => Kind::HistoryRequest,
+            Message::HistoryResponse(_) => Kind::HistoryResponse,
         }
     }
 }
@@ -153,6 +167,10 @@ pub fn decode(kind: Kind, bytes: &[u8]) -> io::Result<Message> {
         Kind::DeliverResponse => {
             M::DeliverResponse(read_response::<DeliverRequest, _>(kind, bytes)?)
         }
+        Kind::HistoryRequest => M::HistoryRequest(read_request::<_, HistoryResponse>(kind, bytes)?),
+        Kind::HistoryResponse => {
+            M::HistoryResponse(read_response::<HistoryRequest, _>(kind, bytes)?)
+        }
     })
 }
 
@@ -190,6 +208,8 @@ pub fn encode(msg: Message) -> io::Result<Vec<u8>> {
         Message::SubscribeResponse(m) => write_response::<SubscribeRequest, _>(kind, m),
         Message::DeliverRequest(m) => write_request::<_, DeliverResponse>(kind, m),
         Message::DeliverResponse(m) => write_response::<DeliverRequest, _>(kind, m),
+        Message::HistoryRequest(m) => write_request::<_, HistoryResponse>(kind, m),
+        Message::HistoryResponse(m) => write_response::<HistoryRequest, _>(kind, m),
     }
 }
 
@@ -230,6 +250,8 @@ mod tests {
                 after: vec![3],
             }),
             Message::DeliverResponse(DeliverResponse::Refused("no".into())),
+            Message::HistoryRequest(HistoryRequest::DurableDelete { name: "d".into() }),
+            Message::HistoryResponse(HistoryResponse::NotFound),
         ]
     }
 

@@ -121,6 +121,15 @@ impl Event {
         Event::from_ipld(v)
     }
 
+    /// Decodes a block that was verified before (read back from a store): the shape is checked,
+    /// the canonical re-encoding is not, which saves an encode per block on hot read paths.
+    /// `None` for a block that is not an event.
+    pub fn decode_stored(bytes: &[u8]) -> Option<Event> {
+        serde_ipld_dagcbor::from_slice::<Ipld>(bytes)
+            .ok()
+            .and_then(|v| Event::from_ipld(v).ok())
+    }
+
     /// Builds an event from its IPLD map form, checking the shape as [`Event::decode`] does.
     pub fn from_ipld(v: Ipld) -> Result<Event, Error> {
         let Ipld::Map(mut m) = v else {

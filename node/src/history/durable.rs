@@ -4,7 +4,7 @@
 
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
-use tidings_ipld_schema::{Event, Ipld, json as ipld_json};
+use tidings_ipld_schema::{Event, json as ipld_json};
 use tidings_matcher::Filter;
 
 use crate::net::history::{Ack, HistoryRequest, HistoryResponse};
@@ -150,10 +150,7 @@ fn page(
             }
             scanned += 1;
             // Stored blocks were verified on the way in.
-            let Some(event) = serde_ipld_dagcbor::from_slice::<Ipld>(&data)
-                .ok()
-                .and_then(|v| Event::from_ipld(v).ok())
-            else {
+            let Some(event) = Event::decode_stored(&data) else {
                 continue;
             };
             if since.is_some_and(|s| event.time < s)

@@ -368,10 +368,7 @@ impl Store {
                 break;
             }
             // The store checked these blocks on the way in: read links without re-checking.
-            if let Some(event) = serde_ipld_dagcbor::from_slice::<tidings_ipld_schema::Ipld>(data)
-                .ok()
-                .and_then(|v| Event::from_ipld(v).ok())
-            {
+            if let Some(event) = Event::decode_stored(data) {
                 for link in event.prev.iter().copied().chain(event.body_links()) {
                     if seen.insert(link) {
                         queue.push_back(link);

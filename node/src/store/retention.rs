@@ -4,7 +4,7 @@
 //! here can still be fetched by CID from a holder.
 
 use redb::ReadableTable;
-use tidings_ipld_schema::{Event, Ipld};
+use tidings_ipld_schema::Event;
 
 use super::tables::{BLOCKS, LOG, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key};
 use super::{Store, StoreError, db};
@@ -71,9 +71,7 @@ impl Store {
                     continue;
                 };
                 let data = g.value();
-                let event = serde_ipld_dagcbor::from_slice::<Ipld>(data)
-                    .ok()
-                    .and_then(|i| Event::from_ipld(i).ok());
+                let event = Event::decode_stored(data);
                 let time = event.as_ref().map_or(0, |e| e.time);
                 let too_old = limits
                     .max_age_ms

@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use serde_bytes::ByteBuf;
 use tidings_ipld_schema::{Cid, Event, json as ipld_json};
 use tidings_matcher::Filter;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::local::Subscription;
-use super::router::{PublishError, Router, now_ms};
+use super::router::{PublishError, Router, blocking, now_ms, verify_wire};
 use crate::history::durable::{self as member, MAX_PAGE};
 use crate::net::history::{Ack, HistoryRequest, HistoryResponse};
 use crate::net::rendezvous;
@@ -82,12 +81,14 @@ impl DurableLocks {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, PublishError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PublishError::Task(e.to_string()))
+/// Answers `peer`'s request from this node's store, off the async runtime.
+async fn serve_here(
+    router: &Router,
+    peer: PeerId,
+    req: HistoryRequest,
+) -> Result<HistoryResponse, PublishError> {
+    let store = router.store().clone();
+    blocking(move || Ok(member::serve(&store, peer, req, now_ms()))).await
 }
 
 /// Sends `req` to `member` (or serves it here when `member` is this node).
@@ -98,10 +99,7 @@ async fn ask(
 ) -> Result<HistoryResponse, String> {
     let me = router.net().local_peer();
     if member == me {
-        let store = router.store().clone();
-        return blocking(move || member::serve(&store, me, req, now_ms()))
-            .await
-            .map_err(|e| e.to_string());
+        return serve_here(router, me, req).await.map_err(|e| e.to_string());
     }
     match tokio::time::timeout(REQUEST_TIMEOUT, router.net().history(member, req)).await {
         Ok(Ok(r)) => Ok(r),
@@ -135,9 +133,7 @@ impl Router {
                 filter: src.to_string(),
                 since: ask_for.since,
             };
-            let store = self.store().clone();
-            let req = open.clone();
-            match blocking(move || member::serve(&store, me, req, now_ms())).await? {
+            match serve_here(self, me, open.clone()).await? {
                 HistoryResponse::Conflict(m) => return Err(PublishError::Conflict(m)),
                 HistoryResponse::Ok { existed: e } => existed |= e,
                 HistoryResponse::Refused(m) => return Err(PublishError::Unavailable(m)),
@@ -289,7 +285,8 @@ impl Router {
                     acked,
                 } => {
                     for (cid, data) in events {
-                        out.push(verify_page_entry(&cid, &data)?);
+                        let (block, event) = verify_wire(&cid, data.into_vec())?;
+                        out.push((block.cid, event));
                     }
                     match next {
                         Some(n) if n > cursor => cursor = n,
@@ -308,8 +305,7 @@ impl Router {
                 "this node is a peer: it holds no rendezvous duty".into(),
             );
         }
-        let store = self.store().clone();
-        blocking(move || member::serve(&store, peer, req, now_ms()))
+        serve_here(self, peer, req)
             .await
             .unwrap_or_else(|e| HistoryResponse::Refused(e.to_string()))
     }
@@ -324,11 +320,7 @@ impl Router {
             name: name.to_string(),
             acks,
         };
-        let me = self.net().local_peer();
-        let mut targets = self.net().rendezvous_set(root);
-        if !targets.contains(&me) {
-            targets.push(me);
-        }
+        let targets = self.set_and_self(root);
         let answers =
             futures::future::join_all(targets.iter().map(|m| ask(self, *m, req.clone()))).await;
         for (m, a) in targets.iter().zip(answers) {
@@ -338,35 +330,34 @@ impl Router {
         }
     }
 
+    /// The root's rendezvous set plus this node, which keeps its own record of each durable.
+    fn set_and_self(&self, root: &str) -> Vec<PeerId> {
+        let me = self.net().local_peer();
+        let mut targets = self.net().rendezvous_set(root);
+        if !targets.contains(&me) {
+            targets.push(me);
+        }
+        targets
+    }
+
     /// Deletes this node's durable subscription `name` here and on its set.
     pub async fn delete_durable(&self, name: &str) -> Result<(), PublishError> {
         let store = self.store().clone();
         let me = self.net().local_peer();
         let key = member::key(&me, name);
-        let rec = blocking(move || store.durable(&key))
+        let rec = blocking(move || Ok(store.durable(&key)?))
             .await?
-            .map_err(PublishError::from)?
             .ok_or_else(|| {
                 PublishError::NotFound(format!("no durable subscription {name:?} on this node"))
             })?;
         let req = HistoryRequest::DurableDelete {
             name: name.to_string(),
         };
-        let mut targets = self.net().rendezvous_set(&rec.root);
-        if !targets.contains(&me) {
-            targets.push(me);
-        }
+        let targets = self.set_and_self(&rec.root);
         futures::future::join_all(targets.iter().map(|m| ask(self, *m, req.clone()))).await;
         tracing::info!(durable = %name, "durable subscription deleted");
         Ok(())
     }
-}
-
-/// Checks a history entry from a member: CID bytes, and the block against it.
-fn verify_page_entry(cid: &ByteBuf, data: &ByteBuf) -> Result<(Cid, Event), String> {
-    let cid = Cid::try_from(cid.as_slice()).map_err(|e| format!("bad CID: {e}"))?;
-    let event = tidings_ipld_schema::verify(&cid, data).map_err(|e| format!("block {cid}: {e}"))?;
-    Ok((cid, event))
 }
 
 /// Orders history by time, then makes each (author, topic) stream strictly `seq`-ordered in the

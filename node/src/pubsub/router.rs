@@ -113,7 +113,8 @@ type StreamAt = (PeerId, Vec<u8>, String);
 /// Env var of the test-only delivery fault (see [`Router`]).
 pub const DROP_DELIVERIES_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD";
 
-async fn blocking<T: Send + 'static>(
+/// Runs store work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, PublishError> + Send + 'static,
 ) -> Result<T, PublishError> {
     tokio::task::spawn_blocking(f)
@@ -618,7 +619,7 @@ impl Router {
 }
 
 /// Verifies a block received over the network against its CID and as a signed event.
-fn verify_wire(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), String> {
+pub(crate) fn verify_wire(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), String> {
     let cid = Cid::try_from(cid).map_err(|e| format!("bad CID: {e}"))?;
     let event = verify(&cid, &data).map_err(|e| format!("block {cid}: {e}"))?;
     Ok((Block { cid, data }, event))

@@ -193,19 +193,23 @@ impl Acks {
     }
 }
 
-async fn websocket(mut socket: WebSocket, opened: Opened, router: Arc<Router>) {
+/// Splits an opened subscription into its id, what to send, and its acknowledgements.
+fn start(opened: Opened, router: Arc<Router>) -> (u64, Feed, Acks) {
     let Opened {
         sub,
         backlog,
         durable,
     } = opened;
-    let id = sub.id();
-    let mut feed = Feed::new(sub, backlog);
-    let mut acks = Acks {
+    let acks = Acks {
         durable,
         pending: HashMap::new(),
         router,
     };
+    (sub.id(), Feed::new(sub, backlog), acks)
+}
+
+async fn websocket(mut socket: WebSocket, opened: Opened, router: Arc<Router>) {
+    let (id, mut feed, mut acks) = start(opened, router);
     // Sent, not yet acknowledged: CID → stream position.
     let mut unacked: HashMap<Arc<str>, Arc<StreamPos>> = HashMap::new();
     let mut tick = tokio::time::interval(ACK_FLUSH);
@@ -260,18 +264,7 @@ fn sse(
     // Room for one event: "sent" is as close to "written to the socket" as SSE allows.
     let (tx, rx) = mpsc::channel::<SseEvent>(1);
     tokio::spawn(async move {
-        let Opened {
-            sub,
-            backlog,
-            durable,
-        } = opened;
-        let id = sub.id();
-        let mut feed = Feed::new(sub, backlog);
-        let mut acks = Acks {
-            durable,
-            pending: HashMap::new(),
-            router,
-        };
+        let (id, mut feed, mut acks) = start(opened, router);
         let mut tick = tokio::time::interval(ACK_FLUSH);
         loop {
             tokio::select! {

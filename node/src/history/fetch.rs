@@ -278,7 +278,7 @@ fn local_frontier(
 }
 
 /// The link to follow from `event` on `chain`, if it is on the chain and not yet at its end.
-fn chain_link(chain: &Chain, event: &Event) -> Option<Cid> {
+pub(crate) fn chain_link(chain: &Chain, event: &Event) -> Option<Cid> {
     (event.author == chain.author && event.topic == chain.topic && event.seq > chain.after_seq + 1)
         .then(|| event.prev.first().copied())
         .flatten()

@@ -43,11 +43,7 @@ pub fn chain_back(
     chain: &Chain,
 ) -> Result<Vec<(Cid, Event)>, StoreError> {
     let mut out = Vec::new();
-    let mut cur = head
-        .prev
-        .first()
-        .copied()
-        .filter(|_| head.seq > chain.after_seq + 1);
+    let mut cur = fetch::chain_link(chain, head);
     while let Some(cid) = cur.take() {
         let Some(data) = store.get_block(&cid)? else {
             break;
@@ -61,11 +57,7 @@ pub fn chain_back(
         {
             break;
         }
-        cur = event
-            .prev
-            .first()
-            .copied()
-            .filter(|_| event.seq > chain.after_seq + 1);
+        cur = fetch::chain_link(chain, &event);
         out.push((cid, event));
     }
     out.reverse();

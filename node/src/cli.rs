@@ -204,20 +204,26 @@ pub struct NodeArgs {
 #[derive(Debug, Clone, Copy)]
 pub struct Age(pub std::time::Duration);
 
+/// Seconds in an age like `90s`, `15m`, `12h`, `7d`.
+fn age_secs(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: want a number and a unit, like 90s, 15m, 12h or 7d"))?;
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(n.saturating_mul(per))
+}
+
 impl std::str::FromStr for Age {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: want a number and a unit, like 90s, 15m, 12h or 7d"))?;
-        let secs = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86_400,
-            _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
-        };
+        let secs = age_secs(s)?;
         if secs == 0 {
             return Err(format!("{s:?}: must be more than zero"));
         }
@@ -449,21 +455,12 @@ fn parse_since(t: &str) -> Result<u64> {
     if let Ok(ms) = t.parse::<u64>() {
         return Ok(ms);
     }
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num.parse().with_context(|| {
-        format!("--since {t:?}: want milliseconds since the epoch or an age like 15m")
-    })?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("--since {t:?}: the age unit must be s, m, h or d"),
-    };
+    let secs = age_secs(t)
+        .map_err(|e| anyhow::anyhow!("--since {e} (or milliseconds since the epoch)"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    Ok(now.saturating_sub(secs * 1000))
+    Ok(now.saturating_sub(secs.saturating_mul(1000)))
 }
 
 /// `tidings sub`: prints `data` of each SSE event as one line; an `error` event ends it.

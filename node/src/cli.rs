@@ -198,6 +198,11 @@ pub struct NodeArgs {
     /// A durable subscription unused for this long is deleted.
     #[arg(long, value_name = "AGE", default_value = "7d")]
     pub durable_expiry: Age,
+    /// How often a broker compares each root's streams and durable subscriptions with the other
+    /// members of its rendezvous set and pulls what it lacks (after a restart, a partition, or
+    /// on joining a set).
+    #[arg(long, value_name = "AGE", default_value = "5s")]
+    pub sync_interval: Age,
 }
 
 /// A duration on the command line: `90s`, `15m`, `12h`, `7d`.

@@ -66,6 +66,7 @@ async fn run_node(args: cli::NodeArgs) -> Result<()> {
             retain_age: args.retain_age.map(|d| d.0),
             retain_bytes: args.retain_bytes.map(|b| b.0),
             durable_expiry: args.durable_expiry.0,
+            sync_interval: args.sync_interval.0,
         },
     })
     .await?;

@@ -124,6 +124,7 @@ impl Node {
             tokio::spawn(crate::history::serve::serve(network, store.clone())),
             tokio::spawn(inbound::serve(router.clone(), inbound_rx)),
             tokio::spawn(router.clone().maintain()),
+            tokio::spawn(router.clone().sync_replicas(config.history.sync_interval)),
         ];
 
         let listener = tokio::net::TcpListener::bind(config.api)

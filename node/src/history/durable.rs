@@ -7,7 +7,7 @@ use serde_bytes::ByteBuf;
 use tidings_ipld_schema::{Event, json as ipld_json};
 use tidings_matcher::Filter;
 
-use crate::net::history::{Ack, HistoryRequest, HistoryResponse};
+use crate::net::history::{Ack, HistoryRequest, HistoryResponse, Tip};
 use crate::store::{DurableRecord, Store, StoreError};
 
 /// Log entries read per store transaction while scanning.
@@ -74,6 +74,7 @@ fn serve_inner(
                         since,
                         acked: Vec::new(),
                         last_used_ms: now_ms,
+                        created_ms: now_ms,
                     }),
                     HistoryResponse::Ok { existed: false },
                 ),
@@ -96,6 +97,31 @@ fn serve_inner(
                 Some(_) => (None, HistoryResponse::Ok { existed: true }),
                 None => (None, HistoryResponse::NotFound),
             })
+        }
+        // Leases live in the router, which answers this before the store is asked.
+        HistoryRequest::Leases { .. } => Ok(HistoryResponse::Refused(
+            "leases are not kept in the store".into(),
+        )),
+        HistoryRequest::Tips { root } => {
+            let streams = store
+                .stream_tips(&root)?
+                .into_iter()
+                .map(|t| Tip {
+                    author: ByteBuf::from(t.author),
+                    topic: t.topic,
+                    seq: t.seq,
+                    cid: ByteBuf::from(t.cid.to_bytes()),
+                })
+                .collect();
+            let mut durables = Vec::new();
+            for (key, rec) in store.durables()? {
+                if rec.root == root {
+                    let bytes = serde_ipld_dagcbor::to_vec(&rec)
+                        .map_err(|e| StoreError::Corrupt(format!("durable record: {e}")))?;
+                    durables.push((key, ByteBuf::from(bytes)));
+                }
+            }
+            Ok(HistoryResponse::Tips { streams, durables })
         }
         HistoryRequest::Query {
             filter,
@@ -183,6 +209,39 @@ fn page(
         events,
         next,
         acked,
+    })
+}
+
+/// Takes in a durable record another member of its set holds (replica sync), so a member that
+/// was away or joined the set late keeps the subscription too. A record not held here is
+/// copied with its backlog starting at its creation time (log positions are per node); one
+/// held with the same filter takes the higher acks. Returns whether anything changed.
+pub fn merge_synced(store: &Store, key: &str, theirs: DurableRecord) -> Result<bool, StoreError> {
+    store.update_durable(key, |cur| match cur {
+        None => {
+            let since = match (theirs.since, theirs.created_ms) {
+                (Some(s), _) => Some(s),
+                (None, 0) => None,
+                (None, created) => Some(created),
+            };
+            let copy = DurableRecord {
+                start: 0,
+                since,
+                ..theirs
+            };
+            (Some(copy), true)
+        }
+        Some(mut rec) if rec.filter == theirs.filter => {
+            let before = rec.clone();
+            for (author, topic, seq) in &theirs.acked {
+                rec.ack(author, topic, *seq);
+            }
+            rec.last_used_ms = rec.last_used_ms.max(theirs.last_used_ms);
+            let changed = rec != before;
+            (Some(rec), changed)
+        }
+        // Another filter under the same name: the subscriber's node settles that on open.
+        Some(rec) => (Some(rec), false),
     })
 }
 

@@ -16,10 +16,17 @@ pub struct HistoryConfig {
     pub retain_bytes: Option<u64>,
     /// A durable subscription unused for this long is deleted.
     pub durable_expiry: std::time::Duration,
+    /// How often a rendezvous member compares its streams with the other members of its sets
+    /// and pulls what it lacks (replica sync).
+    pub sync_interval: std::time::Duration,
 }
 
 /// Durable subscriptions last 7 days unused (DESIGN §5).
 pub const DEFAULT_DURABLE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// Replica sync runs every 5 s by default: a member that was away catches up within seconds,
+/// at the cost of one small request per root and member.
+pub const DEFAULT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Default for HistoryConfig {
     fn default() -> Self {
@@ -27,6 +34,7 @@ impl Default for HistoryConfig {
             retain_age: None,
             retain_bytes: None,
             durable_expiry: DEFAULT_DURABLE_EXPIRY,
+            sync_interval: DEFAULT_SYNC_INTERVAL,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use libp2p::allow_block_list::{self, BlockedPeers};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, identify, identity, kad, ping};
@@ -24,6 +25,8 @@ pub(super) const MAX_MESSAGE: u64 = 16 << 20;
 /// Every protocol a node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Peers refused at the connection level (the test-only partition gate, see `gate`).
+    pub blocked: allow_block_list::Behaviour<BlockedPeers>,
     /// Kademlia on `/tidings/kad/1.0.0`: brokers in server mode, peers in client mode.
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     /// identify: learns listen addresses and protocols of connected peers.
@@ -75,6 +78,7 @@ impl Behaviour {
             kad::Mode::Client
         }));
         Behaviour {
+            blocked: allow_block_list::Behaviour::default(),
             kad,
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())

@@ -62,6 +62,45 @@ pub enum HistoryRequest {
         /// Most events in the answer.
         max_events: u32,
     },
+    /// The subscription leases of `root` held by the member: a broker about to act as primary
+    /// for the first time since it started asks for them, so it routes to every subscriber
+    /// at once instead of after their next renewal.
+    Leases {
+        /// Root segment.
+        root: String,
+    },
+    /// Replica sync between members of a root's set: the tips of every stream of `root` and
+    /// the durable subscription records of that root held here.
+    Tips {
+        /// Root segment.
+        root: String,
+    },
+}
+
+/// One (author, topic) stream's newest event as a member holds it (replica sync).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tip {
+    /// Author key bytes.
+    pub author: ByteBuf,
+    /// Topic.
+    pub topic: String,
+    /// Highest seq held.
+    pub seq: u64,
+    /// Its CID bytes.
+    pub cid: ByteBuf,
+}
+
+/// A subscription lease as a member holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    /// The subscriber node's peer id bytes.
+    pub peer: ByteBuf,
+    /// Its subscription id.
+    pub id: u64,
+    /// Filter source.
+    pub filter: String,
+    /// Milliseconds left.
+    pub ms_left: u64,
 }
 
 /// A member's answer.
@@ -85,6 +124,15 @@ pub enum HistoryResponse {
         /// The durable's acks as this member holds them.
         acked: Vec<Ack>,
     },
+    /// The answer to `Tips`.
+    Tips {
+        /// Every stream of the root held here.
+        streams: Vec<Tip>,
+        /// (durable key, DAG-CBOR record) of the root's durable subscriptions.
+        durables: Vec<(String, ByteBuf)>,
+    },
+    /// The answer to `Leases`.
+    Leases(Vec<Lease>),
     /// Refused (not a broker, bad filter, store failure).
     Refused(String),
 }

@@ -4,6 +4,7 @@
 mod behaviour;
 pub mod deliver;
 pub mod fetch;
+mod gate;
 pub mod history;
 pub mod publish;
 pub mod rendezvous;

@@ -52,6 +52,9 @@ macro_rules! on_rr {
     };
 }
 
+/// How often unconnected bootstrap nodes are dialled again.
+const REDIAL: Duration = Duration::from_secs(3);
+
 type Pending<T> = HashMap<OutboundRequestId, oneshot::Sender<Result<T, NetError>>>;
 
 /// An answer from the node, ready to go back on the wire.
@@ -75,6 +78,10 @@ struct Task {
     deliver: Pending<DeliverResponse>,
     history: Pending<HistoryResponse>,
     last_lookup: std::time::Instant,
+    /// Bootstrap addresses, dialled again while their node is not connected: after a restart
+    /// or a healed partition, that is how a node finds the network again.
+    bootstrap: Vec<(PeerId, Multiaddr)>,
+    gate: Option<super::gate::Gate>,
 }
 
 /// Builds the swarm, starts listening and dialling, and spawns the swarm task.
@@ -104,6 +111,7 @@ pub fn start(
             NetError::Config(format!("cannot listen on {addr}: {}", error_chain(&e)))
         })?;
     }
+    let mut bootstrap = Vec::new();
     for addr in &config.bootstrap {
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
             return Err(NetError::Config(format!(
@@ -115,6 +123,7 @@ pub fn start(
             .filter(|p| !matches!(p, Protocol::P2p(_)))
             .collect();
         swarm.behaviour_mut().kad.add_address(&peer, transport_addr);
+        bootstrap.push((peer, addr.clone()));
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!(%addr, error = %e, "cannot dial bootstrap node");
         }
@@ -148,6 +157,8 @@ pub fn start(
         deliver: HashMap::new(),
         history: HashMap::new(),
         last_lookup: std::time::Instant::now() - Duration::from_secs(60),
+        bootstrap,
+        gate: super::gate::Gate::from_env(),
     };
     let handle = tokio::spawn(task.run(cmd_rx));
     Ok((network, in_rx, handle))
@@ -156,6 +167,8 @@ pub fn start(
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut bootstrap = tokio::time::interval(Duration::from_secs(30));
+        let mut redial = tokio::time::interval(REDIAL);
+        let mut gate = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -168,9 +181,24 @@ impl Task {
                     // Refreshes the routing table; fails harmlessly while no peer is known.
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
+                _ = redial.tick() => self.redial(),
+                _ = gate.tick(), if self.gate.is_some() => {
+                    if let Some(g) = self.gate.as_mut() {
+                        g.apply(&mut self.swarm.behaviour_mut().blocked);
+                    }
+                }
             }
         }
         tracing::debug!("network task stopped");
+    }
+
+    /// Dials the bootstrap nodes that are not connected (a no-op while they are).
+    fn redial(&mut self) {
+        for (peer, addr) in &self.bootstrap {
+            if !self.swarm.is_connected(peer) {
+                let _ = self.swarm.dial(addr.clone());
+            }
+        }
     }
 
     fn on_command(&mut self, cmd: Command) {

@@ -305,6 +305,24 @@ impl Router {
                 "this node is a peer: it holds no rendezvous duty".into(),
             );
         }
+        if let HistoryRequest::Leases { root } = &req {
+            return HistoryResponse::Leases(
+                self.remote()
+                    .leases_of(root)
+                    .into_iter()
+                    .map(|(peer, id, filter, left)| crate::net::history::Lease {
+                        peer: serde_bytes::ByteBuf::from(peer.to_bytes()),
+                        id,
+                        filter,
+                        ms_left: left.as_millis() as u64,
+                    })
+                    .collect(),
+            );
+        }
+        if let HistoryRequest::Tips { root } = &req {
+            // Another member syncs this root with us: we may have just joined its set.
+            self.sync_state().note_root(root);
+        }
         serve_here(self, peer, req)
             .await
             .unwrap_or_else(|e| HistoryResponse::Refused(e.to_string()))

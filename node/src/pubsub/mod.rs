@@ -7,6 +7,7 @@ pub mod local;
 pub mod outbox;
 pub mod receive;
 pub mod remote;
+pub mod replica_sync;
 pub mod router;
 
 pub use router::{PublishError, Published, Router};

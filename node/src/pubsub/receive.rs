@@ -42,9 +42,12 @@ pub enum Arrival {
 
 impl Receiver {
     /// Classifies `event` and remembers it. `after` is the sender's word on the previous event
-    /// of the stream it delivered here (0: no word): only a jump past it is a gap, since events
-    /// that match no filter here are never delivered. With `accept_gap` false, an event after a
-    /// gap is not remembered, so it can arrive again once the gap is repaired.
+    /// of the stream it delivered here: only a jump past it is a gap, since events that match
+    /// no filter here are never delivered. 0 means the sender does not know (its first delivery
+    /// of the stream here, e.g. a new primary after a failover), so any jump is treated as a
+    /// gap: a repair that finds only unmatched events costs one fetch, a missed one loses an
+    /// event. With `accept_gap` false, an event after a gap is not remembered, so it can
+    /// arrive again once the gap is repaired.
     pub fn arrive(&self, cid: &Cid, event: &Event, after: u64, accept_gap: bool) -> Arrival {
         let Ok(mut inner) = self.inner.lock() else {
             return Arrival::InOrder;
@@ -54,7 +57,7 @@ impl Receiver {
         }
         let key = (event.author.clone(), event.topic.clone());
         let last = inner.last_seq.get(&key).copied();
-        let gap = |l: u64| after > l && event.seq > l + 1;
+        let gap = |l: u64| (after == 0 || after > l) && event.seq > l + 1;
         if let Some((l, last_cid)) = last
             && gap(l)
             && !accept_gap

@@ -75,6 +75,43 @@ impl RemoteSubs {
         Ok(())
     }
 
+    /// Takes in a lease another member of the set holds (a broker that just started learns the
+    /// subscriptions it must route to): added if absent, and never shortened.
+    pub fn adopt(
+        &self,
+        peer: PeerId,
+        remote_id: u64,
+        src: &str,
+        remaining: Duration,
+    ) -> Result<(), String> {
+        let held_longer = self.inner.lock().is_ok_and(|inner| {
+            inner
+                .by_key
+                .get(&(peer, remote_id))
+                .and_then(|id| inner.entries.get(id))
+                .is_some_and(|e| e.src == src && e.expires >= Instant::now() + remaining)
+        });
+        if held_longer {
+            return Ok(());
+        }
+        self.lease(peer, remote_id, src, remaining)
+    }
+
+    /// The leases of `root` held here: (peer, its subscription id, filter, time left).
+    pub fn leases_of(&self, root: &str) -> Vec<(PeerId, u64, String, Duration)> {
+        let now = Instant::now();
+        self.inner
+            .lock()
+            .map(|i| {
+                i.entries
+                    .values()
+                    .filter(|e| e.root == root && e.expires > now)
+                    .map(|e| (e.peer, e.remote_id, e.src.clone(), e.expires - now))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Drops `peer`'s subscription `remote_id`.
     pub fn cancel(&self, peer: PeerId, remote_id: u64) {
         if let Ok(mut inner) = self.inner.lock()

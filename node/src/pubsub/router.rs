@@ -105,6 +105,8 @@ pub struct Router {
     durable_locks: crate::pubsub::history::DurableLocks,
     /// Retention and durable expiry.
     history: history::HistoryConfig,
+    /// Replica sync's roots and holes.
+    sync: crate::pubsub::replica_sync::SyncState,
 }
 
 /// (subscriber node, author key, topic).
@@ -150,7 +152,18 @@ impl Router {
             delivered: std::sync::Mutex::default(),
             durable_locks: Default::default(),
             history,
+            sync: Default::default(),
         }
+    }
+
+    /// Replica sync's pending work.
+    pub(crate) fn sync_state(&self) -> &crate::pubsub::replica_sync::SyncState {
+        &self.sync
+    }
+
+    /// The history settings.
+    pub fn history_config(&self) -> history::HistoryConfig {
+        self.history
     }
 
     /// The store behind this router.
@@ -286,11 +299,21 @@ impl Router {
     pub async fn serve_publish(&self, block: &Block, event: &Event) -> PublishResponse {
         let store = self.store.clone();
         let (b, e) = (block.clone(), event.clone());
-        if let Err(err) = blocking(move || Ok(store.insert_events(&[(b, e)], &[])?)).await {
-            return PublishResponse::Refused {
-                status: 503,
-                message: format!("primary could not store the event: {err}"),
-            };
+        match blocking(move || {
+            let batch = [(b, e)];
+            let holes = store.chain_holes(&batch)?;
+            store.insert_events(&batch, &[])?;
+            Ok(holes)
+        })
+        .await
+        {
+            Ok(holes) => self.sync.note_holes(holes),
+            Err(err) => {
+                return PublishResponse::Refused {
+                    status: 503,
+                    message: format!("primary could not store the event: {err}"),
+                };
+            }
         }
         self.replicate_and_route(block, event).await
     }
@@ -339,6 +362,7 @@ impl Router {
                 ),
             };
         }
+        self.take_leases(root, &set).await;
         self.route(block, event);
         let store = self.store.clone();
         let t = event.topic.clone();
@@ -352,19 +376,26 @@ impl Router {
     }
 
     /// Matches a stored event against the leases held here and queues it for each node.
-    fn route(&self, block: &Block, event: &Event) {
+    pub(crate) fn route(&self, block: &Block, event: &Event) {
         let body = ipld_json::ipld_to_json(&event.body);
         let me = self.net.local_peer();
         for peer in self.remote.matching_peers(&event.topic, &body) {
+            // The last seq of this stream routed to `peer` (events synced late from another
+            // member can be older: they do not lower it).
+            let after = match self.delivered.lock() {
+                Ok(mut d) => {
+                    let last = d
+                        .entry((peer, event.author.clone(), event.topic.clone()))
+                        .or_insert(0);
+                    let before = *last;
+                    *last = before.max(event.seq);
+                    before
+                }
+                Err(_) => 0,
+            };
             if peer == me {
-                self.hand_to_local(&block.cid, event);
+                self.hand_to_local(&block.cid, event, after);
             } else {
-                let after = match self.delivered.lock() {
-                    Ok(mut d) => d
-                        .insert((peer, event.author.clone(), event.topic.clone()), event.seq)
-                        .unwrap_or(0),
-                    Err(_) => 0,
-                };
                 self.outbox
                     .push(peer, block.cid.to_bytes(), block.data.clone(), after);
             }
@@ -372,8 +403,8 @@ impl Router {
     }
 
     /// Gives an event to this node's API subscribers, once, whatever its place in its stream.
-    fn hand_to_local(&self, cid: &Cid, event: &Event) {
-        match self.receiver.arrive(cid, event, 0, true) {
+    fn hand_to_local(&self, cid: &Cid, event: &Event, after: u64) {
+        match self.receiver.arrive(cid, event, after, true) {
             Arrival::Duplicate => return,
             Arrival::Late => tracing::debug!(%cid, "late event delivered out of order"),
             Arrival::Gap { last, .. } => {
@@ -392,9 +423,9 @@ impl Router {
             Arrival::Late => tracing::debug!(cid = %block.cid, "late event delivered out of order"),
             Arrival::Gap { last, last_cid } => {
                 for (cid, missed) in self.repair(from, block, event, last, last_cid).await {
-                    self.hand_to_local(&cid, &missed);
+                    self.hand_to_local(&cid, &missed, missed.seq.saturating_sub(1));
                 }
-                self.hand_to_local(&block.cid, event);
+                self.hand_to_local(&block.cid, event, after);
                 return;
             }
             Arrival::InOrder => {}
@@ -471,8 +502,17 @@ impl Router {
             }
         }
         let store = self.store.clone();
-        match blocking(move || Ok(store.insert_events(&events, &[])?)).await {
-            Ok(_) => ReplicateResponse::Stored,
+        match blocking(move || {
+            let holes = store.chain_holes(&events)?;
+            store.insert_events(&events, &[])?;
+            Ok(holes)
+        })
+        .await
+        {
+            Ok(holes) => {
+                self.sync.note_holes(holes);
+                ReplicateResponse::Stored
+            }
             Err(e) => ReplicateResponse::Refused(e.to_string()),
         }
     }

@@ -26,6 +26,11 @@ pub struct DurableRecord {
     pub acked: Vec<(ByteBuf, String, u64)>,
     /// Last open, ack or renewal, ms since epoch: unused durables expire.
     pub last_used_ms: u64,
+    /// When it was created, ms since epoch (0: unknown, a record from before this field). A
+    /// member that learns the record from another one has no log position for its start, so
+    /// its copy's backlog starts at this time instead.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 impl DurableRecord {

@@ -7,11 +7,13 @@
 mod car;
 mod durable;
 mod retention;
+mod streams;
 mod tables;
 
 pub use car::{ImportError, ImportSummary};
 pub use durable::DurableRecord;
 pub use retention::{Limits, Retained};
+pub use streams::{ChainHole, StreamTip};
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,370 @@
+//! Replica sync (anti-entropy) between the members of a rendezvous set.
+//!
+//! Publishing stores an event on a majority of the set, so a member that was down, cut off by a
+//! partition, or new to the set lacks some of it; and a partition can let each side accept
+//! events the other never saw. Every `sync_interval` each broker asks the other members of
+//! each of its sets for the tips of the root's (author, topic) streams and its durable
+//! subscription records, pulls every stream it is behind on (one chain fetch per stream, each
+//! block verified), and takes in the records it lacks. The topic's primary also routes what it
+//! pulled, so subscribers get events that were accepted on the other side of a partition.
+//!
+//! Events that arrive (by publish or replication) above a hole in their author's chain are
+//! noted, and the hole is fetched on the next round, so every member ends with whole streams.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use tidings_ipld_schema::{Block, Cid, Event, topic};
+
+use crate::history::{self, Chain, FetchOptions, Progress};
+use crate::net::Role;
+use crate::net::history::{HistoryRequest, HistoryResponse, Tip};
+use crate::net::rendezvous;
+use crate::pubsub::router::{Router, blocking};
+use crate::store::{ChainHole, DurableRecord};
+
+/// How long a member may take to answer a sync request.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Holes remembered for the next round; beyond this, the oldest are dropped (the next tip
+/// comparison or gap repair still finds what is missing downstream).
+const MAX_HOLES: usize = 10_000;
+
+/// How long a broker waits for the other members' leases before its first routing of a root.
+const LEASES_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Roots and holes waiting for the next sync round.
+#[derive(Default)]
+pub struct SyncState {
+    /// Roots another member asked about: this node may have just joined their set.
+    roots: Mutex<BTreeSet<String>>,
+    holes: Mutex<Vec<ChainHole>>,
+    /// Roots whose leases this node took from the rest of the set since it started.
+    leases_taken: Mutex<BTreeSet<String>>,
+}
+
+impl SyncState {
+    /// Remembers that `root` has a set this node may belong to.
+    pub fn note_root(&self, root: &str) {
+        if let Ok(mut r) = self.roots.lock()
+            && !r.contains(root)
+        {
+            r.insert(root.to_string());
+        }
+    }
+
+    /// Remembers holes to fill.
+    pub fn note_holes(&self, holes: Vec<ChainHole>) {
+        if holes.is_empty() {
+            return;
+        }
+        if let Ok(mut h) = self.holes.lock() {
+            h.extend(holes);
+            let over = h.len().saturating_sub(MAX_HOLES);
+            h.drain(..over);
+        }
+    }
+}
+
+/// What one round did, for the log.
+#[derive(Debug, Default)]
+struct Round {
+    pulled: u64,
+    routed: u64,
+    durables: u64,
+    holes: u64,
+}
+
+impl Router {
+    /// Before this node first routes events of `root` since it started (or joined the set), it
+    /// takes the subscription leases the other members hold: a restarted or new broker would
+    /// otherwise act as primary knowing no subscriber until each renews its lease, and the
+    /// events it acknowledged meanwhile would reach nobody live.
+    pub(crate) async fn take_leases(&self, root: &str, set: &[PeerId]) {
+        if self
+            .sync_state()
+            .leases_taken
+            .lock()
+            .is_ok_and(|t| t.contains(root))
+        {
+            return;
+        }
+        let me = self.net().local_peer();
+        let asks = set.iter().filter(|m| **m != me).map(|m| {
+            let ask = HistoryRequest::Leases {
+                root: root.to_string(),
+            };
+            tokio::time::timeout(LEASES_TIMEOUT, self.net().history(*m, ask))
+        });
+        let mut answered = 1; // this node
+        let mut adopted = 0;
+        for answer in futures::future::join_all(asks).await {
+            let Ok(Ok(HistoryResponse::Leases(leases))) = answer else {
+                continue;
+            };
+            answered += 1;
+            for l in leases {
+                let Ok(peer) = PeerId::from_bytes(&l.peer) else {
+                    continue;
+                };
+                if peer == me {
+                    continue;
+                }
+                let left = Duration::from_millis(l.ms_left.min(3_600_000));
+                if self.remote().adopt(peer, l.id, &l.filter, left).is_ok() {
+                    adopted += 1;
+                }
+            }
+        }
+        // Asked again next time unless a majority of the set answered.
+        if answered >= rendezvous::majority(set.len().max(1)) {
+            if let Ok(mut t) = self.sync_state().leases_taken.lock() {
+                t.insert(root.to_string());
+            }
+            tracing::info!(%root, adopted, "took the set's subscription leases before routing");
+        }
+    }
+
+    /// Runs replica sync every `every` until the node stops (brokers only).
+    pub async fn sync_replicas(self: Arc<Self>, every: Duration) {
+        if self.net().role() != Role::Broker {
+            return;
+        }
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let r = self.sync_round().await;
+            if r.pulled + r.durables + r.holes > 0 {
+                tracing::info!(
+                    pulled = r.pulled,
+                    routed = r.routed,
+                    durables = r.durables,
+                    holes = r.holes,
+                    "replica sync: caught up with the other members"
+                );
+            }
+        }
+    }
+
+    async fn sync_round(&self) -> Round {
+        let mut round = Round::default();
+        let me = self.net().local_peer();
+        let mut roots: BTreeSet<String> = self.remote().roots();
+        if let Ok(r) = self.sync_state().roots.lock() {
+            roots.extend(r.iter().cloned());
+        }
+        let store = self.store().clone();
+        match blocking(move || {
+            let mut r = store.roots()?;
+            r.extend(store.durables()?.into_iter().map(|(_, d)| d.root));
+            Ok(r)
+        })
+        .await
+        {
+            Ok(r) => roots.extend(r),
+            Err(e) => tracing::warn!(error = %e, "replica sync: cannot list roots"),
+        }
+        for root in roots {
+            let set = self.net().rendezvous_set(&root);
+            if !set.contains(&me) {
+                continue;
+            }
+            for member in set.iter().filter(|m| **m != me) {
+                self.sync_with(&root, &set, *member, &mut round).await;
+            }
+        }
+        let holes = self
+            .sync_state()
+            .holes
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default();
+        for hole in holes {
+            if self.fill_hole(hole).await {
+                round.holes += 1;
+            }
+        }
+        round
+    }
+
+    /// One member's tips and durables for `root`.
+    async fn sync_with(&self, root: &str, set: &[PeerId], member: PeerId, round: &mut Round) {
+        let ask = HistoryRequest::Tips {
+            root: root.to_string(),
+        };
+        let (streams, durables) =
+            match tokio::time::timeout(ASK_TIMEOUT, self.net().history(member, ask)).await {
+                Ok(Ok(HistoryResponse::Tips { streams, durables })) => (streams, durables),
+                Ok(Ok(other)) => {
+                    tracing::debug!(%member, %root, answer = ?other, "replica sync: unexpected answer");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%member, %root, error = %e, "replica sync: member unreachable");
+                    return;
+                }
+                Err(_) => return,
+            };
+        for tip in streams {
+            let (pulled, routed) = self.pull_stream(set, member, tip).await;
+            round.pulled += pulled;
+            round.routed += routed;
+        }
+        for (key, bytes) in durables {
+            let Ok(rec) = serde_ipld_dagcbor::from_slice::<DurableRecord>(&bytes) else {
+                tracing::warn!(%member, %key, "replica sync: undecodable durable record");
+                continue;
+            };
+            if rec.root != root {
+                continue;
+            }
+            let store = self.store().clone();
+            match blocking(move || Ok(history::durable::merge_synced(&store, &key, rec)?)).await {
+                Ok(true) => round.durables += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "replica sync: cannot store a durable record"),
+            }
+        }
+    }
+
+    /// Pulls the part of one stream this node lacks from `member`; routes it if this node is
+    /// the topic's primary. Returns (events pulled, events routed).
+    async fn pull_stream(&self, set: &[PeerId], member: PeerId, tip: Tip) -> (u64, u64) {
+        let Ok(tip_cid) = Cid::try_from(tip.cid.as_slice()) else {
+            return (0, 0);
+        };
+        if topic::validate(&tip.topic).is_err() {
+            return (0, 0);
+        }
+        let store = self.store().clone();
+        let (author, t) = (tip.author.to_vec(), tip.topic.clone());
+        let ours = match blocking(move || Ok(store.last_seq(&author, &t)?)).await {
+            Ok(o) => o,
+            Err(_) => return (0, 0),
+        };
+        let after_seq = ours.map_or(0, |(s, _)| s);
+        if tip.seq <= after_seq {
+            return (0, 0);
+        }
+        let chain = Chain {
+            author: tip.author.to_vec(),
+            topic: tip.topic.clone(),
+            after_seq,
+        };
+        let opts = FetchOptions {
+            want: vec![tip_cid],
+            until: ours.map(|(_, c)| c).into_iter().collect(),
+            prefer: vec![member],
+            chain: Some(chain.clone()),
+            // Room for other writers' events interleaved in the walk.
+            max_blocks: (tip.seq - after_seq).saturating_mul(4).saturating_add(64),
+            ..FetchOptions::default()
+        };
+        let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
+        match history::fetch(self.net(), self.store(), opts, tx).await {
+            Ok(s) if !s.complete => {
+                tracing::debug!(%member, topic = %tip.topic, missing = s.missing.len(), "replica sync: stream only partly pulled")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%member, error = %e, "replica sync: fetch failed");
+                return (0, 0);
+            }
+        }
+        let store = self.store().clone();
+        let pulled = blocking(move || {
+            let Some(data) = store.get_block(&tip_cid)? else {
+                return Ok(Vec::new());
+            };
+            let Some(head) = Event::decode_stored(&data) else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for (cid, event) in history::chain_back(&store, &head, &chain)? {
+                if let Some(d) = store.get_block(&cid)? {
+                    out.push((Block { cid, data: d }, event));
+                }
+            }
+            out.push((
+                Block {
+                    cid: tip_cid,
+                    data,
+                },
+                head,
+            ));
+            Ok(out)
+        })
+        .await
+        .unwrap_or_default();
+        let n = pulled.len() as u64;
+        let me = self.net().local_peer();
+        let primary = rendezvous::publish_order(set, &tip.topic).first() == Some(&me);
+        if primary {
+            self.take_leases(topic::root_segment(&tip.topic), set).await;
+            // Oldest first, so each subscriber gets the stream in order.
+            for (block, event) in &pulled {
+                self.route(block, event);
+            }
+        }
+        (n, if primary { n } else { 0 })
+    }
+
+    /// Fetches the events missing below `hole.above` in its author's chain.
+    async fn fill_hole(&self, hole: ChainHole) -> bool {
+        let store = self.store().clone();
+        let below = hole.below;
+        let above = hole.above;
+        // Still a hole? A tip pull or a later replica may have filled it.
+        let open = blocking(move || {
+            let Some(data) = store.get_block(&above)? else {
+                return Ok(false);
+            };
+            let Some(ev) = Event::decode_stored(&data) else {
+                return Ok(false);
+            };
+            match ev.prev.first() {
+                Some(p) => Ok(!store.has_block(p)?),
+                None => Ok(false),
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !open {
+            return false;
+        }
+        let after_seq = below.map_or(0, |(s, _)| s);
+        let me = self.net().local_peer();
+        let set: Vec<PeerId> = self
+            .net()
+            .rendezvous_set(topic::root_segment(&hole.topic))
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect();
+        let opts = FetchOptions {
+            want: vec![hole.above],
+            until: below.map(|(_, c)| c).into_iter().collect(),
+            prefer: set,
+            chain: Some(Chain {
+                author: hole.author.clone(),
+                topic: hole.topic.clone(),
+                after_seq,
+            }),
+            max_blocks: (hole.seq - after_seq).saturating_mul(4).saturating_add(64),
+            ..FetchOptions::default()
+        };
+        let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
+        match history::fetch(self.net(), self.store(), opts, tx).await {
+            Ok(s) => {
+                tracing::info!(topic = %hole.topic, seq = hole.seq, below = after_seq, complete = s.complete, new = s.new_blocks, "replica sync: hole in a stream fetched");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "replica sync: hole fetch failed");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! Chaos: real node processes (brokers with K = 3 and a peer-role node hosting a durable
+//! subscriber) under steady publishing, while a seeded schedule SIGKILLs and restarts nodes and
+//! cuts one broker off from everyone (the test-only partition gate, a real cut for the nodes).
+//!
+//! Afterwards: every event whose publish was acknowledged (HTTP 200) and that matches the
+//! durable subscription's filter reached the subscriber (lost = 0), each once after dedup by
+//! CID and, per (author, topic), in `seq` order; the brokers converge (same heads per topic, same
+//! block count, every acknowledged event held); and every store reopens after a final SIGKILL.
+//!
+//! The short run is part of `cargo test`; the long one is `#[ignore]`d (see the README):
+//!   TIDINGS_CHAOS_SECS=600 cargo test -p tidings-tests --test chaos -- --ignored --nocapture
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+use tidings_tests::{Api, NodeProcess, poll};
+
+const FILTER: &str = "/chaos/** where keep = true";
+const DURABLE: &str = "chaos";
+const TOPICS: [&str; 4] = ["/chaos/a", "/chaos/b", "/chaos/c/x", "/chaos/c/y"];
+
+/// One run's shape.
+struct Plan {
+    seed: u64,
+    /// Brokers at the start.
+    brokers: usize,
+    /// A broker that joins half-way through (a membership change).
+    join_one: bool,
+    /// Length of the fault schedule.
+    chaos: Duration,
+    /// Publishes per second per publisher.
+    rate: u32,
+}
+
+#[test]
+fn chaos_short_kills_and_a_partition_lose_no_acknowledged_event() -> Result<()> {
+    run(Plan {
+        seed: seed(7),
+        brokers: 3,
+        join_one: false,
+        chaos: Duration::from_secs(secs(75)),
+        rate: 20,
+    })
+}
+
+#[test]
+#[ignore = "long chaos run (10+ minutes): see the README"]
+fn chaos_long_kills_partitions_and_a_joining_broker_lose_no_acknowledged_event() -> Result<()> {
+    run(Plan {
+        seed: seed(11),
+        brokers: 3,
+        join_one: true,
+        chaos: Duration::from_secs(secs(600)),
+        rate: 20,
+    })
+}
+
+fn seed(default: u64) -> u64 {
+    env_u64("TIDINGS_CHAOS_SEED").unwrap_or(default)
+}
+
+fn secs(default: u64) -> u64 {
+    env_u64("TIDINGS_CHAOS_SECS").unwrap_or(default)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// A node of the cluster: its process while it runs, and what it needs to come back the same.
+struct Member {
+    name: String,
+    data: PathBuf,
+    gate: PathBuf,
+    role: &'static str,
+    /// Its libp2p listen address, kept across restarts so others can dial it again.
+    listen: Option<String>,
+    peer_id: String,
+    proc: Option<NodeProcess>,
+}
+
+/// Every node, and the API URL of each one that is up (publishers and the subscriber follow it).
+struct Cluster {
+    members: Vec<Member>,
+    apis: Arc<RwLock<Vec<Option<String>>>>,
+}
+
+impl Cluster {
+    fn start_member(&mut self, i: usize) -> Result<()> {
+        let boot: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(j, m)| *j != i && m.role == "broker" && m.listen.is_some())
+            .filter_map(|(_, m)| m.listen.clone())
+            .collect();
+        let m = &mut self.members[i];
+        let mut args: Vec<String> = vec![
+            "--replication".into(),
+            "3".into(),
+            "--sync-interval".into(),
+            "1s".into(),
+            "--role".into(),
+            m.role.into(),
+        ];
+        if let Some(l) = &m.listen {
+            // The address without /p2p: it is this node's own.
+            let addr = l.split("/p2p/").next().unwrap_or(l);
+            args.extend(["--listen".into(), addr.to_string()]);
+        }
+        for b in &boot {
+            args.extend(["--bootstrap".into(), b.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let gate = m.gate.display().to_string();
+        let proc = NodeProcess::start_with_env(
+            &m.data,
+            &args,
+            &[("TIDINGS_TEST_PARTITION_FILE", gate.as_str())],
+        )
+        .with_context(|| format!("starting {}", m.name))?;
+        if m.listen.is_none() {
+            m.listen = Some(proc.p2p_addr()?);
+            m.peer_id = proc.status()?["peer_id"]
+                .as_str()
+                .context("peer_id")?
+                .to_string();
+        }
+        write(&self.apis, i, Some(proc.api.clone()));
+        m.proc = Some(proc);
+        Ok(())
+    }
+
+    fn kill(&mut self, i: usize) {
+        write(&self.apis, i, None);
+        if let Some(mut p) = self.members[i].proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Cuts broker `i` off from every other node (both directions), or heals every cut.
+    fn partition(&self, isolated: Option<usize>) -> Result<()> {
+        for (j, m) in self.members.iter().enumerate() {
+            let blocked: Vec<&str> = match isolated {
+                None => Vec::new(),
+                Some(i) if i == j => self
+                    .members
+                    .iter()
+                    .filter(|o| o.name != m.name)
+                    .map(|o| o.peer_id.as_str())
+                    .collect(),
+                Some(i) => vec![self.members[i].peer_id.as_str()],
+            };
+            std::fs::write(&m.gate, blocked.join("\n"))?;
+        }
+        Ok(())
+    }
+
+    fn brokers(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.role == "broker")
+    }
+}
+
+fn write(apis: &RwLock<Vec<Option<String>>>, i: usize, v: Option<String>) {
+    if let Ok(mut a) = apis.write() {
+        if a.len() <= i {
+            a.resize(i + 1, None);
+        }
+        a[i] = v;
+    }
+}
+
+fn read(apis: &RwLock<Vec<Option<String>>>, i: usize) -> Option<String> {
+    apis.read().ok().and_then(|a| a.get(i).cloned().flatten())
+}
+
+/// An acknowledged publish.
+#[derive(Debug, Clone)]
+struct Acked {
+    cid: String,
+    keep: bool,
+    /// Which node's API took it.
+    via: usize,
+    /// When, since the run started.
+    at: Duration,
+}
+
+/// An event as the durable subscriber got it.
+#[derive(Debug, Clone)]
+struct Got {
+    cid: String,
+    author: String,
+    topic: String,
+    seq: u64,
+    keep: bool,
+}
+
+/// Publishes to random topics through node `i`'s API at `rate` per second until `stop`.
+fn publisher(
+    i: usize,
+    seed: u64,
+    rate: u32,
+    apis: Arc<RwLock<Vec<Option<String>>>>,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    failed: Arc<Mutex<u64>>,
+    t0: Instant,
+) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let every = Duration::from_secs(1) / rate.max(1);
+    let mut next = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Pacing a load generator, not waiting for a condition.
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        next += every;
+        let Some(base) = read(&apis, i) else {
+            continue;
+        };
+        n += 1;
+        let topic = TOPICS[rng.random_range(0..TOPICS.len())];
+        let keep = rng.random_bool(0.75);
+        let body = json!({"publisher": i, "n": n, "keep": keep, "pad": "x".repeat(rng.random_range(10..200))});
+        match Api::new(&base).publish(topic, &body) {
+            Ok((200, v)) => {
+                let cid = v["cid"].as_str().context("cid")?.to_string();
+                acked
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("lock"))?
+                    .push(Acked {
+                        cid,
+                        keep,
+                        via: i,
+                        at: t0.elapsed(),
+                    });
+            }
+            _ => {
+                if let Ok(mut f) = failed.lock() {
+                    *f += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The durable subscriber on node `i` over WebSocket, acknowledging every event; reconnects
+/// whenever its node goes away, until `stop`.
+fn subscriber(
+    i: usize,
+    apis: Arc<RwLock<Vec<Option<String>>>>,
+    stop: Arc<AtomicBool>,
+    got: Arc<Mutex<Vec<Got>>>,
+    connects: Arc<Mutex<u64>>,
+) -> Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(base) = read(&apis, i) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v1/subscribe", base.replace("http://", "ws://")),
+            &[("filter", FILTER), ("durable", DURABLE)],
+        )?;
+        let Ok((mut ws, _)) = tungstenite::connect(url.as_str()) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        if let Ok(mut c) = connects.lock() {
+            *c += 1;
+        }
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+            s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        }
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                let _ = ws.close(None);
+                return Ok(());
+            }
+            match ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(t.as_str())?;
+                    let g = Got {
+                        cid: v["cid"].as_str().context("cid")?.to_string(),
+                        author: v["author"].as_str().unwrap_or_default().to_string(),
+                        topic: v["topic"].as_str().unwrap_or_default().to_string(),
+                        seq: v["seq"].as_u64().unwrap_or(0),
+                        keep: v["body"]["keep"] == true,
+                    };
+                    let ack = json!({ "ack": g.cid }).to_string();
+                    got.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(g);
+                    if ws.send(tungstenite::Message::text(ack)).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One fault of the schedule.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// SIGKILL node `i`, restart it after the pause.
+    Kill(usize),
+    /// Cut broker `i` off from everyone, heal after the pause.
+    Partition(usize),
+}
+
+fn run(plan: Plan) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    eprintln!(
+        "chaos: seed {} brokers {} (+1 joining: {}) for {:?}",
+        plan.seed, plan.brokers, plan.join_one, plan.chaos
+    );
+    let member = |name: String, role: &'static str, dir: &Path| Member {
+        data: dir.join(&name),
+        gate: dir.join(format!("{name}.gate")),
+        name,
+        role,
+        listen: None,
+        peer_id: String::new(),
+        proc: None,
+    };
+    let mut cluster = Cluster {
+        members: Vec::new(),
+        apis: Arc::default(),
+    };
+    for b in 0..plan.brokers {
+        cluster
+            .members
+            .push(member(format!("b{b}"), "broker", dir.path()));
+    }
+    cluster.members.push(member("sub".into(), "peer", dir.path()));
+    let sub = plan.brokers;
+    for i in 0..=plan.brokers {
+        cluster.start_member(i)?;
+    }
+    for m in &cluster.members {
+        let p = m.proc.as_ref().context("up")?;
+        poll(Duration::from_secs(60), || {
+            (p.status().ok()?["brokers"].as_u64()? == plan.brokers as u64).then_some(())
+        })
+        .with_context(|| format!("{} never learnt every broker", m.name))?;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_sub = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
+    let failed = Arc::new(Mutex::new(0u64));
+    let got = Arc::new(Mutex::new(Vec::<Got>::new()));
+    let connects = Arc::new(Mutex::new(0u64));
+    let sub_thread = {
+        let (apis, stop, got, connects) = (
+            cluster.apis.clone(),
+            stop_sub.clone(),
+            got.clone(),
+            connects.clone(),
+        );
+        std::thread::spawn(move || subscriber(sub, apis, stop, got, connects))
+    };
+    // The durable exists before the first publish: it starts live.
+    poll(Duration::from_secs(30), || {
+        let p = cluster.members[0].proc.as_ref()?;
+        (p.status().ok()?["leases"].as_u64()? >= 1).then_some(())
+    })
+    .context("the durable subscriber's lease never reached b0")?;
+    // Publishers on every node, the subscriber's node included.
+    let mut pubs = Vec::new();
+    for i in 0..=plan.brokers {
+        let (apis, stop, acked, failed) = (
+            cluster.apis.clone(),
+            stop.clone(),
+            acked.clone(),
+            failed.clone(),
+        );
+        let s = plan.seed.wrapping_mul(1000).wrapping_add(i as u64);
+        let rate = plan.rate;
+        pubs.push(std::thread::spawn(move || {
+            publisher(i, s, rate, apis, stop, acked, failed, t0)
+        }));
+    }
+
+    // The schedule: one fault at a time (a set of 3 survives one), at least one partition.
+    let (mut kills, mut partitions, mut joined) = (0u32, 0u32, false);
+    let end = Instant::now() + plan.chaos;
+    let mut step = 0u32;
+    while Instant::now() < end {
+        let nodes = cluster.members.len();
+        let brokers: Vec<usize> = (0..nodes)
+            .filter(|i| cluster.members[*i].role == "broker")
+            .collect();
+        // The first fault is a partition, the second kills the subscriber's node (its durable
+        // must come back from the set); then a seeded mix.
+        let fault = if step == 0 || (step > 1 && rng.random_bool(0.3)) {
+            Fault::Partition(brokers[rng.random_range(0..brokers.len())])
+        } else if step == 1 {
+            Fault::Kill(sub)
+        } else {
+            Fault::Kill(rng.random_range(0..nodes))
+        };
+        step += 1;
+        let pause = Duration::from_millis(rng.random_range(2_000..6_000));
+        eprintln!("chaos: {:>6.1}s {fault:?} for {pause:?}", t0.elapsed().as_secs_f64());
+        match fault {
+            Fault::Kill(i) => {
+                cluster.kill(i);
+                kills += 1;
+                std::thread::sleep(pause); // the node stays down this long: the fault itself
+                cluster.start_member(i)?;
+            }
+            Fault::Partition(i) => {
+                cluster.partition(Some(i))?;
+                partitions += 1;
+                std::thread::sleep(pause);
+                cluster.partition(None)?;
+            }
+        }
+        if plan.join_one && !joined && Instant::now() + plan.chaos / 2 > end {
+            // A broker joins the network: the sets move, and it must catch up.
+            let i = cluster.members.len();
+            cluster
+                .members
+                .push(member(format!("b{}", plan.brokers), "broker", dir.path()));
+            cluster.start_member(i)?;
+            joined = true;
+            eprintln!("chaos: {:>6.1}s b{} joined", t0.elapsed().as_secs_f64(), plan.brokers);
+        }
+        // Calm between faults, so the set is whole again before the next one.
+        let calm = Duration::from_millis(rng.random_range(3_000..6_000));
+        std::thread::sleep(calm);
+    }
+    cluster.partition(None)?;
+    stop.store(true, Ordering::Relaxed);
+    for p in pubs {
+        p.join().map_err(|_| anyhow::anyhow!("publisher panicked"))??;
+    }
+    let acked = acked.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+    let failed = *failed.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    let want: Vec<&Acked> = acked.iter().filter(|a| a.keep).collect();
+    eprintln!(
+        "chaos: {:.1}s: {} publishes acknowledged ({} matching), {failed} failed; {kills} kills, {partitions} partitions",
+        t0.elapsed().as_secs_f64(),
+        acked.len(),
+        want.len()
+    );
+
+    // Every acknowledged matching event reaches the durable subscriber.
+    let settle = Instant::now();
+    let missing = |got: &[Got]| -> Vec<String> {
+        let have: HashSet<&str> = got.iter().map(|g| g.cid.as_str()).collect();
+        want.iter()
+            .filter(|a| !have.contains(a.cid.as_str()))
+            .map(|a| a.cid.clone())
+            .collect()
+    };
+    let caught_up = poll(Duration::from_secs(120), || {
+        let g = got.lock().ok()?;
+        missing(&g).is_empty().then_some(())
+    });
+    stop_sub.store(true, Ordering::Relaxed);
+    sub_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("subscriber panicked"))??;
+    let got = got.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+    let lost = missing(&got);
+    let unique: HashSet<&str> = got.iter().map(|g| g.cid.as_str()).collect();
+    eprintln!(
+        "chaos: subscriber got {} deliveries, {} distinct ({} redelivered), over {} connections; lost {} (settled in {:.1}s)",
+        got.len(),
+        unique.len(),
+        got.len() - unique.len(),
+        connects.lock().map(|c| *c).unwrap_or(0),
+        lost.len(),
+        settle.elapsed().as_secs_f64()
+    );
+    if caught_up.is_none() {
+        // Where the lost events came from, and who holds them now.
+        let lost_set: HashSet<&str> = lost.iter().map(String::as_str).collect();
+        for a in acked.iter().filter(|a| lost_set.contains(a.cid.as_str())).take(40) {
+            let held: Vec<String> = cluster
+                .members
+                .iter()
+                .filter_map(|m| {
+                    let p = m.proc.as_ref()?;
+                    let (s, v) = p.api().get_json(&format!("/v1/events/{}", a.cid)).ok()?;
+                    Some(format!("{}:{}{}", m.name, s, if s == 200 { format!("(seq {} {})", v["seq"], v["topic"]) } else { String::new() }))
+                })
+                .collect();
+            eprintln!("lost {} via {} at {:.1}s held {held:?}", a.cid, a.via, a.at.as_secs_f64());
+        }
+        if std::env::var_os("TIDINGS_CHAOS_KEEP").is_some() {
+            eprintln!("chaos: data kept in {}", dir.keep().display());
+        }
+        bail!(
+            "{} acknowledged matching events never reached the durable subscriber, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+    }
+    ensure!(
+        got.iter().all(|g| g.keep && g.topic.starts_with("/chaos/")),
+        "an event outside the filter was delivered"
+    );
+    // Per (author, topic), first deliveries come in seq order.
+    let mut last: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    for g in &got {
+        if !seen.insert(g.cid.as_str()) {
+            continue;
+        }
+        let l = last.entry((g.author.as_str(), g.topic.as_str())).or_insert(0);
+        ensure!(
+            g.seq > *l,
+            "stream ({}, {}) delivered seq {} after {}",
+            g.author,
+            g.topic,
+            g.seq,
+            l
+        );
+        *l = g.seq;
+    }
+
+    // The brokers converge: same heads, same blocks, every acknowledged event held.
+    let brokers: Vec<Api> = cluster
+        .brokers()
+        .filter_map(|m| m.proc.as_ref().map(NodeProcess::api))
+        .collect();
+    let converged = poll(Duration::from_secs(60), || {
+        let mut views = Vec::new();
+        for api in &brokers {
+            let mut heads = Vec::new();
+            for t in TOPICS {
+                let mut h = api.heads(t).ok()?;
+                h.sort();
+                heads.push(h);
+            }
+            let (_, s) = api.get_json("/v1/status").ok()?;
+            views.push((heads, s["store"]["blocks"].as_u64()?));
+        }
+        views.windows(2).all(|w| w[0] == w[1]).then_some(views)
+    });
+    let Some(views) = converged else {
+        bail!("the brokers did not converge on the same heads and blocks");
+    };
+    let blocks = views.first().map_or(0, |v| v.1);
+    for api in &brokers {
+        for a in &acked {
+            let (s, _) = api.get_json(&format!("/v1/events/{}", a.cid))?;
+            ensure!(s == 200, "{} lacks acknowledged event {}", api.base(), a.cid);
+        }
+    }
+    eprintln!(
+        "chaos: {} brokers converged: same heads on {} topics, {blocks} blocks each",
+        brokers.len(),
+        TOPICS.len()
+    );
+
+    // Every store reopens after a SIGKILL with what it had.
+    for i in 0..cluster.members.len() {
+        let before = cluster.members[i]
+            .proc
+            .as_ref()
+            .context("up")?
+            .status()?["store"]["blocks"]
+            .as_u64();
+        cluster.kill(i);
+        cluster.start_member(i)?;
+        let after = cluster.members[i]
+            .proc
+            .as_ref()
+            .context("up")?
+            .status()?["store"]["blocks"]
+            .as_u64();
+        ensure!(
+            after == before,
+            "{} reopened with {after:?} blocks, had {before:?}",
+            cluster.members[i].name
+        );
+    }
+    eprintln!(
+        "chaos: RESULT seed={} seconds={:.0} events_acked={} matching={} failed_publishes={failed} kills={kills} partitions={partitions} joined={joined} delivered={} distinct={} lost={} stores_reopened={}",
+        plan.seed,
+        t0.elapsed().as_secs_f64(),
+        acked.len(),
+        want.len(),
+        got.len(),
+        unique.len(),
+        lost.len(),
+        cluster.members.len()
+    );
+    Ok(())
+}

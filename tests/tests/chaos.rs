@@ -351,7 +351,9 @@ fn run(plan: Plan) -> Result<()> {
             .members
             .push(member(format!("b{b}"), "broker", dir.path()));
     }
-    cluster.members.push(member("sub".into(), "peer", dir.path()));
+    cluster
+        .members
+        .push(member("sub".into(), "peer", dir.path()));
     let sub = plan.brokers;
     for i in 0..=plan.brokers {
         cluster.start_member(i)?;
@@ -421,7 +423,10 @@ fn run(plan: Plan) -> Result<()> {
         };
         step += 1;
         let pause = Duration::from_millis(rng.random_range(2_000..6_000));
-        eprintln!("chaos: {:>6.1}s {fault:?} for {pause:?}", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "chaos: {:>6.1}s {fault:?} for {pause:?}",
+            t0.elapsed().as_secs_f64()
+        );
         match fault {
             Fault::Kill(i) => {
                 cluster.kill(i);
@@ -444,7 +449,11 @@ fn run(plan: Plan) -> Result<()> {
                 .push(member(format!("b{}", plan.brokers), "broker", dir.path()));
             cluster.start_member(i)?;
             joined = true;
-            eprintln!("chaos: {:>6.1}s b{} joined", t0.elapsed().as_secs_f64(), plan.brokers);
+            eprintln!(
+                "chaos: {:>6.1}s b{} joined",
+                t0.elapsed().as_secs_f64(),
+                plan.brokers
+            );
         }
         // Calm between faults, so the set is whole again before the next one.
         let calm = Duration::from_millis(rng.random_range(3_000..6_000));
@@ -453,7 +462,8 @@ fn run(plan: Plan) -> Result<()> {
     cluster.partition(None)?;
     stop.store(true, Ordering::Relaxed);
     for p in pubs {
-        p.join().map_err(|_| anyhow::anyhow!("publisher panicked"))??;
+        p.join()
+            .map_err(|_| anyhow::anyhow!("publisher panicked"))??;
     }
     let acked = acked.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
     let failed = *failed.lock().map_err(|_| anyhow::anyhow!("lock"))?;
@@ -497,17 +507,35 @@ fn run(plan: Plan) -> Result<()> {
     if caught_up.is_none() {
         // Where the lost events came from, and who holds them now.
         let lost_set: HashSet<&str> = lost.iter().map(String::as_str).collect();
-        for a in acked.iter().filter(|a| lost_set.contains(a.cid.as_str())).take(40) {
+        for a in acked
+            .iter()
+            .filter(|a| lost_set.contains(a.cid.as_str()))
+            .take(40)
+        {
             let held: Vec<String> = cluster
                 .members
                 .iter()
                 .filter_map(|m| {
                     let p = m.proc.as_ref()?;
                     let (s, v) = p.api().get_json(&format!("/v1/events/{}", a.cid)).ok()?;
-                    Some(format!("{}:{}{}", m.name, s, if s == 200 { format!("(seq {} {})", v["seq"], v["topic"]) } else { String::new() }))
+                    Some(format!(
+                        "{}:{}{}",
+                        m.name,
+                        s,
+                        if s == 200 {
+                            format!("(seq {} {})", v["seq"], v["topic"])
+                        } else {
+                            String::new()
+                        }
+                    ))
                 })
                 .collect();
-            eprintln!("lost {} via {} at {:.1}s held {held:?}", a.cid, a.via, a.at.as_secs_f64());
+            eprintln!(
+                "lost {} via {} at {:.1}s held {held:?}",
+                a.cid,
+                a.via,
+                a.at.as_secs_f64()
+            );
         }
         if std::env::var_os("TIDINGS_CHAOS_KEEP").is_some() {
             eprintln!("chaos: data kept in {}", dir.keep().display());
@@ -529,7 +557,9 @@ fn run(plan: Plan) -> Result<()> {
         if !seen.insert(g.cid.as_str()) {
             continue;
         }
-        let l = last.entry((g.author.as_str(), g.topic.as_str())).or_insert(0);
+        let l = last
+            .entry((g.author.as_str(), g.topic.as_str()))
+            .or_insert(0);
         ensure!(
             g.seq > *l,
             "stream ({}, {}) delivered seq {} after {}",
@@ -561,13 +591,33 @@ fn run(plan: Plan) -> Result<()> {
         views.windows(2).all(|w| w[0] == w[1]).then_some(views)
     });
     let Some(views) = converged else {
+        for api in &brokers {
+            let heads: Vec<Vec<String>> = TOPICS
+                .iter()
+                .map(|t| api.heads(t).unwrap_or_default())
+                .collect();
+            let (_, s) = api.get_json("/v1/status")?;
+            eprintln!(
+                "{}: blocks {} heads {heads:?}",
+                api.base(),
+                s["store"]["blocks"]
+            );
+        }
+        if std::env::var_os("TIDINGS_CHAOS_KEEP").is_some() {
+            eprintln!("chaos: data kept in {}", dir.keep().display());
+        }
         bail!("the brokers did not converge on the same heads and blocks");
     };
     let blocks = views.first().map_or(0, |v| v.1);
     for api in &brokers {
         for a in &acked {
             let (s, _) = api.get_json(&format!("/v1/events/{}", a.cid))?;
-            ensure!(s == 200, "{} lacks acknowledged event {}", api.base(), a.cid);
+            ensure!(
+                s == 200,
+                "{} lacks acknowledged event {}",
+                api.base(),
+                a.cid
+            );
         }
     }
     eprintln!(
@@ -578,20 +628,12 @@ fn run(plan: Plan) -> Result<()> {
 
     // Every store reopens after a SIGKILL with what it had.
     for i in 0..cluster.members.len() {
-        let before = cluster.members[i]
-            .proc
-            .as_ref()
-            .context("up")?
-            .status()?["store"]["blocks"]
-            .as_u64();
+        let before =
+            cluster.members[i].proc.as_ref().context("up")?.status()?["store"]["blocks"].as_u64();
         cluster.kill(i);
         cluster.start_member(i)?;
-        let after = cluster.members[i]
-            .proc
-            .as_ref()
-            .context("up")?
-            .status()?["store"]["blocks"]
-            .as_u64();
+        let after =
+            cluster.members[i].proc.as_ref().context("up")?.status()?["store"]["blocks"].as_u64();
         ensure!(
             after == before,
             "{} reopened with {after:?} blocks, had {before:?}",

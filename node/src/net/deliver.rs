@@ -12,10 +12,11 @@ pub const PROTOCOL: &str = "/tidings/deliver/1";
 pub struct DeliverRequest {
     /// (CID bytes, block bytes) pairs.
     pub events: Vec<(ByteBuf, ByteBuf)>,
-    /// Per event: the `seq` of the previous event of its (author, topic) stream this primary
-    /// delivered to the same node, 0 if none. Events that did not match the node's filters are
-    /// never delivered, so a jump in `seq` is normal; a jump past `after` means a delivery was
-    /// lost, and the receiver repairs it from the DAG.
+    /// Per event: the `seq` of the previous event of its (author, topic) stream that matches
+    /// the receiving node's subscriptions (read from the stream, whoever delivered it), 0 if
+    /// none since it subscribed, `u64::MAX` if the sender cannot tell. Events that did not
+    /// match the node's filters are never delivered, so a jump in `seq` is normal; a jump past
+    /// `after` means a delivery was lost, and the receiver repairs it from the DAG.
     #[serde(default)]
     pub after: Vec<u64>,
 }

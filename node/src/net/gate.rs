@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use libp2p::PeerId;
-use libp2p::allow_block_list::{BlockedPeers, Behaviour as BlockList};
+use libp2p::allow_block_list::{Behaviour as BlockList, BlockedPeers};
 
 /// Environment variable naming the gate file.
 pub const ENV: &str = "TIDINGS_TEST_PARTITION_FILE";
@@ -38,10 +38,7 @@ impl Gate {
         if self.last.as_deref() == Some(text.as_str()) {
             return;
         }
-        let want: HashSet<PeerId> = text
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
+        let want: HashSet<PeerId> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
         for peer in self.blocked.difference(&want) {
             list.unblock_peer(*peer);
             tracing::info!(%peer, "partition gate: peer reachable again");

@@ -101,6 +101,9 @@ pub struct Lease {
     pub filter: String,
     /// Milliseconds left.
     pub ms_left: u64,
+    /// When it was first leased (ms since epoch).
+    #[serde(default)]
+    pub since_ms: u64,
 }
 
 /// A member's answer.

@@ -310,12 +310,15 @@ impl Router {
                 self.remote()
                     .leases_of(root)
                     .into_iter()
-                    .map(|(peer, id, filter, left)| crate::net::history::Lease {
-                        peer: serde_bytes::ByteBuf::from(peer.to_bytes()),
-                        id,
-                        filter,
-                        ms_left: left.as_millis() as u64,
-                    })
+                    .map(
+                        |(peer, id, filter, left, since_ms)| crate::net::history::Lease {
+                            peer: serde_bytes::ByteBuf::from(peer.to_bytes()),
+                            id,
+                            filter,
+                            ms_left: left.as_millis() as u64,
+                            since_ms,
+                        },
+                    )
                     .collect(),
             );
         }

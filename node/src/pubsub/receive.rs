@@ -6,6 +6,10 @@ use std::sync::Mutex;
 
 use tidings_ipld_schema::{Cid, Event};
 
+/// The `after` of a delivery whose sender cannot tell which earlier event was meant for the
+/// receiver (a hole in its copy of the stream, or a long run of unmatched events).
+pub const UNKNOWN_AFTER: u64 = u64::MAX;
+
 /// CIDs remembered for duplicate detection.
 const REMEMBER: usize = 1 << 16;
 
@@ -29,10 +33,10 @@ pub enum Arrival {
     InOrder,
     /// New, but `seq` skipped ahead: events in between are missing.
     Gap {
-        /// The last seq seen before this one.
+        /// The last seq seen before this one; with no `last_cid`, where repair stops.
         last: u64,
-        /// That event's CID (where repair stops).
-        last_cid: Cid,
+        /// That event's CID (where repair stops), if one was seen.
+        last_cid: Option<Cid>,
     },
     /// New, but older than what was already delivered (a late copy after failover).
     Late,
@@ -42,12 +46,12 @@ pub enum Arrival {
 
 impl Receiver {
     /// Classifies `event` and remembers it. `after` is the sender's word on the previous event
-    /// of the stream it delivered here: only a jump past it is a gap, since events that match
-    /// no filter here are never delivered. 0 means the sender does not know (its first delivery
-    /// of the stream here, e.g. a new primary after a failover), so any jump is treated as a
-    /// gap: a repair that finds only unmatched events costs one fetch, a missed one loses an
-    /// event. With `accept_gap` false, an event after a gap is not remembered, so it can
-    /// arrive again once the gap is repaired.
+    /// of the stream meant for this node (0: none since it subscribed): only a jump past it is
+    /// a gap, since events that match no filter here are never delivered. [`UNKNOWN_AFTER`]
+    /// means the sender cannot tell, so any jump is treated as a gap: a repair that finds only
+    /// unmatched events costs one fetch, a missed one would lose an event. With `accept_gap`
+    /// false, an event after a gap is not remembered, so it can arrive again once the gap is
+    /// repaired.
     pub fn arrive(&self, cid: &Cid, event: &Event, after: u64, accept_gap: bool) -> Arrival {
         let Ok(mut inner) = self.inner.lock() else {
             return Arrival::InOrder;
@@ -57,12 +61,27 @@ impl Receiver {
         }
         let key = (event.author.clone(), event.topic.clone());
         let last = inner.last_seq.get(&key).copied();
-        let gap = |l: u64| (after == 0 || after > l) && event.seq > l + 1;
-        if let Some((l, last_cid)) = last
-            && gap(l)
-            && !accept_gap
-        {
-            return Arrival::Gap { last: l, last_cid };
+        let gap = |l: u64| (after == UNKNOWN_AFTER || after > l) && event.seq > l + 1;
+        // Nothing of the stream seen yet, but the sender names an earlier event meant for us:
+        // the first deliveries were lost.
+        let first_lost = last.is_none() && after != UNKNOWN_AFTER && after > 0;
+        if !accept_gap {
+            if let Some((l, last_cid)) = last
+                && gap(l)
+            {
+                return Arrival::Gap {
+                    last: l,
+                    last_cid: Some(last_cid),
+                };
+            }
+            if first_lost {
+                // Repair reaches back to the event the sender named, no further: an older one
+                // would be a guess, and this node may have had it before a restart.
+                return Arrival::Gap {
+                    last: after - 1,
+                    last_cid: None,
+                };
+            }
         }
         inner.seen.insert(*cid);
         inner.order.push_back(*cid);
@@ -76,14 +95,24 @@ impl Receiver {
             Some((l, last_cid)) => {
                 inner.last_seq.insert(key, (event.seq, *cid));
                 if gap(l) {
-                    Arrival::Gap { last: l, last_cid }
+                    Arrival::Gap {
+                        last: l,
+                        last_cid: Some(last_cid),
+                    }
                 } else {
                     Arrival::InOrder
                 }
             }
             None => {
                 inner.last_seq.insert(key, (event.seq, *cid));
-                Arrival::InOrder
+                if first_lost {
+                    Arrival::Gap {
+                        last: after - 1,
+                        last_cid: None,
+                    }
+                } else {
+                    Arrival::InOrder
+                }
             }
         }
     }

@@ -8,12 +8,17 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use tidings_matcher::{Filter, Matcher, ParallelSearchTree, SubId};
 
+use crate::pubsub::router::now_ms;
+
 struct Entry {
     peer: PeerId,
     remote_id: u64,
     src: String,
     root: String,
     expires: Instant,
+    /// When the subscription was first leased here (ms since epoch): older events were never
+    /// meant for it.
+    since_ms: u64,
 }
 
 #[derive(Default)]
@@ -40,6 +45,17 @@ impl RemoteSubs {
         remote_id: u64,
         src: &str,
         lease: Duration,
+    ) -> Result<(), String> {
+        self.lease_since(peer, remote_id, src, lease, now_ms())
+    }
+
+    fn lease_since(
+        &self,
+        peer: PeerId,
+        remote_id: u64,
+        src: &str,
+        lease: Duration,
+        since_ms: u64,
     ) -> Result<(), String> {
         let filter = Filter::parse(src).map_err(|e| format!("bad filter: {e}"))?;
         let Ok(mut inner) = self.inner.lock() else {
@@ -70,6 +86,7 @@ impl RemoteSubs {
                 src: src.to_string(),
                 root: filter.root().to_string(),
                 expires,
+                since_ms,
             },
         );
         Ok(())
@@ -83,6 +100,7 @@ impl RemoteSubs {
         remote_id: u64,
         src: &str,
         remaining: Duration,
+        since_ms: u64,
     ) -> Result<(), String> {
         let held_longer = self.inner.lock().is_ok_and(|inner| {
             inner
@@ -94,11 +112,22 @@ impl RemoteSubs {
         if held_longer {
             return Ok(());
         }
-        self.lease(peer, remote_id, src, remaining)
+        self.lease_since(peer, remote_id, src, remaining, since_ms)
     }
 
-    /// The leases of `root` held here: (peer, its subscription id, filter, time left).
-    pub fn leases_of(&self, root: &str) -> Vec<(PeerId, u64, String, Duration)> {
+    /// When `peer`'s oldest subscription held here started (ms since epoch).
+    pub fn since_ms(&self, peer: PeerId) -> Option<u64> {
+        let inner = self.inner.lock().ok()?;
+        inner
+            .entries
+            .values()
+            .filter(|e| e.peer == peer)
+            .map(|e| e.since_ms)
+            .min()
+    }
+
+    /// The leases of `root` held here: (peer, its subscription id, filter, time left, start).
+    pub fn leases_of(&self, root: &str) -> Vec<(PeerId, u64, String, Duration, u64)> {
         let now = Instant::now();
         self.inner
             .lock()
@@ -106,7 +135,15 @@ impl RemoteSubs {
                 i.entries
                     .values()
                     .filter(|e| e.root == root && e.expires > now)
-                    .map(|e| (e.peer, e.remote_id, e.src.clone(), e.expires - now))
+                    .map(|e| {
+                        (
+                            e.peer,
+                            e.remote_id,
+                            e.src.clone(),
+                            e.expires - now,
+                            e.since_ms,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()

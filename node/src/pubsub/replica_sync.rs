@@ -112,7 +112,11 @@ impl Router {
                     continue;
                 }
                 let left = Duration::from_millis(l.ms_left.min(3_600_000));
-                if self.remote().adopt(peer, l.id, &l.filter, left).is_ok() {
+                if self
+                    .remote()
+                    .adopt(peer, l.id, &l.filter, left, l.since_ms)
+                    .is_ok()
+                {
                     adopted += 1;
                 }
             }
@@ -195,19 +199,23 @@ impl Router {
         let ask = HistoryRequest::Tips {
             root: root.to_string(),
         };
-        let (streams, durables) =
-            match tokio::time::timeout(ASK_TIMEOUT, self.net().history(member, ask)).await {
-                Ok(Ok(HistoryResponse::Tips { streams, durables })) => (streams, durables),
-                Ok(Ok(other)) => {
-                    tracing::debug!(%member, %root, answer = ?other, "replica sync: unexpected answer");
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%member, %root, error = %e, "replica sync: member unreachable");
-                    return;
-                }
-                Err(_) => return,
-            };
+        let (streams, durables) = match tokio::time::timeout(
+            ASK_TIMEOUT,
+            self.net().history(member, ask),
+        )
+        .await
+        {
+            Ok(Ok(HistoryResponse::Tips { streams, durables })) => (streams, durables),
+            Ok(Ok(other)) => {
+                tracing::debug!(%member, %root, answer = ?other, "replica sync: unexpected answer");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%member, %root, error = %e, "replica sync: member unreachable");
+                return;
+            }
+            Err(_) => return,
+        };
         for tip in streams {
             let (pulled, routed) = self.pull_stream(set, member, tip).await;
             round.pulled += pulled;
@@ -288,13 +296,7 @@ impl Router {
                     out.push((Block { cid, data: d }, event));
                 }
             }
-            out.push((
-                Block {
-                    cid: tip_cid,
-                    data,
-                },
-                head,
-            ));
+            out.push((Block { cid: tip_cid, data }, head));
             Ok(out)
         })
         .await

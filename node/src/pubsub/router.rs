@@ -25,7 +25,7 @@ use crate::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use crate::net::{Network, rendezvous};
 use crate::pubsub::local::{LocalSubs, Subscription};
 use crate::pubsub::outbox::Outbox;
-use crate::pubsub::receive::{Arrival, Receiver};
+use crate::pubsub::receive::{Arrival, Receiver, UNKNOWN_AFTER};
 use crate::pubsub::remote::RemoteSubs;
 use crate::store::{Store, StoreError};
 
@@ -98,9 +98,9 @@ pub struct Router {
     /// Test-only fault: deliveries of events whose `seq` is a multiple of this are dropped on
     /// arrival, as if lost on the way (env `TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD`).
     drop_seq_mod: Option<u64>,
-    /// (subscriber node, author, topic) → seq of the last event queued for that node: sent with
-    /// each delivery so the receiver can tell a lost delivery from an event that did not match.
-    delivered: std::sync::Mutex<HashMap<StreamAt, u64>>,
+    /// (subscriber node, author, topic) → (seq, CID) of the newest event queued for that node:
+    /// a cache for [`Router::after_for`].
+    delivered: std::sync::Mutex<HashMap<StreamAt, (u64, Cid)>>,
     /// One connection at a time per durable subscription.
     durable_locks: crate::pubsub::history::DurableLocks,
     /// Retention and durable expiry.
@@ -380,19 +380,7 @@ impl Router {
         let body = ipld_json::ipld_to_json(&event.body);
         let me = self.net.local_peer();
         for peer in self.remote.matching_peers(&event.topic, &body) {
-            // The last seq of this stream routed to `peer` (events synced late from another
-            // member can be older: they do not lower it).
-            let after = match self.delivered.lock() {
-                Ok(mut d) => {
-                    let last = d
-                        .entry((peer, event.author.clone(), event.topic.clone()))
-                        .or_insert(0);
-                    let before = *last;
-                    *last = before.max(event.seq);
-                    before
-                }
-                Err(_) => 0,
-            };
+            let after = self.after_for(peer, block, event);
             if peer == me {
                 self.hand_to_local(&block.cid, event, after);
             } else {
@@ -400,6 +388,83 @@ impl Router {
                     .push(peer, block.cid.to_bytes(), block.data.clone(), after);
             }
         }
+    }
+
+    /// The `after` of a delivery of `event` to `peer`: the seq of the newest earlier event of its
+    /// (author, topic) stream that `peer` subscribes to, so a jump past it at the receiver is a
+    /// lost delivery and any other jump is only events it does not want. Read from the stream
+    /// itself, not from what this node happened to route, so it holds whichever member was
+    /// primary for the earlier events (failover, partitions, restarts); 0 when none since the
+    /// peer subscribed. [`UNKNOWN_AFTER`] when it cannot be told (a hole in this node's copy,
+    /// or a long run of unmatched events): the receiver then checks any jump by fetching.
+    fn after_for(&self, peer: PeerId, block: &Block, event: &Event) -> u64 {
+        let key = (peer, event.author.clone(), event.topic.clone());
+        let cached = self
+            .delivered
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&key).copied());
+        let after = match (cached, event.prev.first()) {
+            // The common case: the previous event of the stream was routed to `peer` here.
+            (Some((seq, cid)), Some(prev)) if cid == *prev && seq + 1 == event.seq => seq,
+            _ => self.previous_match(peer, event),
+        };
+        if let Ok(mut d) = self.delivered.lock() {
+            let e = d.entry(key).or_insert((0, block.cid));
+            if event.seq >= e.0 {
+                *e = (event.seq, block.cid);
+            }
+        }
+        after
+    }
+
+    /// Walks `event`'s chain back through this node's store to the newest earlier event `peer`
+    /// subscribes to (see [`Router::after_for`]).
+    fn previous_match(&self, peer: PeerId, event: &Event) -> u64 {
+        /// Events looked at before giving up (the receiver then checks the jump itself).
+        const WALK: usize = 256;
+        // Events from before the subscription were never meant for it. A minute of slack
+        // for publishers' clocks: an older event named here is at worst repaired needlessly.
+        let since = self
+            .remote
+            .since_ms(peer)
+            .map_or(0, |s| s.saturating_sub(60_000));
+        let mut cur = if event.seq > 1 {
+            event.prev.first().copied()
+        } else {
+            None
+        };
+        for _ in 0..WALK {
+            let Some(cid) = cur else {
+                return 0;
+            };
+            let Ok(Some(data)) = self.store.get_block(&cid) else {
+                return UNKNOWN_AFTER;
+            };
+            let Some(prev) = Event::decode_stored(&data) else {
+                return UNKNOWN_AFTER;
+            };
+            if prev.author != event.author || prev.topic != event.topic {
+                return UNKNOWN_AFTER;
+            }
+            if prev.time < since {
+                return 0;
+            }
+            let body = ipld_json::ipld_to_json(&prev.body);
+            if self
+                .remote
+                .matching_peers(&prev.topic, &body)
+                .contains(&peer)
+            {
+                return prev.seq;
+            }
+            cur = if prev.seq > 1 {
+                prev.prev.first().copied()
+            } else {
+                None
+            };
+        }
+        UNKNOWN_AFTER
     }
 
     /// Gives an event to this node's API subscribers, once, whatever its place in its stream.
@@ -441,7 +506,7 @@ impl Router {
         block: &Block,
         event: &Event,
         last: u64,
-        last_cid: Cid,
+        last_cid: Option<Cid>,
     ) -> Vec<(Cid, Event)> {
         let missing = event.seq - last - 1;
         tracing::info!(topic = %event.topic, from_seq = last + 1, to_seq = event.seq - 1, source = %from, "gap in stream: repairing from the DAG");
@@ -452,7 +517,7 @@ impl Router {
         };
         let opts = FetchOptions {
             want: vec![block.cid],
-            until: vec![last_cid],
+            until: last_cid.into_iter().collect(),
             prefer: vec![from],
             chain: Some(chain.clone()),
             // Room for other writers' events interleaved in the walk.
@@ -533,7 +598,7 @@ impl Router {
                 continue;
             }
             verified.push((block, event));
-            afters.push(after.get(i).copied().unwrap_or(0));
+            afters.push(after.get(i).copied().unwrap_or(UNKNOWN_AFTER));
         }
         let store = self.store.clone();
         let to_store = verified.clone();

@@ -74,7 +74,11 @@ impl Store {
         };
         let mut out = Vec::new();
         for (block, event) in events {
-            if event.seq <= 1 || blocks.get(block.cid.to_bytes().as_slice()).map_err(db)?.is_some()
+            if event.seq <= 1
+                || blocks
+                    .get(block.cid.to_bytes().as_slice())
+                    .map_err(db)?
+                    .is_some()
             {
                 continue;
             }

@@ -198,6 +198,11 @@ pub struct NodeArgs {
     /// A durable subscription unused for this long is deleted.
     #[arg(long, value_name = "AGE", default_value = "7d")]
     pub durable_expiry: Age,
+    /// Requests per second one peer may send this node on the tidings protocols (bursts of
+    /// twice that pass). Past it its requests are refused; a peer that keeps on is disconnected
+    /// and refused for 10 minutes as a flooder.
+    #[arg(long, value_name = "N", default_value_t = tidings_node::net::limits::DEFAULT_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub peer_request_rate: u32,
 }
 
 /// A duration on the command line: `90s`, `15m`, `12h`, `7d`.

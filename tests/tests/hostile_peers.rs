@@ -54,6 +54,8 @@ struct Hostile {
     open: Arc<AtomicI64>,
     /// Connections to the broker ever established.
     established: Arc<AtomicU64>,
+    /// Dials of the broker that failed.
+    dial_failures: Arc<AtomicU64>,
     rt: tokio::runtime::Handle,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,7 +89,8 @@ impl Hostile {
         let (dial, mut dials) = tokio::sync::mpsc::unbounded_channel::<Multiaddr>();
         let open = Arc::new(AtomicI64::new(0));
         let established = Arc::new(AtomicU64::new(0));
-        let (o, e) = (open.clone(), established.clone());
+        let dial_failures = Arc::new(AtomicU64::new(0));
+        let (o, e, f) = (open.clone(), established.clone(), dial_failures.clone());
         let task = rt.spawn(async move {
             loop {
                 tokio::select! {
@@ -101,6 +104,9 @@ impl Hostile {
                         }
                         SwarmEvent::ConnectionClosed { peer_id, .. } if peer_id == node => {
                             o.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        SwarmEvent::OutgoingConnectionError { .. } => {
+                            f.fetch_add(1, Ordering::SeqCst);
                         }
                         _ => {}
                     },
@@ -116,6 +122,7 @@ impl Hostile {
             dial,
             open,
             established,
+            dial_failures,
             rt: rt.handle().clone(),
             task,
         };
@@ -129,8 +136,9 @@ impl Hostile {
         self.open.load(Ordering::SeqCst)
     }
 
-    fn established(&self) -> u64 {
-        self.established.load(Ordering::SeqCst)
+    /// Connections established plus dials failed: goes up once a dial has an outcome.
+    fn dialled(&self) -> u64 {
+        self.established.load(Ordering::SeqCst) + self.dial_failures.load(Ordering::SeqCst)
     }
 
     fn redial(&self) {
@@ -466,11 +474,11 @@ fn logged(broker: &NodeProcess, h: &Hostile, reason: &str) -> Result<String> {
 fn cut_off(h: &Hostile) -> Result<()> {
     poll(REACT, || (h.open() == 0).then_some(()))
         .context("the broker did not disconnect the peer")?;
-    let before = h.established();
+    let before = h.dialled();
     h.redial();
     // Either the dial fails or the broker closes the connection it accepted.
     poll(REACT, || {
-        (h.established() > before && h.open() == 0).then_some(())
+        (h.dialled() > before && h.open() == 0).then_some(())
     })
     .context("the broker did not close the peer's new connection")?;
     if let Ok(SubscribeResponse::Ok) = h.cancel() {

@@ -203,6 +203,11 @@ pub struct NodeArgs {
     /// on joining a set).
     #[arg(long, value_name = "AGE", default_value = "5s")]
     pub sync_interval: Age,
+    /// Requests per second one peer may send this node on the tidings protocols (bursts of
+    /// twice that pass). Past it its requests are refused; a peer that keeps on is disconnected
+    /// and refused for 10 minutes as a flooder.
+    #[arg(long, value_name = "N", default_value_t = tidings_node::net::limits::DEFAULT_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub peer_request_rate: u32,
 }
 
 /// A duration on the command line: `90s`, `15m`, `12h`, `7d`.

@@ -61,6 +61,7 @@ async fn run_node(args: cli::NodeArgs) -> Result<()> {
             bootstrap: args.bootstrap,
             role: args.role,
             replication: args.replication as usize,
+            request_rate: args.peer_request_rate,
         },
         history: tidings_node::history::HistoryConfig {
             retain_age: args.retain_age.map(|d| d.0),

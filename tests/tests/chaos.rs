@@ -202,17 +202,25 @@ struct Got {
     keep: bool,
 }
 
-/// Publishes to random topics through node `i`'s API at `rate` per second until `stop`.
-fn publisher(
-    i: usize,
-    seed: u64,
-    rate: u32,
+/// What every publisher thread shares.
+#[derive(Clone)]
+struct PubShared {
     apis: Arc<RwLock<Vec<Option<String>>>>,
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<Acked>>>,
     failed: Arc<Mutex<u64>>,
     t0: Instant,
-) -> Result<()> {
+}
+
+/// Publishes to random topics through node `i`'s API at `rate` per second until `stop`.
+fn publisher(i: usize, seed: u64, rate: u32, sh: PubShared) -> Result<()> {
+    let PubShared {
+        apis,
+        stop,
+        acked,
+        failed,
+        t0,
+    } = sh;
     let mut rng = StdRng::seed_from_u64(seed);
     let every = Duration::from_secs(1) / rate.max(1);
     let mut next = Instant::now();
@@ -389,18 +397,17 @@ fn run(plan: Plan) -> Result<()> {
     .context("the durable subscriber's lease never reached b0")?;
     // Publishers on every node, the subscriber's node included.
     let mut pubs = Vec::new();
+    let shared = PubShared {
+        apis: cluster.apis.clone(),
+        stop: stop.clone(),
+        acked: acked.clone(),
+        failed: failed.clone(),
+        t0,
+    };
     for i in 0..=plan.brokers {
-        let (apis, stop, acked, failed) = (
-            cluster.apis.clone(),
-            stop.clone(),
-            acked.clone(),
-            failed.clone(),
-        );
         let s = plan.seed.wrapping_mul(1000).wrapping_add(i as u64);
-        let rate = plan.rate;
-        pubs.push(std::thread::spawn(move || {
-            publisher(i, s, rate, apis, stop, acked, failed, t0)
-        }));
+        let (rate, sh) = (plan.rate, shared.clone());
+        pubs.push(std::thread::spawn(move || publisher(i, s, rate, sh)));
     }
 
     // The schedule: one fault at a time (a set of 3 survives one), at least one partition.

@@ -126,6 +126,7 @@ async fn start(dir: &std::path::Path, bootstrap: Vec<libp2p::Multiaddr>) -> Resu
             bootstrap,
             role: Role::Broker,
             replication: 1,
+            request_rate: tidings_node::net::limits::DEFAULT_RATE,
         },
         history: Default::default(),
     })

@@ -8,6 +8,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, identify, identity, kad, ping};
 
+use super::codec::Codec;
 use super::deliver::{self, DeliverRequest, DeliverResponse};
 use super::history::{self, HistoryRequest, HistoryResponse};
 use super::publish::{self, PublishRequest, PublishResponse};
@@ -19,8 +20,8 @@ pub const KAD_PROTOCOL: &str = "/tidings/kad/1.0.0";
 /// identify's protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/tidings/id/1.0.0";
 
-/// Largest request or response on the tidings protocols: a batch of 1 MiB blocks.
-pub(super) const MAX_MESSAGE: u64 = 16 << 20;
+/// A request-response behaviour of tidings' [`Codec`].
+pub type Rr<Req, Resp> = request_response::Behaviour<Codec<Req, Resp>>;
 
 /// Every protocol a node speaks.
 #[derive(NetworkBehaviour)]
@@ -34,29 +35,26 @@ pub struct Behaviour {
     /// ping: liveness.
     pub ping: ping::Behaviour,
     /// `/tidings/publish/1`.
-    pub publish: request_response::cbor::Behaviour<PublishRequest, PublishResponse>,
+    pub publish: Rr<PublishRequest, PublishResponse>,
     /// `/tidings/replicate/1`.
-    pub replicate: request_response::cbor::Behaviour<ReplicateRequest, ReplicateResponse>,
+    pub replicate: Rr<ReplicateRequest, ReplicateResponse>,
     /// `/tidings/subscribe/1`.
-    pub subscribe: request_response::cbor::Behaviour<SubscribeRequest, SubscribeResponse>,
+    pub subscribe: Rr<SubscribeRequest, SubscribeResponse>,
     /// `/tidings/deliver/1`.
-    pub deliver: request_response::cbor::Behaviour<DeliverRequest, DeliverResponse>,
+    pub deliver: Rr<DeliverRequest, DeliverResponse>,
     /// `/tidings/history/1`.
-    pub history: request_response::cbor::Behaviour<HistoryRequest, HistoryResponse>,
+    pub history: Rr<HistoryRequest, HistoryResponse>,
     /// Raw streams: `/tidings/fetch/1` streams blocks, which request-response cannot.
     pub stream: libp2p_stream::Behaviour,
 }
 
-fn rr<Req, Resp>(name: &'static str) -> request_response::cbor::Behaviour<Req, Resp>
+fn rr<Req, Resp>(name: &'static str) -> Rr<Req, Resp>
 where
     Req: Send + Clone + serde::Serialize + serde::de::DeserializeOwned + 'static,
     Resp: Send + Clone + serde::Serialize + serde::de::DeserializeOwned + 'static,
 {
-    let codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(MAX_MESSAGE)
-        .set_response_size_maximum(MAX_MESSAGE);
     request_response::Behaviour::with_codec(
-        codec,
+        Codec::default(),
         [(StreamProtocol::new(name), ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
     )

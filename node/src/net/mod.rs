@@ -2,10 +2,13 @@
 //! [`Network`] handle (commands down) and an [`Inbound`] channel (requests up).
 
 mod behaviour;
+pub mod codec;
 pub mod deliver;
 pub mod fetch;
 mod gate;
 pub mod history;
+pub mod limits;
+pub mod penalty;
 pub mod publish;
 pub mod rendezvous;
 pub mod replicate;
@@ -22,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 use deliver::{DeliverRequest, DeliverResponse};
 use history::{HistoryRequest, HistoryResponse};
+pub use penalty::PENALTY;
 use publish::{PublishRequest, PublishResponse};
 use replicate::{ReplicateRequest, ReplicateResponse};
 use subscribe::{SubscribeRequest, SubscribeResponse};
@@ -68,6 +72,8 @@ pub struct NetConfig {
     pub role: Role,
     /// Rendezvous set size `K`.
     pub replication: usize,
+    /// Requests per second one peer may send on the tidings protocols (see [`limits`]).
+    pub request_rate: u32,
 }
 
 /// Errors of the network layer.
@@ -135,9 +141,6 @@ pub(crate) enum Command {
     Disconnect(PeerId),
 }
 
-/// How long a peer that sent a bad block is neither asked nor accepted for fetches.
-pub const PENALTY: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// A request from a remote peer; answer through `reply` (dropping it refuses).
 #[derive(Debug)]
 pub enum Inbound {
@@ -197,7 +200,7 @@ pub struct Network {
     replication: usize,
     directory: Arc<RwLock<Directory>>,
     streams: libp2p_stream::Control,
-    penalties: Arc<std::sync::Mutex<std::collections::HashMap<PeerId, std::time::Instant>>>,
+    penalties: penalty::Penalties,
 }
 
 impl Network {
@@ -218,29 +221,16 @@ impl Network {
         self.streams.clone().accept(fetch::PROTOCOL).ok()
     }
 
-    /// Records that `peer` misbehaved (sent a bad block): it is disconnected, and neither asked
-    /// nor served for [`PENALTY`].
+    /// Records that `peer` misbehaved (sent a bad block), logging why: it is disconnected, and
+    /// neither asked nor served for [`PENALTY`].
     pub async fn penalise(&self, peer: PeerId, why: &str) {
-        tracing::warn!(%peer, reason = %why, "peer misbehaved: disconnecting it for {}s", PENALTY.as_secs());
-        if let Ok(mut p) = self.penalties.lock() {
-            p.insert(peer, std::time::Instant::now() + PENALTY);
-        }
+        self.penalties.penalise(peer, why);
         let _ = self.cmd.send(Command::Disconnect(peer)).await;
     }
 
     /// Whether `peer` is serving a penalty.
     pub fn is_penalised(&self, peer: &PeerId) -> bool {
-        let Ok(mut p) = self.penalties.lock() else {
-            return false;
-        };
-        match p.get(peer) {
-            Some(until) if *until > std::time::Instant::now() => true,
-            Some(_) => {
-                p.remove(peer);
-                false
-            }
-            None => false,
-        }
+        self.penalties.is_penalised(peer)
     }
 
     /// This node's peer id.

@@ -16,17 +16,21 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
-use super::deliver::DeliverResponse;
-use super::history::HistoryResponse;
-use super::publish::PublishResponse;
-use super::replicate::ReplicateResponse;
-use super::subscribe::SubscribeResponse;
+use super::codec::{Malformed, Received};
+use super::deliver::{self, DeliverResponse};
+use super::history::{self, HistoryResponse};
+use super::limits::{RateLimit, Verdict};
+use super::penalty::Penalties;
+use super::publish::{self, PublishResponse};
+use super::replicate::{self, ReplicateResponse};
+use super::subscribe::{self, SubscribeResponse};
 use super::{Command, Directory, Inbound, NetConfig, NetError, Network, Outbound, Role};
 
 /// Handles one request-response event of protocol `$variant`: an inbound request goes up as
-/// `Inbound::$variant`, anything else settles a pending outbound request in `self.$pending`.
+/// `Inbound::$variant` (if the peer is admitted and the request well-formed), anything else
+/// settles a pending outbound request in `self.$pending`.
 macro_rules! on_rr {
-    ($self:ident, $ev:expr, $pending:ident, $variant:ident, $refused:expr) => {
+    ($self:ident, $ev:expr, $pending:ident, $variant:ident, $protocol:expr, $refused:expr) => {
         match $ev {
             request_response::Event::Message {
                 peer,
@@ -39,6 +43,7 @@ macro_rules! on_rr {
                 $self
                     .inbound(
                         peer,
+                        $protocol,
                         request,
                         channel,
                         |peer, req, reply| Inbound::$variant { peer, req, reply },
@@ -82,6 +87,8 @@ struct Task {
     /// or a healed partition, that is how a node finds the network again.
     bootstrap: Vec<(PeerId, Multiaddr)>,
     gate: Option<super::gate::Gate>,
+    penalties: Penalties,
+    limits: RateLimit,
 }
 
 /// Builds the swarm, starts listening and dialling, and spawns the swarm task.
@@ -136,9 +143,10 @@ pub fn start(
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (in_tx, in_rx) = mpsc::channel(1024);
     let streams = swarm.behaviour().stream.new_control();
+    let penalties = Penalties::default();
     let network = Network {
         streams,
-        penalties: Arc::default(),
+        penalties: penalties.clone(),
         cmd: cmd_tx,
         local,
         role: config.role,
@@ -159,6 +167,8 @@ pub fn start(
         last_lookup: std::time::Instant::now() - Duration::from_secs(60),
         bootstrap,
         gate: super::gate::Gate::from_env(),
+        penalties,
+        limits: RateLimit::per_second(config.request_rate),
     };
     let handle = tokio::spawn(task.run(cmd_rx));
     Ok((network, in_rx, handle))
@@ -212,23 +222,23 @@ impl Task {
         let b = self.swarm.behaviour_mut();
         match out {
             Outbound::Publish(req, tx) => {
-                let id = b.publish.send_request(&peer, req);
+                let id = b.publish.send_request(&peer, Received::Ok(req));
                 self.publish.insert(id, tx);
             }
             Outbound::Replicate(req, tx) => {
-                let id = b.replicate.send_request(&peer, req);
+                let id = b.replicate.send_request(&peer, Received::Ok(req));
                 self.replicate.insert(id, tx);
             }
             Outbound::Subscribe(req, tx) => {
-                let id = b.subscribe.send_request(&peer, req);
+                let id = b.subscribe.send_request(&peer, Received::Ok(req));
                 self.subscribe.insert(id, tx);
             }
             Outbound::Deliver(req, tx) => {
-                let id = b.deliver.send_request(&peer, req);
+                let id = b.deliver.send_request(&peer, Received::Ok(req));
                 self.deliver.insert(id, tx);
             }
             Outbound::History(req, tx) => {
-                let id = b.history.send_request(&peer, req);
+                let id = b.history.send_request(&peer, Received::Ok(req));
                 self.history.insert(id, tx);
             }
         }
@@ -246,11 +256,15 @@ impl Task {
         };
     }
 
-    /// Hands an inbound request up and queues the answer for when the node gives it.
+    /// Hands an inbound request up and queues the answer for when the node gives it; refuses it
+    /// at once if the peer is not [admitted](Task::admit) or the request is malformed (which
+    /// penalises the peer, unless the request was only cut short: a reset stream does that).
+    #[allow(clippy::too_many_arguments)]
     async fn inbound<Req, Resp>(
         &mut self,
         peer: PeerId,
-        req: Req,
+        protocol: &str,
+        req: Received<Req>,
         channel: ResponseChannel<Resp>,
         wrap: fn(PeerId, Req, oneshot::Sender<Resp>) -> Inbound,
         refused: fn(String) -> Resp,
@@ -258,6 +272,23 @@ impl Task {
     ) where
         Resp: Send + 'static,
     {
+        if let Err(why) = self.admit(peer, protocol) {
+            self.on_reply(reply(channel, refused(why)));
+            return;
+        }
+        let req = match req {
+            Received::Ok(req) => req,
+            Received::Malformed(m) => {
+                let why = format!("{protocol} request: {m}");
+                if let Malformed::Truncated(_) = m {
+                    tracing::debug!(%peer, reason = %why, "truncated request refused");
+                } else {
+                    self.penalise(peer, &why);
+                }
+                self.on_reply(reply(channel, refused(why)));
+                return;
+            }
+        };
         let (tx, rx) = oneshot::channel();
         if self.inbound.send(wrap(peer, req, tx)).await.is_err() {
             return;
@@ -270,6 +301,41 @@ impl Task {
         }));
     }
 
+    /// Whether to serve a request from `peer` now; `Err` says why not. A penalised peer is
+    /// refused; a peer over its rate limit is refused, and penalised once it keeps at it (a
+    /// flood).
+    fn admit(&mut self, peer: PeerId, protocol: &str) -> Result<(), String> {
+        if self.penalties.is_penalised(&peer) {
+            // Not disconnected again: its connections from outside are closed as they open, so
+            // this one is ours, and we may still need it (say, to publish through it).
+            tracing::debug!(%peer, protocol, "request from a penalised peer refused");
+            return Err("refused: this peer is penalised for misbehaving".into());
+        }
+        let rate = self.limits.rate();
+        match self.limits.check(peer, std::time::Instant::now()) {
+            Verdict::Allow => Ok(()),
+            Verdict::Refuse { first } => {
+                if first {
+                    tracing::warn!(%peer, protocol, limit = %rate, "peer over its request rate limit: refusing its excess requests");
+                }
+                Err(format!("rate limited: over {rate} requests/s"))
+            }
+            Verdict::Flood { refused } => {
+                self.penalise(
+                    peer,
+                    &format!("request flood: {refused} requests over the limit of {rate}/s"),
+                );
+                Err(format!("rate limited: over {rate} requests/s"))
+            }
+        }
+    }
+
+    /// Penalises `peer` (logging why) and closes its connections.
+    fn penalise(&mut self, peer: PeerId, why: &str) {
+        self.penalties.penalise(peer, why);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
     async fn on_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -279,7 +345,19 @@ impl Task {
                     d.listen.push(full);
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                // Cheaper than refusing its requests one by one, and it gets nothing else
+                // (identify, Kademlia) either.
+                if endpoint.is_listener() && self.penalties.is_penalised(&peer_id) {
+                    tracing::debug!(peer = %peer_id, "connection from a penalised peer refused");
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
                 if let Ok(mut d) = self.directory.write() {
                     d.connected.insert(peer_id);
                 }
@@ -357,24 +435,46 @@ impl Task {
                     })),
                 ..
             }) => self.refresh_brokers(),
-            BehaviourEvent::Publish(e) => on_rr!(self, e, publish, Publish, |m| {
-                PublishResponse::Refused {
-                    status: 503,
-                    message: m,
-                }
-            }),
-            BehaviourEvent::Replicate(e) => {
-                on_rr!(self, e, replicate, Replicate, ReplicateResponse::Refused)
+            BehaviourEvent::Publish(e) => {
+                on_rr!(self, e, publish, Publish, publish::PROTOCOL, |m| {
+                    PublishResponse::Refused {
+                        status: 503,
+                        message: m,
+                    }
+                })
             }
-            BehaviourEvent::Subscribe(e) => {
-                on_rr!(self, e, subscribe, Subscribe, SubscribeResponse::Refused)
-            }
-            BehaviourEvent::Deliver(e) => {
-                on_rr!(self, e, deliver, Deliver, DeliverResponse::Refused)
-            }
-            BehaviourEvent::History(e) => {
-                on_rr!(self, e, history, History, HistoryResponse::Refused)
-            }
+            BehaviourEvent::Replicate(e) => on_rr!(
+                self,
+                e,
+                replicate,
+                Replicate,
+                replicate::PROTOCOL,
+                ReplicateResponse::Refused
+            ),
+            BehaviourEvent::Subscribe(e) => on_rr!(
+                self,
+                e,
+                subscribe,
+                Subscribe,
+                subscribe::PROTOCOL,
+                SubscribeResponse::Refused
+            ),
+            BehaviourEvent::Deliver(e) => on_rr!(
+                self,
+                e,
+                deliver,
+                Deliver,
+                deliver::PROTOCOL,
+                DeliverResponse::Refused
+            ),
+            BehaviourEvent::History(e) => on_rr!(
+                self,
+                e,
+                history,
+                History,
+                history::PROTOCOL,
+                HistoryResponse::Refused
+            ),
             _ => {}
         }
     }
@@ -430,6 +530,8 @@ fn settle<Req, Resp>(pending: &mut Pending<Resp>, ev: request_response::Event<Re
                 }));
             }
         }
+        // Not the peer's doing: timeouts, closed connections, answers we dropped. (Requests that
+        // do not decode arrive as `Received::Malformed` requests instead.)
         RrEvent::InboundFailure { peer, error, .. } => {
             tracing::debug!(%peer, %error, "inbound request failed");
         }

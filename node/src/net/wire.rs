@@ -8,11 +8,10 @@ use std::io;
 use futures::executor::block_on;
 use libp2p::StreamProtocol;
 use libp2p::request_response::Codec as _;
-use libp2p::request_response::cbor::codec::Codec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::behaviour::MAX_MESSAGE;
+use super::codec::{Codec, Received};
 use super::deliver::{self, DeliverRequest, DeliverResponse};
 use super::history::{self, HistoryRequest, HistoryResponse};
 use super::publish::{self, PublishRequest, PublishResponse};
@@ -117,8 +116,6 @@ impl Message {
 /// The codec the behaviour uses for every tidings protocol, with the same size limits.
 fn codec<Req, Resp>() -> Codec<Req, Resp> {
     Codec::default()
-        .set_request_size_maximum(MAX_MESSAGE)
-        .set_response_size_maximum(MAX_MESSAGE)
 }
 
 fn read_request<Req, Resp>(kind: Kind, bytes: &[u8]) -> io::Result<Req>
@@ -128,7 +125,11 @@ where
 {
     let mut io = futures::io::Cursor::new(bytes);
     let protocol = StreamProtocol::new(kind.protocol());
-    block_on(codec::<Req, Resp>().read_request(&protocol, &mut io))
+    match block_on(codec::<Req, Resp>().read_request(&protocol, &mut io))? {
+        Received::Ok(req) => Ok(req),
+        // What the swarm refuses (and penalises) as a request, an error here.
+        Received::Malformed(m) => Err(io::Error::new(io::ErrorKind::InvalidData, m)),
+    }
 }
 
 fn read_response<Req, Resp>(kind: Kind, bytes: &[u8]) -> io::Result<Resp>
@@ -142,8 +143,9 @@ where
 }
 
 /// Decodes `bytes` as a message of `kind`, as the swarm decodes what arrives on a stream of
-/// that protocol (same codec, same size limit: bytes past it are not read). An error is what
-/// the swarm would report as a failed inbound request; it never panics.
+/// that protocol (same codec, same size limit: bytes past it are not read, and make it an
+/// error). An error is what the swarm would report as a failed inbound request (see
+/// [`super::codec::malformed`] for why); it never panics.
 pub fn decode(kind: Kind, bytes: &[u8]) -> io::Result<Message> {
     use Message as M;
     Ok(match kind {
@@ -181,7 +183,7 @@ where
 {
     let mut io = futures::io::Cursor::new(Vec::new());
     let protocol = StreamProtocol::new(kind.protocol());
-    block_on(codec::<Req, Resp>().write_request(&protocol, &mut io, req))?;
+    block_on(codec::<Req, Resp>().write_request(&protocol, &mut io, Received::Ok(req)))?;
     Ok(io.into_inner())
 }
 

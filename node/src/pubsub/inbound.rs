@@ -7,9 +7,11 @@ use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::net::Inbound;
-use crate::net::deliver::{DeliverRequest, DeliverResponse};
-use crate::net::publish::PublishResponse;
+use crate::net::deliver::{self, DeliverRequest, DeliverResponse};
+use crate::net::publish::{self, PublishResponse};
+use crate::net::replicate::{self, ReplicateResponse};
 use crate::pubsub::Router;
+use crate::pubsub::router::{Refusal, verify_wire};
 
 /// Serves inbound requests until the network stops.
 pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
@@ -21,22 +23,10 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
         match msg {
             Inbound::Publish { peer, req, reply } => {
                 tokio::spawn(async move {
-                    let resp = match tidings_ipld_schema::Cid::try_from(req.cid.as_slice())
-                        .map_err(|e| e.to_string())
-                        .and_then(|cid| {
-                            tidings_ipld_schema::verify(&cid, &req.block)
-                                .map(|ev| (cid, ev))
-                                .map_err(|e| e.to_string())
-                        }) {
-                        Ok((cid, event)) => {
-                            let block = tidings_ipld_schema::Block {
-                                cid,
-                                data: req.block.into_vec(),
-                            };
-                            router.serve_publish(&block, &event).await
-                        }
+                    let resp = match verify_wire(&req.cid, req.block.into_vec()) {
+                        Ok((block, event)) => router.serve_publish(&block, &event).await,
                         Err(why) => {
-                            tracing::warn!(%peer, reason = %why, "refused a bad published block");
+                            misbehaved(&router, peer, publish::PROTOCOL, &why).await;
                             PublishResponse::Refused {
                                 status: 400,
                                 message: why,
@@ -46,9 +36,16 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
                     let _ = reply.send(resp);
                 });
             }
-            Inbound::Replicate { req, reply, .. } => {
+            Inbound::Replicate { peer, req, reply } => {
                 tokio::spawn(async move {
-                    let _ = reply.send(router.serve_replicate(req.blocks).await);
+                    let resp = match router.serve_replicate(req.blocks).await {
+                        Ok(()) => ReplicateResponse::Stored,
+                        Err(why) => {
+                            refused(&router, peer, replicate::PROTOCOL, &why).await;
+                            ReplicateResponse::Refused(why.to_string())
+                        }
+                    };
+                    let _ = reply.send(resp);
                 });
             }
             Inbound::History { peer, req, reply } => {
@@ -84,13 +81,38 @@ async fn deliver_worker(
     mut rx: mpsc::UnboundedReceiver<Delivery>,
 ) {
     while let Some((req, reply)) = rx.recv().await {
+        // Deliveries queue here: a peer penalised since this one was admitted gets no more in.
+        if router.net().is_penalised(&peer) {
+            let why = "refused: this peer is penalised for misbehaving";
+            let _ = reply.send(DeliverResponse::Refused(why.into()));
+            continue;
+        }
         let resp = match router.serve_deliver(peer, req.events, req.after).await {
             Ok(()) => DeliverResponse::Ok,
             Err(why) => {
-                tracing::warn!(%peer, reason = %why, "refused a bad delivery");
-                DeliverResponse::Refused(why)
+                refused(&router, peer, deliver::PROTOCOL, &why).await;
+                DeliverResponse::Refused(why.to_string())
             }
         };
         let _ = reply.send(resp);
     }
+}
+
+/// Logs a refused request; a bad block penalises its sender.
+async fn refused(router: &Router, peer: PeerId, protocol: &str, why: &Refusal) {
+    match why {
+        Refusal::BadBlock(why) => misbehaved(router, peer, protocol, why).await,
+        Refusal::Failed(why) => {
+            tracing::warn!(%peer, protocol, reason = %why, "could not serve a request")
+        }
+    }
+}
+
+/// `peer` sent a block that fails verification: nothing of it was stored; it is penalised (and
+/// the reason logged).
+async fn misbehaved(router: &Router, peer: PeerId, protocol: &str, why: &str) {
+    router
+        .net()
+        .penalise(peer, &format!("{protocol} request: {why}"))
+        .await;
 }

@@ -73,6 +73,18 @@ pub enum PublishError {
     NotFound(String),
 }
 
+/// Why a request from another node was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The peer sent a block that fails verification (CID mismatch, bad signature, not an
+    /// event, too large): it misbehaved, since an honest node only sends what it verified.
+    #[error("{0}")]
+    BadBlock(String),
+    /// This node could not take it (store failure): nobody's fault.
+    #[error("{0}")]
+    Failed(String),
+}
+
 impl From<StoreError> for PublishError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -557,42 +569,36 @@ impl Router {
             .deliver(&event.topic, &json["body"], &cid.to_string(), &text, stream);
     }
 
-    /// Stores verified replicas (one transaction).
-    pub async fn serve_replicate(&self, blocks: Vec<(ByteBuf, ByteBuf)>) -> ReplicateResponse {
+    /// Stores replicas (one transaction) once every one of them verifies: one bad block and
+    /// none is stored.
+    pub async fn serve_replicate(&self, blocks: Vec<(ByteBuf, ByteBuf)>) -> Result<(), Refusal> {
         let mut events = Vec::with_capacity(blocks.len());
         for (cid, data) in blocks {
-            match verify_wire(&cid, data.into_vec()) {
-                Ok(pair) => events.push(pair),
-                Err(why) => return ReplicateResponse::Refused(why),
-            }
+            events.push(verify_wire(&cid, data.into_vec()).map_err(Refusal::BadBlock)?);
         }
         let store = self.store.clone();
-        match blocking(move || {
+        blocking(move || {
             let holes = store.chain_holes(&events)?;
             store.insert_events(&events, &[])?;
             Ok(holes)
         })
         .await
-        {
-            Ok(holes) => {
-                self.sync.note_holes(holes);
-                ReplicateResponse::Stored
-            }
-            Err(e) => ReplicateResponse::Refused(e.to_string()),
-        }
+        .map(|holes| self.sync.note_holes(holes))
+        .map_err(|e| Refusal::Failed(e.to_string()))
     }
 
     /// Verifies delivered events, caches them, and hands new ones to local subscribers in order.
+    /// One bad block and none is stored or handed on.
     pub async fn serve_deliver(
         &self,
         from: PeerId,
         events: Vec<(ByteBuf, ByteBuf)>,
         after: Vec<u64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let mut verified = Vec::with_capacity(events.len());
         let mut afters = Vec::with_capacity(events.len());
         for (i, (cid, data)) in events.into_iter().enumerate() {
-            let (block, event) = verify_wire(&cid, data.into_vec())?;
+            let (block, event) = verify_wire(&cid, data.into_vec()).map_err(Refusal::BadBlock)?;
             if self.drop_seq_mod.is_some_and(|m| event.seq % m == 0) {
                 tracing::warn!(cid = %block.cid, seq = event.seq, "test fault: delivery dropped on arrival");
                 continue;
@@ -604,7 +610,7 @@ impl Router {
         let to_store = verified.clone();
         blocking(move || Ok(store.insert_events(&to_store, &[])?))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Refusal::Failed(e.to_string()))?;
         for ((block, event), after) in verified.iter().zip(afters) {
             self.take_delivered(from, block, event, after).await;
         }

@@ -287,6 +287,23 @@ impl Api {
     }
 }
 
+/// A WebSocket subscription on a node's API.
+pub type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket subscription to `filter` as durable `durable` on the API at `api`, whose
+/// reads time out after `read_timeout`.
+pub fn ws_durable(api: &str, filter: &str, durable: &str, read_timeout: Duration) -> Result<Ws> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", api.replace("http://", "ws://")),
+        &[("filter", filter), ("durable", durable)],
+    )?;
+    let (mut ws, _) = tungstenite::connect(url.as_str()).context("websocket connect")?;
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+        s.set_read_timeout(Some(read_timeout))?;
+    }
+    Ok(ws)
+}
+
 /// A plain HTTP/1.1 SSE client on a raw socket, so the test can cut the connection itself.
 /// Returns the socket (to shut down) and the `data:` lines; fails unless the answer is 200.
 pub fn sse_subscribe(url: &reqwest::Url) -> Result<(TcpStream, mpsc::Receiver<String>)> {

@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail, ensure};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
-use tidings_tests::{Api, NodeProcess, poll};
+use tidings_tests::{Api, NodeProcess, poll, ws_durable};
 
 const FILTER: &str = "/chaos/** where keep = true";
 const DURABLE: &str = "chaos";
@@ -277,19 +277,13 @@ fn subscriber(
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        let url = reqwest::Url::parse_with_params(
-            &format!("{}/v1/subscribe", base.replace("http://", "ws://")),
-            &[("filter", FILTER), ("durable", DURABLE)],
-        )?;
-        let Ok((mut ws, _)) = tungstenite::connect(url.as_str()) else {
+        // Short reads, so the stop flag is seen; the node may be down: try again shortly.
+        let Ok(mut ws) = ws_durable(&base, FILTER, DURABLE, Duration::from_millis(300)) else {
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
         if let Ok(mut c) = connects.lock() {
             *c += 1;
-        }
-        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
-            s.set_read_timeout(Some(Duration::from_millis(300)))?;
         }
         loop {
             if stop.load(Ordering::Relaxed) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use tidings_tests::{NodeProcess, poll, signed_stream_car, tidings_bin};
+use tidings_tests::{NodeProcess, Ws, poll, signed_stream_car, tidings_bin};
 
 /// Events in the fetched stream (the figure: a 100k-event stream).
 fn fetch_events() -> u64 {
@@ -164,18 +164,8 @@ fn three_brokers_and_a_peer(dir: &std::path::Path) -> Result<Vec<NodeProcess>> {
     Ok(nodes)
 }
 
-type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
-
 fn ws_connect(api: &str, filter: &str, durable: &str) -> Result<Ws> {
-    let url = reqwest::Url::parse_with_params(
-        &format!("{}/v1/subscribe", api.replace("http://", "ws://")),
-        &[("filter", filter), ("durable", durable)],
-    )?;
-    let (mut ws, _) = tungstenite::connect(url.as_str()).context("websocket connect")?;
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    }
-    Ok(ws)
+    tidings_tests::ws_durable(api, filter, durable, Duration::from_secs(60))
 }
 
 /// Reads `n` events, acknowledging each; returns their CIDs.

@@ -240,6 +240,31 @@ pub async fn fetch(
     Ok(ctx.summary)
 }
 
+/// Fetches one (author, topic) chain from the event `want` down to `chain.after_seq` (and no
+/// further than `until`), asking `prefer` first. `expected` is how many events of the chain
+/// are missing; the request leaves room for other writers' events interleaved in the walk.
+/// Gap repair, replica sync and hole filling all walk a chain this way.
+pub async fn fetch_chain(
+    net: &Network,
+    store: &Arc<Store>,
+    want: Cid,
+    until: Option<Cid>,
+    prefer: Vec<PeerId>,
+    chain: Chain,
+    expected: u64,
+) -> Result<FetchSummary, FetchError> {
+    let opts = FetchOptions {
+        want: vec![want],
+        until: until.into_iter().collect(),
+        prefer,
+        chain: Some(chain),
+        max_blocks: expected.saturating_mul(4).saturating_add(64),
+        ..FetchOptions::default()
+    };
+    let (tx, _rx) = watch::channel(Progress::default());
+    fetch(net, store, opts, tx).await
+}
+
 /// Walks what is held locally from `want`; returns the CIDs where local history ends (the
 /// first blocks to fetch) and how many blocks were held already.
 fn local_frontier(

@@ -5,7 +5,7 @@ pub mod durable;
 pub mod fetch;
 pub mod serve;
 
-pub use fetch::{Chain, FetchOptions, FetchSummary, Progress, fetch};
+pub use fetch::{Chain, FetchOptions, FetchSummary, Progress, fetch, fetch_chain};
 
 /// History settings of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,17 +39,17 @@ impl Default for HistoryConfig {
     }
 }
 
-use tidings_ipld_schema::{Cid, Event};
+use tidings_ipld_schema::{Block, Event};
 
 use crate::store::{Store, StoreError};
 
 /// The events of `chain` held in `store` behind `head` (through each event's first `prev`), down
-/// to `chain.after_seq`, oldest first. Stops at the first one not held.
+/// to `chain.after_seq`, oldest first, with their blocks. Stops at the first one not held.
 pub fn chain_back(
     store: &Store,
     head: &Event,
     chain: &Chain,
-) -> Result<Vec<(Cid, Event)>, StoreError> {
+) -> Result<Vec<(Block, Event)>, StoreError> {
     let mut out = Vec::new();
     let mut cur = fetch::chain_link(chain, head);
     while let Some(cid) = cur.take() {
@@ -66,7 +66,7 @@ pub fn chain_back(
             break;
         }
         cur = fetch::chain_link(chain, &event);
-        out.push((cid, event));
+        out.push((Block { cid, data }, event));
     }
     out.reverse();
     Ok(out)

@@ -18,7 +18,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
-use crate::history::{self, Chain, FetchOptions, Progress};
+use crate::history::{self, Chain};
 use crate::net::Role;
 use crate::net::history::{HistoryRequest, HistoryResponse, Tip};
 use crate::net::rendezvous;
@@ -262,17 +262,17 @@ impl Router {
             topic: tip.topic.clone(),
             after_seq,
         };
-        let opts = FetchOptions {
-            want: vec![tip_cid],
-            until: ours.map(|(_, c)| c).into_iter().collect(),
-            prefer: vec![member],
-            chain: Some(chain.clone()),
-            // Room for other writers' events interleaved in the walk.
-            max_blocks: (tip.seq - after_seq).saturating_mul(4).saturating_add(64),
-            ..FetchOptions::default()
-        };
-        let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
-        match history::fetch(self.net(), self.store(), opts, tx).await {
+        let fetched = history::fetch_chain(
+            self.net(),
+            self.store(),
+            tip_cid,
+            ours.map(|(_, c)| c),
+            vec![member],
+            chain.clone(),
+            tip.seq - after_seq,
+        )
+        .await;
+        match fetched {
             Ok(s) if !s.complete => {
                 tracing::debug!(%member, topic = %tip.topic, missing = s.missing.len(), "replica sync: stream only partly pulled")
             }
@@ -290,12 +290,7 @@ impl Router {
             let Some(head) = Event::decode_stored(&data) else {
                 return Ok(Vec::new());
             };
-            let mut out = Vec::new();
-            for (cid, event) in history::chain_back(&store, &head, &chain)? {
-                if let Some(d) = store.get_block(&cid)? {
-                    out.push((Block { cid, data: d }, event));
-                }
-            }
+            let mut out = history::chain_back(&store, &head, &chain)?;
             out.push((Block { cid: tip_cid, data }, head));
             Ok(out)
         })
@@ -345,20 +340,22 @@ impl Router {
             .into_iter()
             .filter(|p| *p != me)
             .collect();
-        let opts = FetchOptions {
-            want: vec![hole.above],
-            until: below.map(|(_, c)| c).into_iter().collect(),
-            prefer: set,
-            chain: Some(Chain {
-                author: hole.author.clone(),
-                topic: hole.topic.clone(),
-                after_seq,
-            }),
-            max_blocks: (hole.seq - after_seq).saturating_mul(4).saturating_add(64),
-            ..FetchOptions::default()
+        let chain = Chain {
+            author: hole.author.clone(),
+            topic: hole.topic.clone(),
+            after_seq,
         };
-        let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
-        match history::fetch(self.net(), self.store(), opts, tx).await {
+        let fetched = history::fetch_chain(
+            self.net(),
+            self.store(),
+            hole.above,
+            below.map(|(_, c)| c),
+            set,
+            chain,
+            hole.seq - after_seq,
+        )
+        .await;
+        match fetched {
             Ok(s) => {
                 tracing::info!(topic = %hole.topic, seq = hole.seq, below = after_seq, complete = s.complete, new = s.new_blocks, "replica sync: hole in a stream fetched");
                 true

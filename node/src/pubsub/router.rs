@@ -17,7 +17,7 @@ use serde_bytes::ByteBuf;
 use tidings_ipld_schema::{Block, Cid, Event, Ipld, Keypair, json as ipld_json, topic, verify};
 use tidings_matcher::Filter;
 
-use crate::history::{self, Chain, FetchOptions, Progress};
+use crate::history::{self, Chain};
 use crate::metrics::Metrics;
 use crate::net::publish::{PublishRequest, PublishResponse};
 use crate::net::replicate::{ReplicateRequest, ReplicateResponse};
@@ -527,17 +527,17 @@ impl Router {
             topic: event.topic.clone(),
             after_seq: last,
         };
-        let opts = FetchOptions {
-            want: vec![block.cid],
-            until: last_cid.into_iter().collect(),
-            prefer: vec![from],
-            chain: Some(chain.clone()),
-            // Room for other writers' events interleaved in the walk.
-            max_blocks: missing.saturating_mul(4).saturating_add(64),
-            ..FetchOptions::default()
-        };
-        let (tx, _rx) = tokio::sync::watch::channel(Progress::default());
-        match history::fetch(&self.net, &self.store, opts, tx).await {
+        let fetched = history::fetch_chain(
+            &self.net,
+            &self.store,
+            block.cid,
+            last_cid,
+            vec![from],
+            chain.clone(),
+            missing,
+        )
+        .await;
+        match fetched {
             Ok(s) if !s.complete => {
                 tracing::warn!(topic = %event.topic, missing = s.missing.len(), "gap only partly repaired: no peer asked has the rest")
             }
@@ -546,9 +546,13 @@ impl Router {
         }
         let store = self.store.clone();
         let head = event.clone();
-        let found = blocking(move || Ok(history::chain_back(&store, &head, &chain)?))
-            .await
-            .unwrap_or_default();
+        let found: Vec<(Cid, Event)> =
+            blocking(move || Ok(history::chain_back(&store, &head, &chain)?))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(b, e)| (b.cid, e))
+                .collect();
         Metrics::inc(&self.metrics.gaps_repaired);
         self.metrics
             .events_repaired

@@ -40,7 +40,6 @@ struct Plan {
 }
 
 #[test]
-#[ignore = "not yet reliable: broker convergence timed out once after the hostile-peers merge (issue #6)"]
 fn chaos_short_kills_and_a_partition_lose_no_acknowledged_event() -> Result<()> {
     run(Plan {
         seed: seed(7),

@@ -59,6 +59,9 @@ pub struct Chain {
     pub topic: String,
     /// Stop below this seq: the last one held.
     pub after_seq: u64,
+    /// This node keeps the whole stream (a rendezvous member): a hole the fetch leaves (it
+    /// stops early, or the node dies mid-way) is recorded and replica sync fills it.
+    pub whole: bool,
 }
 
 /// Progress of a running fetch.
@@ -560,9 +563,16 @@ async fn take(ctx: &mut Ctx, checked: Vec<(Block, Checked)>) -> Result<(), Round
     // What verified is kept even when a later block of the batch is bad.
     if !ctx.verify_only && (!events.is_empty() || !plain.is_empty()) {
         let store = ctx.store.clone();
-        let summary = blocking(move || store.insert_events(&events, &plain))
-            .await
-            .map_err(RoundError::Store)?;
+        let whole = ctx.chain.as_ref().is_some_and(|c| c.whole);
+        let summary = blocking(move || {
+            if whole {
+                store.insert_replicas(&events, &plain)
+            } else {
+                store.insert_events(&events, &plain)
+            }
+        })
+        .await
+        .map_err(RoundError::Store)?;
         ctx.summary.new_blocks += summary.new_blocks;
     }
     match bad {

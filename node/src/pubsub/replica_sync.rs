@@ -8,8 +8,10 @@
 //! block verified), and takes in the records it lacks. The topic's primary also routes what it
 //! pulled, so subscribers get events that were accepted on the other side of a partition.
 //!
-//! Events that arrive (by publish or replication) above a hole in their author's chain are
-//! noted, and the hole is fetched on the next round, so every member ends with whole streams.
+//! Events that arrive (by publish, replication or a sync fetch) above a hole in their author's
+//! chain leave a record of the hole in the store, in the same transaction; each round fetches
+//! the recorded holes until they close, so every member ends with whole streams even when a
+//! fetch was cut short or the node was killed before filling them.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -27,19 +29,17 @@ use crate::store::{ChainHole, DurableRecord};
 
 /// How long a member may take to answer a sync request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Holes remembered for the next round; beyond this, the oldest are dropped (the next tip
-/// comparison or gap repair still finds what is missing downstream).
-const MAX_HOLES: usize = 10_000;
+/// Holes fetched per round at most; the rest wait for the next.
+const HOLES_PER_ROUND: usize = 256;
 
 /// How long a broker waits for the other members' leases before its first routing of a root.
 const LEASES_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Roots and holes waiting for the next sync round.
+/// Roots waiting for the next sync round.
 #[derive(Default)]
 pub struct SyncState {
     /// Roots another member asked about: this node may have just joined their set.
     roots: Mutex<BTreeSet<String>>,
-    holes: Mutex<Vec<ChainHole>>,
     /// Roots whose leases this node took from the rest of the set since it started.
     leases_taken: Mutex<BTreeSet<String>>,
 }
@@ -51,18 +51,6 @@ impl SyncState {
             && !r.contains(root)
         {
             r.insert(root.to_string());
-        }
-    }
-
-    /// Remembers holes to fill.
-    pub fn note_holes(&self, holes: Vec<ChainHole>) {
-        if holes.is_empty() {
-            return;
-        }
-        if let Ok(mut h) = self.holes.lock() {
-            h.extend(holes);
-            let over = h.len().saturating_sub(MAX_HOLES);
-            h.drain(..over);
         }
     }
 }
@@ -180,13 +168,23 @@ impl Router {
                 self.sync_with(&root, &set, *member, &mut round).await;
             }
         }
-        let holes = self
-            .sync_state()
-            .holes
-            .lock()
-            .map(|mut h| std::mem::take(&mut *h))
-            .unwrap_or_default();
+        let store = self.store().clone();
+        let holes = match blocking(move || Ok(store.holes(HOLES_PER_ROUND)?)).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "replica sync: cannot list holes");
+                Vec::new()
+            }
+        };
         for hole in holes {
+            // Only the streams of this node's sets are kept whole.
+            if !self
+                .net()
+                .rendezvous_set(topic::root_segment(&hole.topic))
+                .contains(&me)
+            {
+                continue;
+            }
             if self.fill_hole(hole).await {
                 round.holes += 1;
             }
@@ -261,6 +259,7 @@ impl Router {
             author: tip.author.to_vec(),
             topic: tip.topic.clone(),
             after_seq,
+            whole: true,
         };
         let fetched = history::fetch_chain(
             self.net(),
@@ -309,30 +308,19 @@ impl Router {
         (n, if primary { n } else { 0 })
     }
 
-    /// Fetches the events missing below `hole.above` in its author's chain.
+    /// Fetches the events missing below `hole.above` in its author's chain. Returns whether
+    /// it fetched anything; what is still missing stays recorded for the next round.
     async fn fill_hole(&self, hole: ChainHole) -> bool {
         let store = self.store().clone();
-        let below = hole.below;
-        let above = hole.above;
-        // Still a hole? A tip pull or a later replica may have filled it.
-        let open = blocking(move || {
-            let Some(data) = store.get_block(&above)? else {
-                return Ok(false);
-            };
-            let Some(ev) = Event::decode_stored(&data) else {
-                return Ok(false);
-            };
-            match ev.prev.first() {
-                Some(p) => Ok(!store.has_block(p)?),
-                None => Ok(false),
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if !open {
+        let missing = hole.missing;
+        // A tip pull, a later replica or a repair may have filled it since it was listed.
+        if blocking(move || Ok(store.has_block(&missing)?))
+            .await
+            .unwrap_or(true)
+        {
             return false;
         }
-        let after_seq = below.map_or(0, |(s, _)| s);
+        let after_seq = hole.below.map_or(0, |(s, _)| s);
         let me = self.net().local_peer();
         let set: Vec<PeerId> = self
             .net()
@@ -344,24 +332,29 @@ impl Router {
             author: hole.author.clone(),
             topic: hole.topic.clone(),
             after_seq,
+            whole: true,
         };
         let fetched = history::fetch_chain(
             self.net(),
             self.store(),
             hole.above,
-            below.map(|(_, c)| c),
+            hole.below.map(|(_, c)| c),
             set,
             chain,
             hole.seq - after_seq,
         )
         .await;
         match fetched {
-            Ok(s) => {
+            Ok(s) if s.new_blocks > 0 => {
                 tracing::info!(topic = %hole.topic, seq = hole.seq, below = after_seq, complete = s.complete, new = s.new_blocks, "replica sync: hole in a stream fetched");
                 true
             }
+            Ok(s) => {
+                tracing::debug!(topic = %hole.topic, seq = hole.seq, below = after_seq, missing = s.missing.len(), "replica sync: no member could fill a hole yet");
+                false
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "replica sync: hole fetch failed");
+                tracing::debug!(topic = %hole.topic, error = %e, "replica sync: hole fetch failed; retried next round");
                 false
             }
         }

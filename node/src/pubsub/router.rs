@@ -311,21 +311,11 @@ impl Router {
     pub async fn serve_publish(&self, block: &Block, event: &Event) -> PublishResponse {
         let store = self.store.clone();
         let (b, e) = (block.clone(), event.clone());
-        match blocking(move || {
-            let batch = [(b, e)];
-            let holes = store.chain_holes(&batch)?;
-            store.insert_events(&batch, &[])?;
-            Ok(holes)
-        })
-        .await
-        {
-            Ok(holes) => self.sync.note_holes(holes),
-            Err(err) => {
-                return PublishResponse::Refused {
-                    status: 503,
-                    message: format!("primary could not store the event: {err}"),
-                };
-            }
+        if let Err(err) = blocking(move || Ok(store.insert_replicas(&[(b, e)], &[])?)).await {
+            return PublishResponse::Refused {
+                status: 503,
+                message: format!("primary could not store the event: {err}"),
+            };
         }
         self.replicate_and_route(block, event).await
     }
@@ -526,6 +516,7 @@ impl Router {
             author: event.author.clone(),
             topic: event.topic.clone(),
             after_seq: last,
+            whole: false,
         };
         let fetched = history::fetch_chain(
             &self.net,
@@ -581,14 +572,10 @@ impl Router {
             events.push(verify_wire(&cid, data.into_vec()).map_err(Refusal::BadBlock)?);
         }
         let store = self.store.clone();
-        blocking(move || {
-            let holes = store.chain_holes(&events)?;
-            store.insert_events(&events, &[])?;
-            Ok(holes)
-        })
-        .await
-        .map(|holes| self.sync.note_holes(holes))
-        .map_err(|e| Refusal::Failed(e.to_string()))
+        blocking(move || Ok(store.insert_replicas(&events, &[])?))
+            .await
+            .map(|_| ())
+            .map_err(|e| Refusal::Failed(e.to_string()))
     }
 
     /// Verifies delivered events, caches them, and hands new ones to local subscribers in order.

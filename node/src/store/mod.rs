@@ -164,10 +164,33 @@ impl Store {
         events: &[(Block, Event)],
         other_blocks: &[Block],
     ) -> Result<InsertSummary, StoreError> {
+        self.insert(events, other_blocks, false)
+    }
+
+    /// [`Store::insert_events`] for a rendezvous member, which keeps whole streams: the holes
+    /// the events leave in their authors' chains are recorded in the same transaction, for
+    /// replica sync to fill ([`Store::holes`]).
+    pub fn insert_replicas(
+        &self,
+        events: &[(Block, Event)],
+        other_blocks: &[Block],
+    ) -> Result<InsertSummary, StoreError> {
+        self.insert(events, other_blocks, true)
+    }
+
+    fn insert(
+        &self,
+        events: &[(Block, Event)],
+        other_blocks: &[Block],
+        note_holes: bool,
+    ) -> Result<InsertSummary, StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
         let mut summary = InsertSummary::default();
         {
             let mut t = Tables::open(&txn)?;
+            if note_holes {
+                t = t.note_holes();
+            }
             for (block, event) in events {
                 if t.apply_event(block, event)? {
                     summary.new_blocks += 1;

@@ -1,12 +1,10 @@
 //! Per-stream bookkeeping for replica sync: the tip of every (author, topic) stream of a root,
-//! and the holes an arriving event would leave in its author's chain.
-
-use std::collections::HashSet;
+//! and the recorded holes in authors' chains.
 
 use redb::{ReadableDatabase, ReadableTable};
-use tidings_ipld_schema::{Block, Cid, Event, topic};
+use tidings_ipld_schema::{Cid, Event, topic};
 
-use super::tables::{BLOCKS, SEQS};
+use super::tables::{BLOCKS, HOLES, SEQS};
 use super::{Store, StoreError, db, parse_cid};
 
 /// The newest stored event of one (author, topic) stream.
@@ -22,10 +20,12 @@ pub struct StreamTip {
     pub cid: Cid,
 }
 
-/// An event whose author's previous event (its first `prev`) is not held: the chain has a
-/// hole below it, down to `below` (the stream's tip before the event arrived), if known.
+/// A hole in an author's chain: `missing` (the author's previous event of `above`) is not
+/// held, nor anything down to `below`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHole {
+    /// The first block missing: `above`'s first `prev`.
+    pub missing: Cid,
     /// Author key bytes.
     pub author: Vec<u8>,
     /// Topic.
@@ -34,7 +34,7 @@ pub struct ChainHole {
     pub above: Cid,
     /// Its seq.
     pub seq: u64,
-    /// The newest event of the stream held below it (seq, CID), if any.
+    /// The newest event of the stream held below the hole (seq, CID), if any.
     pub below: Option<(u64, Cid)>,
 }
 
@@ -61,47 +61,36 @@ impl Store {
         Ok(out)
     }
 
-    /// The holes storing `events` would leave: events (not yet held) after the first of their
-    /// stream whose author's previous event is neither held nor among `events`. Call before
-    /// [`Store::insert_events`].
-    pub fn chain_holes(&self, events: &[(Block, Event)]) -> Result<Vec<ChainHole>, StoreError> {
+    /// Recorded holes (see [`Store::insert_replicas`]), at most `limit`, with the author
+    /// and topic of the event above each. A hole whose upper event is gone (retention) is left
+    /// out.
+    pub fn holes(&self, limit: usize) -> Result<Vec<ChainHole>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
+        let holes = txn.open_table(HOLES).map_err(db)?;
         let blocks = txn.open_table(BLOCKS).map_err(db)?;
-        let seqs = txn.open_table(SEQS).map_err(db)?;
-        let batch: HashSet<Cid> = events.iter().map(|(b, _)| b.cid).collect();
-        let held = |c: &Cid| -> Result<bool, StoreError> {
-            Ok(batch.contains(c) || blocks.get(c.to_bytes().as_slice()).map_err(db)?.is_some())
-        };
         let mut out = Vec::new();
-        for (block, event) in events {
-            if event.seq <= 1
-                || blocks
-                    .get(block.cid.to_bytes().as_slice())
-                    .map_err(db)?
-                    .is_some()
-            {
-                continue;
+        for item in holes.iter().map_err(db)? {
+            if out.len() >= limit {
+                break;
             }
-            let Some(prev) = event.prev.first() else {
+            let (k, v) = item.map_err(db)?;
+            let (below_seq, above, below_cid) = v.value();
+            let Some(data) = blocks.get(above).map_err(db)? else {
                 continue;
             };
-            if held(prev)? {
+            let Some(event) = Event::decode_stored(data.value()) else {
                 continue;
-            }
-            let below = match seqs
-                .get((event.author.as_slice(), event.topic.as_str()))
-                .map_err(db)?
-            {
-                Some(g) if g.value().0 < event.seq => {
-                    let (s, c) = g.value();
-                    Some((s, parse_cid(c)?))
-                }
-                _ => None,
+            };
+            let below = if below_cid.is_empty() {
+                None
+            } else {
+                Some((below_seq, parse_cid(below_cid)?))
             };
             out.push(ChainHole {
-                author: event.author.clone(),
-                topic: event.topic.clone(),
-                above: block.cid,
+                missing: parse_cid(k.value())?,
+                author: event.author,
+                topic: event.topic,
+                above: parse_cid(above)?,
                 seq: event.seq,
                 below,
             });

@@ -28,6 +28,13 @@ pub(super) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new
 pub(super) const LOG_NEXT: TableDefinition<&str, u64> = TableDefinition::new("log_next");
 /// Counters kept in step with BLOCKS so status needs no scan.
 pub(super) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
+/// Value of HOLES: (seq of the newest event held below the hole, or 0; CID of the event
+/// above it; CID of that event below, or empty).
+type HoleValue = (u64, &'static [u8], &'static [u8]);
+/// CID of an author's previous event that is missing → the hole it opens in the chain.
+/// Kept in the same transaction as the events, so a hole survives a crash or an interrupted
+/// fetch until the block arrives (by whatever path).
+pub(super) const HOLES: TableDefinition<&[u8], HoleValue> = TableDefinition::new("holes");
 
 /// STATS key of a root's logged bytes (what retention's byte limit counts).
 pub(super) fn root_bytes_key(root: &str) -> String {
@@ -46,6 +53,9 @@ pub(super) struct Tables<'txn> {
     log: Table<'txn, (&'static str, u64), &'static [u8]>,
     log_next: Table<'txn, &'static str, u64>,
     stats: Table<'txn, &'static str, u64>,
+    holes: Table<'txn, &'static [u8], HoleValue>,
+    /// Whether new holes are recorded (see [`Tables::note_holes`]).
+    note_holes: bool,
 }
 
 impl<'txn> Tables<'txn> {
@@ -61,7 +71,17 @@ impl<'txn> Tables<'txn> {
             log: txn.open_table(LOG).map_err(db)?,
             log_next: txn.open_table(LOG_NEXT).map_err(db)?,
             stats: txn.open_table(STATS).map_err(db)?,
+            holes: txn.open_table(HOLES).map_err(db)?,
+            note_holes: false,
         })
+    }
+
+    /// Records the holes that events applied from now on leave in their authors' chains: a
+    /// rendezvous member keeps whole streams and fills them. Without it, only a hole that
+    /// was already recorded is carried down as its upper part arrives.
+    pub(super) fn note_holes(mut self) -> Self {
+        self.note_holes = true;
+        self
     }
 
     /// Current heads of a topic, unsorted.
@@ -94,6 +114,7 @@ impl<'txn> Tables<'txn> {
             return Ok(false);
         }
         let cid_bytes = block.cid.to_bytes();
+        self.track_hole(block, event)?;
         for p in &event.prev {
             let pb = p.to_bytes();
             self.referenced.insert(pb.as_slice(), ()).map_err(db)?;
@@ -133,6 +154,58 @@ impl<'txn> Tables<'txn> {
         self.log_next.insert(root, pos + 1).map_err(db)?;
         self.bump(&root_bytes_key(root), block.data.len() as u64)?;
         Ok(true)
+    }
+
+    /// Closes the hole `block` was missing from, and records the one below it if its author's
+    /// previous event is not held. Call before SEQS is updated for `event`.
+    fn track_hole(&mut self, block: &Block, event: &Event) -> Result<(), StoreError> {
+        let cid_bytes = block.cid.to_bytes();
+        let closed = self
+            .holes
+            .remove(cid_bytes.as_slice())
+            .map_err(db)?
+            .map(|g| {
+                let (seq, _, cid) = g.value();
+                (seq, cid.to_vec())
+            });
+        let Some(prev) = event.prev.first().filter(|_| event.seq > 1) else {
+            return Ok(());
+        };
+        let prev_bytes = prev.to_bytes();
+        if self
+            .blocks
+            .get(prev_bytes.as_slice())
+            .map_err(db)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        // The hole goes down to what was held below: the part of a closed hole still open, or
+        // the stream's tip before this event.
+        let below = match closed {
+            Some(c) => Some(c),
+            None if self.note_holes => match self
+                .seqs
+                .get((event.author.as_slice(), event.topic.as_str()))
+                .map_err(db)?
+            {
+                Some(g) if g.value().0 < event.seq => {
+                    let (seq, cid) = g.value();
+                    Some((seq, cid.to_vec()))
+                }
+                _ => Some((0, Vec::new())),
+            },
+            None => None,
+        };
+        if let Some((seq, cid)) = below {
+            self.holes
+                .insert(
+                    prev_bytes.as_slice(),
+                    (seq, cid_bytes.as_slice(), cid.as_slice()),
+                )
+                .map_err(db)?;
+        }
+        Ok(())
     }
 
     fn bump(&mut self, key: &str, by: u64) -> Result<(), StoreError> {

@@ -215,3 +215,64 @@ fn retention_drops_old_log_entries_and_blocks_but_keeps_heads_own_events_and_pin
     }
     assert!(!store.has_block(&theirs[5]).unwrap());
 }
+
+/// A chain of `n` events by `kp` on `topic`, seq 1..=n, each linking the one before.
+fn chain(kp: &Keypair, topic: &str, n: u64) -> Vec<(Block, Event)> {
+    let mut out: Vec<(Block, Event)> = Vec::new();
+    for seq in 1..=n {
+        let prev = out.last().map(|(b, _)| vec![b.cid]).unwrap_or_default();
+        let (e, b) = sign(kp, topic, seq, prev, seq as i128);
+        out.push((b, e));
+    }
+    out
+}
+
+#[test]
+fn replicas_record_the_holes_they_leave_until_the_blocks_arrive_by_any_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = Store::open(&path).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let c = chain(&kp, "/t/h", 10);
+    let cid = |seq: u64| c[seq as usize - 1].0.cid;
+    // 1..=3 held; then 7..=10 arrive newest first, as a fetch sends them: 4..=6 are missing.
+    store.insert_replicas(&c[..3], &[]).unwrap();
+    let mut top = c[6..].to_vec();
+    top.reverse();
+    store.insert_replicas(&top, &[]).unwrap();
+    let holes = store.holes(10).unwrap();
+    assert_eq!(holes.len(), 1, "{holes:?}");
+    let h = &holes[0];
+    assert_eq!(
+        (h.missing, h.above, h.seq, h.below),
+        (cid(6), cid(7), 7, Some((3, cid(3))))
+    );
+    assert_eq!(h.topic, "/t/h");
+
+    // A hole survives a crash: it is in the store, not in memory.
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.holes(10).unwrap(), holes);
+
+    // The upper part arrives by a path that records nothing new (a delivery): the hole shrinks
+    // and keeps its floor.
+    store.insert_events(&c[5..6], &[]).unwrap();
+    let holes = store.holes(10).unwrap();
+    assert_eq!(holes.len(), 1);
+    assert_eq!(
+        (holes[0].missing, holes[0].above, holes[0].below),
+        (cid(5), cid(6), Some((3, cid(3))))
+    );
+    store.insert_events(&c[3..5], &[]).unwrap();
+    assert!(store.holes(10).unwrap().is_empty());
+
+    // Plain inserts (a subscriber's cache of filtered deliveries) record no holes.
+    let other = chain(&kp, "/t/other", 5);
+    store.insert_events(&other[4..], &[]).unwrap();
+    assert!(store.holes(10).unwrap().is_empty());
+    // A replica with nothing below it: the hole goes down to the stream's start.
+    store.insert_replicas(&other[2..3], &[]).unwrap();
+    let holes = store.holes(10).unwrap();
+    assert_eq!(holes.len(), 1);
+    assert_eq!((holes[0].missing, holes[0].below), (other[1].0.cid, None));
+}

@@ -2,12 +2,12 @@
 # The project's test command: what the README says to run and what CI (.ci/run) runs, after fmt
 # and clippy. Installs what the tests need itself, since CI starts from a clean checkout:
 #   1. the independent Python IPLD implementation the interop test checks our blocks against;
-#   2. the workspace's tests (unit, property, interop, real-process).
-# The fuzz smoke (scripts/fuzz-smoke.sh) is not in it yet: its cold nightly build of the fuzz
-# crate costs about 15 CPU-minutes, which would take CI past its 30-minute budget on 2 cores.
+#   2. the workspace's tests (unit, property, interop, real-process);
+#   3. the fuzz smoke: every fuzz target for 25 s from its seeds (installs cargo-fuzz if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 pip install -r ipld-schema/tests/interop/requirements.txt
 cargo test --workspace
+scripts/fuzz-smoke.sh

@@ -25,6 +25,10 @@ use tidings_tests::{Api, NodeProcess, poll, ws_durable};
 const FILTER: &str = "/chaos/** where keep = true";
 const DURABLE: &str = "chaos";
 const TOPICS: [&str; 4] = ["/chaos/a", "/chaos/b", "/chaos/c/x", "/chaos/c/y"];
+/// The topics' root: one rendezvous set serves them all.
+const ROOT: &str = "chaos";
+/// Rendezvous set size K.
+const REPLICATION: usize = 3;
 
 /// One run's shape.
 struct Plan {
@@ -104,7 +108,7 @@ impl Cluster {
         let m = &mut self.members[i];
         let mut args: Vec<String> = vec![
             "--replication".into(),
-            "3".into(),
+            REPLICATION.to_string(),
             "--sync-interval".into(),
             "1s".into(),
             "--role".into(),
@@ -572,11 +576,31 @@ fn run(plan: Plan) -> Result<()> {
         *l = g.seq;
     }
 
-    // The brokers converge: same heads, same blocks, every acknowledged event held.
-    let brokers: Vec<Api> = cluster
+    // The root's rendezvous set converges: same heads, same blocks, every acknowledged event
+    // held. With a fourth broker joined, one of the first three has left the set (its duties
+    // moved) and keeps only what it had; the set is the K brokers that say they serve the root,
+    // once all agree on it.
+    let all: Vec<Api> = cluster
         .brokers()
         .filter_map(|m| m.proc.as_ref().map(NodeProcess::api))
         .collect();
+    let brokers: Vec<Api> = poll(Duration::from_secs(30), || {
+        let serving: Vec<Api> = all
+            .iter()
+            .filter(|api| {
+                api.get_json("/v1/status").is_ok_and(|(_, s)| {
+                    s["rendezvous"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|v| v == ROOT))
+                })
+            })
+            .cloned()
+            .collect();
+        (serving.len() == REPLICATION.min(all.len())).then_some(serving)
+    })
+    .with_context(|| {
+        format!("the brokers never agreed on a rendezvous set of {REPLICATION} for {ROOT:?}")
+    })?;
     let converged = poll(Duration::from_secs(60), || {
         let mut views = Vec::new();
         for api in &brokers {
@@ -622,7 +646,7 @@ fn run(plan: Plan) -> Result<()> {
         }
     }
     eprintln!(
-        "chaos: {} brokers converged: same heads on {} topics, {blocks} blocks each",
+        "chaos: the {} brokers of the set converged: same heads on {} topics, {blocks} blocks each",
         brokers.len(),
         TOPICS.len()
     );

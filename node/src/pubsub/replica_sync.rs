@@ -159,6 +159,7 @@ impl Router {
             Ok(r) => roots.extend(r),
             Err(e) => tracing::warn!(error = %e, "replica sync: cannot list roots"),
         }
+        let mut mine = BTreeSet::new();
         for root in roots {
             let set = self.net().rendezvous_set(&root);
             if !set.contains(&me) {
@@ -167,9 +168,12 @@ impl Router {
             for member in set.iter().filter(|m| **m != me) {
                 self.sync_with(&root, &set, *member, &mut round).await;
             }
+            mine.insert(root);
         }
+        // Only the streams of this node's sets are kept whole.
         let store = self.store().clone();
-        let holes = match blocking(move || Ok(store.holes(HOLES_PER_ROUND)?)).await {
+        let listed = blocking(move || Ok(store.holes(HOLES_PER_ROUND, |r| mine.contains(r))?));
+        let holes = match listed.await {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(error = %e, "replica sync: cannot list holes");
@@ -177,14 +181,6 @@ impl Router {
             }
         };
         for hole in holes {
-            // Only the streams of this node's sets are kept whole.
-            if !self
-                .net()
-                .rendezvous_set(topic::root_segment(&hole.topic))
-                .contains(&me)
-            {
-                continue;
-            }
             if self.fill_hole(hole).await {
                 round.holes += 1;
             }

@@ -61,10 +61,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Recorded holes (see [`Store::insert_replicas`]), at most `limit`, with the author
-    /// and topic of the event above each. A hole whose upper event is gone (retention) is left
-    /// out.
-    pub fn holes(&self, limit: usize) -> Result<Vec<ChainHole>, StoreError> {
+    /// Recorded holes (see [`Store::insert_replicas`]) in the roots `keep` accepts, at most
+    /// `limit`, with the author and topic of the event above each. A hole whose upper event is
+    /// gone (retention) is left out.
+    pub fn holes(
+        &self,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ChainHole>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let holes = txn.open_table(HOLES).map_err(db)?;
         let blocks = txn.open_table(BLOCKS).map_err(db)?;
@@ -81,6 +85,9 @@ impl Store {
             let Some(event) = Event::decode_stored(data.value()) else {
                 continue;
             };
+            if !keep(topic::root_segment(&event.topic)) {
+                continue;
+            }
             let below = if below_cid.is_empty() {
                 None
             } else {

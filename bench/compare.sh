@@ -6,7 +6,7 @@
 #   bench/results/compare-<date>.jsonl   one JSON line per (system, scenario, run)
 #   bench/RESULTS.md, bench/results/*.svg   medians of the runs, generated from that file
 # Arguments go to the driver: `bench/compare.sh --quick` is a smoke test (1 run, 1 s each, written
-# under /tmp); `bench/compare.sh --help` lists the options. Takes ≈25 minutes with the defaults.
+# under /tmp); `bench/compare.sh --help` lists the options. Takes ≈16 minutes with the defaults on a 2-core VM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

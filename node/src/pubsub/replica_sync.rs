@@ -13,9 +13,9 @@
 //! the recorded holes until they close, so every member ends with whole streams even when a
 //! fetch was cut short or the node was killed before filling them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use tidings_ipld_schema::{Block, Cid, Event, topic};
@@ -31,6 +31,13 @@ use crate::store::{ChainHole, DurableRecord};
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Holes fetched per round at most; the rest wait for the next.
 const HOLES_PER_ROUND: usize = 256;
+/// A hole no member could fill is asked for again every round this many times (a member that
+/// holds it may just be restarting or cut off)...
+const HOLE_FREE_RETRIES: u32 = 6;
+/// ...then after this, doubling per failure...
+const HOLE_RETRY_FIRST: Duration = Duration::from_secs(10);
+/// ...up to this: its only copy may be on a node that is gone for good.
+const HOLE_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// How long a broker waits for the other members' leases before its first routing of a root.
 const LEASES_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,6 +49,45 @@ pub struct SyncState {
     roots: Mutex<BTreeSet<String>>,
     /// Roots whose leases this node took from the rest of the set since it started.
     leases_taken: Mutex<BTreeSet<String>>,
+    /// Holes that could not be filled, waiting before they are asked for again.
+    retry: Mutex<HoleRetry>,
+}
+
+/// Backoff per hole (by its missing CID), so holes nobody can fill neither cost a fetch every
+/// round nor fill the round's listing while fillable ones wait behind them.
+#[derive(Debug, Default)]
+struct HoleRetry {
+    /// Missing CID → (not before, failures so far).
+    waits: HashMap<Cid, (Instant, u32)>,
+}
+
+impl HoleRetry {
+    /// The holes not to ask for at `now`.
+    fn waiting(&self, now: Instant) -> HashSet<Cid> {
+        self.waits
+            .iter()
+            .filter(|(_, (due, _))| *due > now)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// A fetch for `missing` brought nothing: after the free retries, wait twice as long as
+    /// last time.
+    fn failed(&mut self, missing: Cid, now: Instant) {
+        let failures = self.waits.get(&missing).map_or(0, |(_, f)| *f) + 1;
+        let wait = match failures.checked_sub(HOLE_FREE_RETRIES + 1) {
+            None => Duration::ZERO,
+            Some(n) => HOLE_RETRY_FIRST
+                .saturating_mul(1 << n.min(16))
+                .min(HOLE_RETRY_MAX),
+        };
+        self.waits.insert(missing, (now + wait, failures));
+    }
+
+    /// `missing` arrived (or the hole moved down): forget its backoff.
+    fn filled(&mut self, missing: &Cid) {
+        self.waits.remove(missing);
+    }
 }
 
 impl SyncState {
@@ -53,6 +99,17 @@ impl SyncState {
             r.insert(root.to_string());
         }
     }
+}
+
+/// What one attempt at a hole came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoleFill {
+    /// Blocks came (the hole closed, or moved down to what is still missing).
+    Fetched,
+    /// Something else filled it first.
+    Closed,
+    /// Nobody had it, or the fetch failed.
+    Nothing,
 }
 
 /// What one round did, for the log.
@@ -170,9 +227,19 @@ impl Router {
             }
             mine.insert(root);
         }
-        // Only the streams of this node's sets are kept whole.
+        // Only the streams of this node's sets are kept whole; holes in backoff wait.
         let store = self.store().clone();
-        let listed = blocking(move || Ok(store.holes(HOLES_PER_ROUND, |r| mine.contains(r))?));
+        let waiting = self
+            .sync_state()
+            .retry
+            .lock()
+            .map(|r| r.waiting(Instant::now()))
+            .unwrap_or_default();
+        let listed = blocking(move || {
+            Ok(store.holes(HOLES_PER_ROUND, |root, missing| {
+                mine.contains(root) && !waiting.contains(missing)
+            })?)
+        });
         let holes = match listed.await {
             Ok(h) => h,
             Err(e) => {
@@ -181,7 +248,15 @@ impl Router {
             }
         };
         for hole in holes {
-            if self.fill_hole(hole).await {
+            let missing = hole.missing;
+            let outcome = self.fill_hole(hole).await;
+            if let Ok(mut r) = self.sync_state().retry.lock() {
+                match outcome {
+                    HoleFill::Nothing => r.failed(missing, Instant::now()),
+                    HoleFill::Fetched | HoleFill::Closed => r.filled(&missing),
+                }
+            }
+            if outcome == HoleFill::Fetched {
                 round.holes += 1;
             }
         }
@@ -304,9 +379,9 @@ impl Router {
         (n, if primary { n } else { 0 })
     }
 
-    /// Fetches the events missing below `hole.above` in its author's chain. Returns whether
-    /// it fetched anything; what is still missing stays recorded for the next round.
-    async fn fill_hole(&self, hole: ChainHole) -> bool {
+    /// Fetches the events missing below `hole.above` in its author's chain. What is still
+    /// missing stays recorded for the next round.
+    async fn fill_hole(&self, hole: ChainHole) -> HoleFill {
         let store = self.store().clone();
         let missing = hole.missing;
         // A tip pull, a later replica or a repair may have filled it since it was listed.
@@ -314,7 +389,7 @@ impl Router {
             .await
             .unwrap_or(true)
         {
-            return false;
+            return HoleFill::Closed;
         }
         let after_seq = hole.below.map_or(0, |(s, _)| s);
         let me = self.net().local_peer();
@@ -343,16 +418,74 @@ impl Router {
         match fetched {
             Ok(s) if s.new_blocks > 0 => {
                 tracing::info!(topic = %hole.topic, seq = hole.seq, below = after_seq, complete = s.complete, new = s.new_blocks, "replica sync: hole in a stream fetched");
-                true
+                HoleFill::Fetched
             }
             Ok(s) => {
-                tracing::debug!(topic = %hole.topic, seq = hole.seq, below = after_seq, missing = s.missing.len(), "replica sync: no member could fill a hole yet");
-                false
+                tracing::debug!(topic = %hole.topic, seq = hole.seq, below = after_seq, missing = s.missing.len(), "replica sync: no member could fill a hole yet; retried later");
+                HoleFill::Nothing
             }
             Err(e) => {
-                tracing::debug!(topic = %hole.topic, error = %e, "replica sync: hole fetch failed; retried next round");
-                false
+                tracing::debug!(topic = %hole.topic, error = %e, "replica sync: hole fetch failed; retried later");
+                HoleFill::Nothing
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_ipld_schema::{Ipld, Keypair};
+
+    fn cid(n: i128) -> Cid {
+        let kp = Keypair::ed25519_from_bytes([9; 32]).expect("key");
+        let e = Event::sign(&kp, "/t/r", Ipld::Integer(n), 1, 1, vec![]).expect("sign");
+        e.to_block().expect("block").cid
+    }
+
+    #[test]
+    fn a_hole_nobody_fills_waits_longer_each_time_up_to_the_cap_and_a_fill_clears_it() {
+        let (a, b) = (cid(1), cid(2));
+        let mut t0 = Instant::now();
+        let mut r = HoleRetry::default();
+        assert!(r.waiting(t0).is_empty());
+        // The first failures are retried at once (next round).
+        for _ in 0..HOLE_FREE_RETRIES {
+            r.failed(a, t0);
+            assert!(r.waiting(t0).is_empty());
+            t0 += Duration::from_secs(5);
+        }
+        r.failed(a, t0);
+        assert_eq!(r.waiting(t0), HashSet::from([a]));
+        // Due again after the first wait, not before.
+        assert!(
+            r.waiting(t0 + HOLE_RETRY_FIRST - Duration::from_millis(1))
+                .contains(&a)
+        );
+        assert!(r.waiting(t0 + HOLE_RETRY_FIRST).is_empty());
+        // Each failure doubles the wait.
+        let t1 = t0 + HOLE_RETRY_FIRST;
+        r.failed(a, t1);
+        assert!(r.waiting(t1 + HOLE_RETRY_FIRST).contains(&a));
+        assert!(r.waiting(t1 + HOLE_RETRY_FIRST * 2).is_empty());
+        // The wait grows to the cap and no further, however often it fails.
+        let mut last = t1;
+        for _ in 0..40 {
+            last += HOLE_RETRY_MAX;
+            r.failed(a, last);
+        }
+        assert!(
+            r.waiting(last + HOLE_RETRY_MAX - Duration::from_millis(1))
+                .contains(&a)
+        );
+        assert!(r.waiting(last + HOLE_RETRY_MAX).is_empty());
+        let t = last + HOLE_RETRY_MAX;
+        // Each hole has its own backoff; a fill clears it.
+        for _ in 0..=HOLE_FREE_RETRIES {
+            r.failed(b, t);
+        }
+        assert_eq!(r.waiting(t), HashSet::from([b]));
+        r.filled(&b);
+        assert!(r.waiting(t).is_empty());
     }
 }

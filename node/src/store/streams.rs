@@ -61,13 +61,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Recorded holes (see [`Store::insert_replicas`]) in the roots `keep` accepts, at most
-    /// `limit`, with the author and topic of the event above each. A hole whose upper event is
-    /// gone (retention) is left out.
+    /// Recorded holes (see [`Store::insert_replicas`]) that `keep` accepts (given the root and
+    /// the missing CID), at most `limit`, with the author and topic of the event above each. A
+    /// hole whose upper event is gone (retention) is left out.
     pub fn holes(
         &self,
         limit: usize,
-        keep: impl Fn(&str) -> bool,
+        keep: impl Fn(&str, &Cid) -> bool,
     ) -> Result<Vec<ChainHole>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let holes = txn.open_table(HOLES).map_err(db)?;
@@ -78,6 +78,7 @@ impl Store {
                 break;
             }
             let (k, v) = item.map_err(db)?;
+            let missing = parse_cid(k.value())?;
             let (below_seq, above, below_cid) = v.value();
             let Some(data) = blocks.get(above).map_err(db)? else {
                 continue;
@@ -85,7 +86,7 @@ impl Store {
             let Some(event) = Event::decode_stored(data.value()) else {
                 continue;
             };
-            if !keep(topic::root_segment(&event.topic)) {
+            if !keep(topic::root_segment(&event.topic), &missing) {
                 continue;
             }
             let below = if below_cid.is_empty() {
@@ -94,7 +95,7 @@ impl Store {
                 Some((below_seq, parse_cid(below_cid)?))
             };
             out.push(ChainHole {
-                missing: parse_cid(k.value())?,
+                missing,
                 author: event.author,
                 topic: event.topic,
                 above: parse_cid(above)?,

@@ -240,7 +240,7 @@ fn replicas_record_the_holes_they_leave_until_the_blocks_arrive_by_any_path() {
     let mut top = c[6..].to_vec();
     top.reverse();
     store.insert_replicas(&top, &[]).unwrap();
-    let holes = store.holes(10, |_| true).unwrap();
+    let holes = store.holes(10, |_, _| true).unwrap();
     assert_eq!(holes.len(), 1, "{holes:?}");
     let h = &holes[0];
     assert_eq!(
@@ -252,29 +252,32 @@ fn replicas_record_the_holes_they_leave_until_the_blocks_arrive_by_any_path() {
     // A hole survives a crash: it is in the store, not in memory.
     drop(store);
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.holes(10, |_| true).unwrap(), holes);
+    assert_eq!(store.holes(10, |_, _| true).unwrap(), holes);
 
     // The upper part arrives by a path that records nothing new (a delivery): the hole shrinks
     // and keeps its floor.
     store.insert_events(&c[5..6], &[]).unwrap();
-    let holes = store.holes(10, |_| true).unwrap();
+    let holes = store.holes(10, |_, _| true).unwrap();
     assert_eq!(holes.len(), 1);
     assert_eq!(
         (holes[0].missing, holes[0].above, holes[0].below),
         (cid(5), cid(6), Some((3, cid(3))))
     );
     store.insert_events(&c[3..5], &[]).unwrap();
-    assert!(store.holes(10, |_| true).unwrap().is_empty());
+    assert!(store.holes(10, |_, _| true).unwrap().is_empty());
 
     // Plain inserts (a subscriber's cache of filtered deliveries) record no holes.
     let other = chain(&kp, "/t/other", 5);
     store.insert_events(&other[4..], &[]).unwrap();
-    assert!(store.holes(10, |_| true).unwrap().is_empty());
+    assert!(store.holes(10, |_, _| true).unwrap().is_empty());
     // A replica with nothing below it: the hole goes down to the stream's start.
     store.insert_replicas(&other[2..3], &[]).unwrap();
-    let holes = store.holes(10, |_| true).unwrap();
+    let holes = store.holes(10, |_, _| true).unwrap();
     assert_eq!(holes.len(), 1);
     assert_eq!((holes[0].missing, holes[0].below), (other[1].0.cid, None));
-    // Only the roots asked for (a broker lists those of its own sets).
-    assert!(store.holes(10, |root| root != "t").unwrap().is_empty());
+    // Only the roots asked for (a broker lists those of its own sets), and not the holes held
+    // back (in backoff).
+    assert!(store.holes(10, |root, _| root != "t").unwrap().is_empty());
+    let missing = other[1].0.cid;
+    assert!(store.holes(10, |_, m| *m != missing).unwrap().is_empty());
 }

@@ -431,11 +431,13 @@ impl Router {
             .remote
             .since_ms(peer)
             .map_or(0, |s| s.saturating_sub(60_000));
-        let mut cur = if event.seq > 1 {
-            event.prev.first().copied()
-        } else {
-            None
+        let chain = Chain {
+            author: event.author.clone(),
+            topic: event.topic.clone(),
+            after_seq: 0,
+            whole: false,
         };
+        let mut cur = history::fetch::chain_link(&chain, event);
         for _ in 0..WALK {
             let Some(cid) = cur else {
                 return 0;
@@ -460,11 +462,7 @@ impl Router {
             {
                 return prev.seq;
             }
-            cur = if prev.seq > 1 {
-                prev.prev.first().copied()
-            } else {
-                None
-            };
+            cur = history::fetch::chain_link(&chain, &prev);
         }
         UNKNOWN_AFTER
     }

@@ -114,7 +114,7 @@ impl<'txn> Tables<'txn> {
             return Ok(false);
         }
         let cid_bytes = block.cid.to_bytes();
-        self.track_hole(block, event)?;
+        self.track_hole(&cid_bytes, event)?;
         for p in &event.prev {
             let pb = p.to_bytes();
             self.referenced.insert(pb.as_slice(), ()).map_err(db)?;
@@ -156,18 +156,17 @@ impl<'txn> Tables<'txn> {
         Ok(true)
     }
 
-    /// Closes the hole `block` was missing from, and records the one below it if its author's
-    /// previous event is not held. Call before SEQS is updated for `event`.
-    fn track_hole(&mut self, block: &Block, event: &Event) -> Result<(), StoreError> {
-        let cid_bytes = block.cid.to_bytes();
-        let closed = self
-            .holes
-            .remove(cid_bytes.as_slice())
-            .map_err(db)?
-            .map(|g| {
-                let (seq, _, cid) = g.value();
-                (seq, cid.to_vec())
-            });
+    /// Closes the hole the event `cid_bytes` was missing from, and records the one below it if
+    /// its author's previous event is not held. Call before SEQS is updated for `event`.
+    fn track_hole(&mut self, cid_bytes: &[u8], event: &Event) -> Result<(), StoreError> {
+        let closed = self.holes.remove(cid_bytes).map_err(db)?.map(|g| {
+            let (seq, _, cid) = g.value();
+            (seq, cid.to_vec())
+        });
+        // A plain insert that closes nothing records nothing: skip the lookups below.
+        if closed.is_none() && !self.note_holes {
+            return Ok(());
+        }
         let Some(prev) = event.prev.first().filter(|_| event.seq > 1) else {
             return Ok(());
         };
@@ -181,30 +180,27 @@ impl<'txn> Tables<'txn> {
             return Ok(());
         }
         // The hole goes down to what was held below: the part of a closed hole still open, or
-        // the stream's tip before this event.
-        let below = match closed {
-            Some(c) => Some(c),
-            None if self.note_holes => match self
+        // the stream's tip before this event (none: (0, empty)).
+        let (below_seq, below_cid) = match closed {
+            Some(c) => c,
+            None => match self
                 .seqs
                 .get((event.author.as_slice(), event.topic.as_str()))
                 .map_err(db)?
             {
                 Some(g) if g.value().0 < event.seq => {
                     let (seq, cid) = g.value();
-                    Some((seq, cid.to_vec()))
+                    (seq, cid.to_vec())
                 }
-                _ => Some((0, Vec::new())),
+                _ => (0, Vec::new()),
             },
-            None => None,
         };
-        if let Some((seq, cid)) = below {
-            self.holes
-                .insert(
-                    prev_bytes.as_slice(),
-                    (seq, cid_bytes.as_slice(), cid.as_slice()),
-                )
-                .map_err(db)?;
-        }
+        self.holes
+            .insert(
+                prev_bytes.as_slice(),
+                (below_seq, cid_bytes, below_cid.as_slice()),
+            )
+            .map_err(db)?;
         Ok(())
     }
 

@@ -49,8 +49,8 @@ pub struct FetchOptions {
 }
 
 /// One (author, topic) stream, followed through each event's first `prev` link (where tidings
-/// puts the author's previous event) down to `after_seq`. Other links that arrive are accepted
-/// (they were linked, so not unsolicited) but not chased.
+/// puts the author's previous event) down to `after_seq`, and no further back than `since_ms`.
+/// Other links that arrive are accepted (they were linked, so not unsolicited) but not chased.
 #[derive(Debug, Clone)]
 pub struct Chain {
     /// Author key bytes (protobuf).
@@ -59,6 +59,9 @@ pub struct Chain {
     pub topic: String,
     /// Stop below this seq: the last one held.
     pub after_seq: u64,
+    /// Stop at the first event older than this (publisher's clock, ms since epoch; 0: no
+    /// floor): a stream first seen here is repaired back to when its subscriptions began.
+    pub since_ms: u64,
     /// This node keeps the whole stream (a rendezvous member): a hole the fetch leaves (it
     /// stops early, or the node dies mid-way) is recorded and replica sync fills it.
     pub whole: bool,
@@ -307,7 +310,10 @@ fn local_frontier(
 
 /// The link to follow from `event` on `chain`, if it is on the chain and not yet at its end.
 pub(crate) fn chain_link(chain: &Chain, event: &Event) -> Option<Cid> {
-    (event.author == chain.author && event.topic == chain.topic && event.seq > chain.after_seq + 1)
+    (event.author == chain.author
+        && event.topic == chain.topic
+        && event.seq > chain.after_seq + 1
+        && event.time >= chain.since_ms)
         .then(|| event.prev.first().copied())
         .flatten()
 }
@@ -619,6 +625,49 @@ mod tests {
             summary: FetchSummary::default(),
             progress: watch::channel(Progress::default()).0,
         }
+    }
+
+    #[test]
+    fn a_chain_walk_stops_at_its_seq_or_at_its_time_floor_whichever_comes_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let blocks = chain(8);
+        let events: Vec<(Block, Event)> = blocks
+            .iter()
+            .map(|b| (b.clone(), Event::decode(&b.data).expect("decode")))
+            .collect();
+        store.insert_events(&events, &[]).expect("insert");
+        let head = &events[7].1;
+        let walk = |after_seq, since_ms| {
+            let c = Chain {
+                author: head.author.clone(),
+                topic: head.topic.clone(),
+                after_seq,
+                since_ms,
+                whole: false,
+            };
+            crate::history::chain_back(&store, head, &c)
+                .expect("walk")
+                .iter()
+                .map(|(_, e)| e.seq)
+                .collect::<Vec<_>>()
+        };
+        // In `chain`, an event's time is its seq.
+        assert_eq!(walk(0, 0), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(walk(5, 0), vec![6, 7]);
+        assert_eq!(walk(0, 4), vec![4, 5, 6, 7]);
+        assert_eq!(walk(5, 3), vec![6, 7]);
+        assert_eq!(walk(2, 6), vec![6, 7]);
+        // An event below the floor is the last one fetched: its link is not followed.
+        let c = Chain {
+            author: head.author.clone(),
+            topic: head.topic.clone(),
+            after_seq: 0,
+            since_ms: 5,
+            whole: false,
+        };
+        assert_eq!(chain_link(&c, &events[4].1), Some(blocks[3].cid));
+        assert_eq!(chain_link(&c, &events[3].1), None);
     }
 
     #[tokio::test]

@@ -44,7 +44,8 @@ use tidings_ipld_schema::{Block, Event};
 use crate::store::{Store, StoreError};
 
 /// The events of `chain` held in `store` behind `head` (through each event's first `prev`), down
-/// to `chain.after_seq`, oldest first, with their blocks. Stops at the first one not held.
+/// to `chain.after_seq` (and not older than `chain.since_ms`), oldest first, with their blocks.
+/// Stops at the first one not held.
 pub fn chain_back(
     store: &Store,
     head: &Event,
@@ -62,6 +63,7 @@ pub fn chain_back(
         if event.author != chain.author
             || event.topic != chain.topic
             || event.seq <= chain.after_seq
+            || event.time < chain.since_ms
         {
             break;
         }

@@ -79,7 +79,20 @@ impl DurableLocks {
             Err(_) => Arc::default(),
         }
     }
+
+    /// Whether a connection holds durable `name` now.
+    fn is_open(&self, name: &str) -> bool {
+        self.locks
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).map(|l| l.try_lock().is_err()))
+            .unwrap_or(false)
+    }
 }
+
+/// Slack for publishers' clocks when a subscription's start bounds a repair: an event up to
+/// this much older is repaired too (at worst delivered once needlessly).
+const CLOCK_SLACK_MS: u64 = 60_000;
 
 /// Answers `peer`'s request from this node's store, off the async runtime.
 async fn serve_here(
@@ -295,6 +308,49 @@ impl Router {
                 }
                 other => return Err(format!("unexpected answer {other:?}")),
             }
+        }
+    }
+
+    /// How far back to repair `event`'s stream, first seen here after a delivery that names
+    /// `named` (> 0) as the previous event meant for this node: `(after_seq, since_ms)` for
+    /// [`crate::history::fetch::Chain`]. The sender's word reaches back only to `named`, but
+    /// earlier deliveries may have been lost too, and a durable subscription acknowledges
+    /// cumulatively per stream, so a missed event below an acknowledged one would never come
+    /// back from its backlog. Each durable open here whose topic pattern covers the stream
+    /// needs it from what it acknowledged of it or, never having acknowledged any, from when it
+    /// began (less [`CLOCK_SLACK_MS`]). Without such a durable, repair stops at `named`.
+    pub(crate) async fn first_repair_floor(&self, event: &Event, named: u64) -> (u64, u64) {
+        let prefix = format!("{}/", self.net().local_peer());
+        let store = self.store().clone();
+        let records = match blocking(move || Ok(store.durables_of(&prefix)?)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "durables not read: repair stops at the named event");
+                return (named, 0);
+            }
+        };
+        let mut after_seq = named;
+        let mut since: Option<u64> = None;
+        for (key, rec) in records {
+            let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
+            let covers = Filter::parse(&rec.filter).is_ok_and(|f| f.topic().matches(&event.topic));
+            if !covers || !self.durable_locks().is_open(name) {
+                continue;
+            }
+            match rec.acked_seq(&event.author, &event.topic) {
+                0 => {
+                    let began = rec.since.unwrap_or(rec.created_ms);
+                    let t = began.saturating_sub(CLOCK_SLACK_MS);
+                    since = Some(since.map_or(t, |s| s.min(t)));
+                }
+                acked => after_seq = after_seq.min(acked),
+            }
+        }
+        match since {
+            // One durable never acknowledged the stream: back to the earliest start (deeper
+            // than any acknowledged seq needs; the extra events are duplicates at worst).
+            Some(t) => (0, t),
+            None => (after_seq, 0),
         }
     }
 

@@ -75,8 +75,8 @@ impl Receiver {
                 };
             }
             if first_lost {
-                // Repair reaches back to the event the sender named, no further: an older one
-                // would be a guess, and this node may have had it before a restart.
+                // The sender's word reaches back to the event it named; with no `last_cid`, the
+                // router may reach further for this node's durables (`first_repair_floor`).
                 return Arrival::Gap {
                     last: after - 1,
                     last_cid: None,

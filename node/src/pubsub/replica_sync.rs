@@ -330,6 +330,7 @@ impl Router {
             author: tip.author.to_vec(),
             topic: tip.topic.clone(),
             after_seq,
+            since_ms: 0,
             whole: true,
         };
         let fetched = history::fetch_chain(
@@ -403,6 +404,7 @@ impl Router {
             author: hole.author.clone(),
             topic: hole.topic.clone(),
             after_seq,
+            since_ms: 0,
             whole: true,
         };
         let fetched = history::fetch_chain(

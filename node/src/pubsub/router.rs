@@ -107,9 +107,8 @@ pub struct Router {
     receiver: Receiver,
     /// One lock per topic: an author's events of a topic reach the primary in `seq` order.
     topic_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Test-only fault: deliveries of events whose `seq` is a multiple of this are dropped on
-    /// arrival, as if lost on the way (env `TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD`).
-    drop_seq_mod: Option<u64>,
+    /// Test-only fault: some deliveries are dropped on arrival, as if lost on the way.
+    drop_deliveries: DropDeliveries,
     /// (subscriber node, author, topic) → (seq, CID) of the newest event queued for that node:
     /// a cache for [`Router::after_for`].
     delivered: std::sync::Mutex<HashMap<StreamAt, (u64, Cid)>>,
@@ -124,8 +123,39 @@ pub struct Router {
 /// (subscriber node, author key, topic).
 type StreamAt = (PeerId, Vec<u8>, String);
 
-/// Env var of the test-only delivery fault (see [`Router`]).
+/// Env var of a test-only delivery fault: deliveries of events whose `seq` is a multiple of
+/// this are dropped on arrival.
 pub const DROP_DELIVERIES_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD";
+/// Env var of a test-only delivery fault: deliveries of events whose `seq` is below this are
+/// dropped on arrival (a stream's first deliveries lost).
+pub const DROP_DELIVERIES_BELOW_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_SEQ_BELOW";
+
+/// The test-only delivery faults, read from the environment once.
+#[derive(Debug, Default)]
+struct DropDeliveries {
+    seq_mod: Option<u64>,
+    seq_below: Option<u64>,
+}
+
+impl DropDeliveries {
+    fn from_env() -> DropDeliveries {
+        let read = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|m| *m > 0)
+        };
+        DropDeliveries {
+            seq_mod: read(DROP_DELIVERIES_ENV),
+            seq_below: read(DROP_DELIVERIES_BELOW_ENV),
+        }
+    }
+
+    fn drops(&self, seq: u64) -> bool {
+        self.seq_mod.is_some_and(|m| seq.is_multiple_of(m))
+            || self.seq_below.is_some_and(|b| seq < b)
+    }
+}
 
 /// Runs store work off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -157,10 +187,7 @@ impl Router {
             remote: RemoteSubs::default(),
             receiver: Receiver::default(),
             topic_locks: std::sync::Mutex::default(),
-            drop_seq_mod: std::env::var(DROP_DELIVERIES_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|m| *m > 0),
+            drop_deliveries: DropDeliveries::from_env(),
             delivered: std::sync::Mutex::default(),
             durable_locks: Default::default(),
             history,
@@ -435,6 +462,7 @@ impl Router {
             author: event.author.clone(),
             topic: event.topic.clone(),
             after_seq: 0,
+            since_ms: 0,
             whole: false,
         };
         let mut cur = history::fetch::chain_link(&chain, event);
@@ -487,7 +515,16 @@ impl Router {
             Arrival::Duplicate => return,
             Arrival::Late => tracing::debug!(cid = %block.cid, "late event delivered out of order"),
             Arrival::Gap { last, last_cid } => {
-                for (cid, missed) in self.repair(from, block, event, last, last_cid).await {
+                // A stream first seen here: the sender's word reaches back only to the event it
+                // names; this node's durables know how far back they still need it.
+                let (last, since_ms) = match last_cid {
+                    Some(_) => (last, 0),
+                    None => self.first_repair_floor(event, last).await,
+                };
+                for (cid, missed) in self
+                    .repair(from, block, event, last, last_cid, since_ms)
+                    .await
+                {
                     self.hand_to_local(&cid, &missed, missed.seq.saturating_sub(1));
                 }
                 self.hand_to_local(&block.cid, event, after);
@@ -498,8 +535,9 @@ impl Router {
         self.deliver_local(&block.cid, event);
     }
 
-    /// Fetches the events between `last` and `event` of its (author, topic) stream, from `from`
-    /// first, and returns them oldest first (as many as could be found).
+    /// Fetches the events between `last` and `event` of its (author, topic) stream (none older
+    /// than `since_ms`), from `from` first, and returns them oldest first (as many as could be
+    /// found).
     async fn repair(
         &self,
         from: PeerId,
@@ -507,13 +545,15 @@ impl Router {
         event: &Event,
         last: u64,
         last_cid: Option<Cid>,
+        since_ms: u64,
     ) -> Vec<(Cid, Event)> {
         let missing = event.seq - last - 1;
-        tracing::info!(topic = %event.topic, from_seq = last + 1, to_seq = event.seq - 1, source = %from, "gap in stream: repairing from the DAG");
+        tracing::info!(topic = %event.topic, from_seq = last + 1, to_seq = event.seq - 1, since_ms, source = %from, "gap in stream: repairing from the DAG");
         let chain = Chain {
             author: event.author.clone(),
             topic: event.topic.clone(),
             after_seq: last,
+            since_ms,
             whole: false,
         };
         let fetched = history::fetch_chain(
@@ -588,7 +628,7 @@ impl Router {
         let mut afters = Vec::with_capacity(events.len());
         for (i, (cid, data)) in events.into_iter().enumerate() {
             let (block, event) = verify_wire(&cid, data.into_vec()).map_err(Refusal::BadBlock)?;
-            if self.drop_seq_mod.is_some_and(|m| event.seq % m == 0) {
+            if self.drop_deliveries.drops(event.seq) {
                 tracing::warn!(cid = %block.cid, seq = event.seq, "test fault: delivery dropped on arrival");
                 continue;
             }

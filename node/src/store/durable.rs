@@ -118,6 +118,21 @@ impl Store {
         Ok(out)
     }
 
+    /// The durable records whose key starts with `prefix` (`"<peer id>/"`: one subscriber's).
+    pub fn durables_of(&self, prefix: &str) -> Result<Vec<(String, DurableRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(DURABLES).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
     /// The next log position of `root` (where an event arriving now would go).
     pub fn log_next(&self, root: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;

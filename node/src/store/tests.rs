@@ -281,3 +281,44 @@ fn replicas_record_the_holes_they_leave_until_the_blocks_arrive_by_any_path() {
     let missing = other[1].0.cid;
     assert!(store.holes(10, |_, m| *m != missing).unwrap().is_empty());
 }
+
+#[test]
+fn durables_of_lists_one_subscriber_s_records_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let rec = |filter: &str| DurableRecord {
+        filter: filter.to_string(),
+        root: "r".into(),
+        start: 0,
+        since: None,
+        acked: Vec::new(),
+        last_used_ms: 1,
+        created_ms: 1,
+    };
+    // "peerA0" sorts right after every "peerA/..." key: a prefix scan must stop before it.
+    for (key, filter) in [
+        ("peerA/x", "/r/a"),
+        ("peerA/y", "/r/b"),
+        ("peerA0/z", "/r/c"),
+        ("peerB/x", "/r/d"),
+        ("peer/x", "/r/e"),
+    ] {
+        store
+            .update_durable(key, |_| (Some(rec(filter)), ()))
+            .unwrap();
+    }
+    let mine: Vec<(String, String)> = store
+        .durables_of("peerA/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, r)| (k, r.filter))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![
+            ("peerA/x".to_string(), "/r/a".to_string()),
+            ("peerA/y".to_string(), "/r/b".to_string())
+        ]
+    );
+    assert!(store.durables_of("peerC/").unwrap().is_empty());
+}

@@ -16,6 +16,8 @@ use crate::store::{Store, StoreError};
 
 /// File in the data dir holding the API's bound address (useful with `--api 127.0.0.1:0`).
 pub const API_ADDR_FILE: &str = "api.addr";
+/// How long start-up waits for the swarm to report its listen addresses.
+const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// File name of the embedded database inside the data dir.
 pub const STORE_FILE: &str = "store.redb";
 
@@ -112,6 +114,11 @@ impl Node {
         let store = Arc::new(store);
         let metrics = Arc::new(Metrics::default());
         let (network, inbound_rx, swarm_task) = net::start(keypair.clone(), config.net.clone())?;
+        // `api.addr` means the node is up: by then `/v1/status` lists where it listens, which
+        // others bootstrap from (devnet, tests).
+        if !config.net.listen.is_empty() && !network.wait_listening(LISTEN_WAIT).await {
+            tracing::warn!(waited = ?LISTEN_WAIT, "no listen address reported yet; /v1/status lists none until one is");
+        }
         let router = Arc::new(Router::new(
             store.clone(),
             keypair,

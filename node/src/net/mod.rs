@@ -253,6 +253,21 @@ impl Network {
         self.directory.read().map(|d| d.clone()).unwrap_or_default()
     }
 
+    /// Waits until the swarm reports a listen address (the listeners were opened just before;
+    /// their addresses arrive as events). False if none came `within`.
+    pub async fn wait_listening(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.directory.read().is_ok_and(|d| !d.listen.is_empty()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// The rendezvous set of `root` as this node sees it now, closest first.
     pub fn rendezvous_set(&self, root: &str) -> Vec<PeerId> {
         let d = self.directory.read();

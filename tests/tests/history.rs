@@ -80,51 +80,22 @@ fn fetch_pulls_and_verifies_a_long_stream_from_another_node() -> Result<()> {
 #[test]
 fn dropped_deliveries_are_repaired_from_the_dag_in_order() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let a = NodeProcess::start(&dir.path().join("a"), &[])?;
     // b loses every delivery of an event whose seq is a multiple of 5, as if the network ate it.
-    let b = NodeProcess::start_with_env(
-        &dir.path().join("b"),
-        &["--role", "peer", "--bootstrap", &a.p2p_addr()?],
-        &[("TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD", "5")],
-    )?;
-    poll(Duration::from_secs(20), || {
-        (b.status().ok()?["brokers"].as_u64()? >= 1).then_some(())
-    })
-    .context("b never learnt of a broker")?;
+    let (a, b) = broker_and_lossy_peer(dir.path(), ("TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD", "5"))?;
     let url = reqwest::Url::parse_with_params(
         &format!("{}/v1/subscribe", b.api),
         &[("filter", "/gap/** where keep = true")],
     )?;
     let (_sock, rx) = tidings_tests::sse_subscribe(&url)?;
-    poll(Duration::from_secs(20), || {
-        (a.status().ok()?["leases"].as_u64()? >= 1).then_some(())
-    })
-    .context("the lease never reached a")?;
+    wait_lease(&a)?;
     // a publishes: its own stream, seq = i. A third do not match the filter at all.
-    let mut want = Vec::new();
-    for i in 1..=203u64 {
-        let keep = i % 3 != 0;
-        let (s, v) = a
-            .api()
-            .publish("/gap/x", &serde_json::json!({"i": i, "keep": keep}))?;
-        ensure!(s == 200, "publish {i}: {s} {v}");
-        ensure!(v["seq"].as_u64() == Some(i));
-        if keep {
-            want.push(v["cid"].as_str().context("cid")?.to_string());
-        }
-    }
+    let want = publish_range(&a.api(), "/gap/x", 1..=203, 3)?;
     let got = tidings_tests::collect(&rx, want.len(), "gap subscriber")?;
     ensure!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "an event beyond the expected ones arrived"
     );
-    ensure!(
-        got == want,
-        "got {} events, want {}; first difference at {:?}",
-        got.len(),
-        want.len(),
-        got.iter().zip(&want).position(|(g, w)| g != w)
-    );
+    same_order(&got, &want, "gap subscriber")?;
     let metrics = reqwest::blocking::get(format!("{}/metrics", b.api))?.text()?;
     let repaired = metrics
         .lines()
@@ -143,45 +114,17 @@ fn dropped_deliveries_are_repaired_from_the_dag_in_order() -> Result<()> {
 #[test]
 fn a_durable_whose_first_deliveries_of_a_stream_were_lost_gets_them_repaired() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let a = NodeProcess::start(&dir.path().join("a"), &[])?;
     // b loses the deliveries of seq 1-9: the first it gets names seq 9 as the previous event
     // meant for it, and nothing of the stream was seen before.
-    let b = NodeProcess::start_with_env(
-        &dir.path().join("b"),
-        &["--role", "peer", "--bootstrap", &a.p2p_addr()?],
-        &[("TIDINGS_TEST_DROP_DELIVERIES_SEQ_BELOW", "10")],
-    )?;
-    poll(Duration::from_secs(20), || {
-        (b.status().ok()?["brokers"].as_u64()? >= 1).then_some(())
-    })
-    .context("b never learnt of a broker")?;
-    let filter = "/first/** where keep = true";
-    let mut ws = ws_connect(&b.api, filter, "f1")?;
-    poll(Duration::from_secs(20), || {
-        (a.status().ok()?["leases"].as_u64()? >= 1).then_some(())
-    })
-    .context("the lease never reached a")?;
-    let mut want = Vec::new();
-    for i in 1..=30u64 {
-        let keep = i % 4 != 0;
-        let (s, v) = a
-            .api()
-            .publish("/first/x", &serde_json::json!({"i": i, "keep": keep}))?;
-        ensure!(s == 200, "publish {i}: {s} {v}");
-        if keep {
-            want.push(v["cid"].as_str().context("cid")?.to_string());
-        }
-    }
+    let (a, b) =
+        broker_and_lossy_peer(dir.path(), ("TIDINGS_TEST_DROP_DELIVERIES_SEQ_BELOW", "10"))?;
+    let mut ws = ws_connect(&b.api, "/first/** where keep = true", "f1")?;
+    wait_lease(&a)?;
+    let want = publish_range(&a.api(), "/first/x", 1..=30, 4)?;
     // Acknowledgements are cumulative per stream: an event missed below an acknowledged one
     // would never come back from the backlog, so the repair must reach back to seq 1.
     let got = ws_take(&mut ws, want.len())?;
-    ensure!(
-        got == want,
-        "got {} events, want {}; first difference at {:?}",
-        got.len(),
-        want.len(),
-        got.iter().zip(&want).position(|(g, w)| g != w)
-    );
+    same_order(&got, &want, "durable subscriber")?;
     ws_quiet(&mut ws)?;
     ensure!(b.log().contains("gap repaired"), "b's log should say so");
     Ok(())
@@ -245,20 +188,67 @@ fn ws_quiet(ws: &mut Ws) -> Result<()> {
     }
 }
 
+/// Publishes `{"i": i, "keep": i % skip_every != 0}` for each `i` in `range` to `topic` (the
+/// publishing node's own stream: seq = i); returns the CIDs of the kept ones.
 fn publish_range(
     api: &tidings_tests::Api,
+    topic: &str,
     range: std::ops::RangeInclusive<u64>,
+    skip_every: u64,
 ) -> Result<Vec<String>> {
     let mut want = Vec::new();
     for i in range {
-        let keep = i % 4 != 0;
-        let (s, v) = api.publish("/dur/x", &serde_json::json!({"i": i, "keep": keep}))?;
+        let keep = i % skip_every != 0;
+        let (s, v) = api.publish(topic, &serde_json::json!({"i": i, "keep": keep}))?;
         ensure!(s == 200, "publish {i}: {s} {v}");
+        ensure!(
+            v["seq"].as_u64() == Some(i),
+            "publish {i}: seq {}",
+            v["seq"]
+        );
         if keep {
             want.push(v["cid"].as_str().context("cid")?.to_string());
         }
     }
     Ok(want)
+}
+
+/// A broker `a` and a peer-role node `b` bootstrapped from it, with a test-only delivery fault.
+fn broker_and_lossy_peer(
+    dir: &std::path::Path,
+    fault: (&str, &str),
+) -> Result<(NodeProcess, NodeProcess)> {
+    let a = NodeProcess::start(&dir.join("a"), &[])?;
+    let b = NodeProcess::start_with_env(
+        &dir.join("b"),
+        &["--role", "peer", "--bootstrap", &a.p2p_addr()?],
+        &[fault],
+    )?;
+    poll(Duration::from_secs(20), || {
+        (b.status().ok()?["brokers"].as_u64()? >= 1).then_some(())
+    })
+    .context("b never learnt of a broker")?;
+    Ok((a, b))
+}
+
+/// Waits until a subscription's lease has reached `a`.
+fn wait_lease(a: &NodeProcess) -> Result<()> {
+    poll(Duration::from_secs(20), || {
+        (a.status().ok()?["leases"].as_u64()? >= 1).then_some(())
+    })
+    .context("the lease never reached a")
+}
+
+/// Checks `got` is exactly `want`, in order.
+fn same_order(got: &[String], want: &[String], who: &str) -> Result<()> {
+    ensure!(
+        got == want,
+        "{who}: got {} events, want {}; first difference at {:?}",
+        got.len(),
+        want.len(),
+        got.iter().zip(want).position(|(g, w)| g != w)
+    );
+    Ok(())
 }
 
 #[test]
@@ -269,23 +259,17 @@ fn a_durable_subscriber_gets_what_it_missed_in_order_then_live_events() -> Resul
     let filter = "/dur/** where keep = true";
 
     let mut ws = ws_connect(&sub_node.api, filter, "d1")?;
-    let want = publish_range(&publisher, 1..=20)?;
+    let want = publish_range(&publisher, "/dur/x", 1..=20, 4)?;
     ensure!(ws_take(&mut ws, want.len())? == want, "first live events");
     ws.close(None)?;
     let _ = ws.read(); // the close handshake
 
     // Away: 500 events, 375 of them matching.
-    let missed = publish_range(&publisher, 21..=520)?;
+    let missed = publish_range(&publisher, "/dur/x", 21..=520, 4)?;
     let mut ws = ws_connect(&sub_node.api, filter, "d1")?;
     let got = ws_take(&mut ws, missed.len())?;
-    ensure!(
-        got == missed,
-        "backlog: got {} events, want {}; first difference at {:?}",
-        got.len(),
-        missed.len(),
-        got.iter().zip(&missed).position(|(g, w)| g != w)
-    );
-    let live = publish_range(&publisher, 521..=540)?;
+    same_order(&got, &missed, "backlog")?;
+    let live = publish_range(&publisher, "/dur/x", 521..=540, 4)?;
     ensure!(
         ws_take(&mut ws, live.len())? == live,
         "live events after the backlog"
@@ -350,11 +334,7 @@ fn a_replay_during_a_steady_publish_stream_has_no_gap_and_no_duplicate() -> Resu
         .map_err(|_| anyhow::anyhow!("lock"))?
         .clone();
     let got = tidings_tests::collect(&rx, want.len(), "replay")?;
-    ensure!(
-        got == want,
-        "replay: first difference at {:?}",
-        got.iter().zip(&want).position(|(g, w)| g != w)
-    );
+    same_order(&got, &want, "replay")?;
     ensure!(
         rx.recv_timeout(Duration::from_millis(500)).is_err(),
         "a duplicate or extra event arrived after the last one"

@@ -48,12 +48,12 @@ impl ClientOpts {
 pub enum Command {
     /// Run a node: embedded store in --data, HTTP API on --api.
     #[command(
-        after_help = "Example:\n  tidings node                                  # ./tidings-data, API on 127.0.0.1:7700\n  tidings node --data /var/lib/tidings --api 127.0.0.1:0   # any free port; see DIR/api.addr\n\nStops cleanly on Ctrl-C or SIGTERM."
+        after_help = "Example:\n  tidings node                                  # ./tidings-data, API on 127.0.0.1:7700\n  tidings node --data /var/lib/tidings --api 127.0.0.1:0   # any free port; see DIR/api.addr\n\nStops cleanly on Ctrl-C, SIGTERM or SIGHUP."
     )]
     Node(NodeArgs),
     /// Start a local network of N nodes on loopback (in a temp dir) and print their API addresses.
     #[command(
-        after_help = "Examples:\n  tidings devnet                      # 3 brokers, APIs on 127.0.0.1:7710..7712\n  tidings devnet --nodes 5 --peers 1  # 4 brokers and a peer\n\nCtrl-C stops every node and removes the directory."
+        after_help = "Examples:\n  tidings devnet                      # 3 brokers, APIs on 127.0.0.1:7710..7712\n  tidings devnet --nodes 5 --peers 1  # 4 brokers and a peer\n\nCtrl-C, SIGTERM or SIGHUP stops every node (SIGTERM, 10 s to finish) and removes the directory;\nif the devnet itself is killed, the kernel stops its nodes."
     )]
     Devnet(crate::devnet::DevnetArgs),
     /// Publish an event; prints its CID. With `-` as JSON, publishes each line of stdin.

@@ -29,18 +29,77 @@ struct Cluster {
     dir: PathBuf,
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
+/// How long stopped nodes get to finish in-flight work before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+impl Cluster {
+    /// Asks every node to stop (SIGTERM, as a service manager would), waits up to
+    /// [`STOP_GRACE`], kills what is left and removes the directory.
+    fn stop(&mut self) {
         for c in &mut self.children {
-            // SIGTERM-like stop via kill(); nodes' stores are crash-safe either way.
+            terminate(c);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for c in &mut self.children {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Stores are crash-safe, so a node that did not stop in time loses nothing.
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.children.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Runs the devnet until Ctrl-C.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends SIGTERM (a clean stop) where there is one, else kills.
+fn terminate(child: &mut Child) {
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) on a pid we spawned and have not reaped, so it cannot be reused yet.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        return;
+    }
+    let _ = child.kill();
+}
+
+/// Makes the node get SIGTERM if this process dies without stopping it (`kill -9` on the
+/// devnet), so no node outlives the devnet that owns its directory.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // The parent-death signal follows the thread that forks; devnet runs on the main thread
+    // (block_on), which lives as long as the process.
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (prctl, getppid) and allocates nothing.
+    let parent = std::process::id();
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The devnet died between fork and prctl: do not start an orphan.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
+
+/// Runs the devnet until Ctrl-C, SIGTERM or SIGHUP, then stops every node.
 pub async fn run(args: DevnetArgs) -> Result<()> {
     if args.peers >= args.nodes {
         bail!(
@@ -95,6 +154,7 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
         if let Some(b) = &bootstrap {
             cmd.args(["--bootstrap", b]);
         }
+        die_with_parent(&mut cmd);
         cluster
             .children
             .push(cmd.spawn().context("starting a node")?);
@@ -137,9 +197,39 @@ pub async fn run(args: DevnetArgs) -> Result<()> {
         apis[0]
     );
     println!("Ctrl-C stops every node and removes the directory.");
-    let _ = tokio::signal::ctrl_c().await;
-    drop(cluster);
+    watch(&mut cluster).await;
+    println!("stopping {} nodes", cluster.children.len());
+    cluster.stop();
+    println!("stopped; removed {}", dir.display());
     Ok(())
+}
+
+/// Waits for a stop signal, saying so once for each node that exits on its own meanwhile.
+async fn watch(cluster: &mut Cluster) {
+    let stop = crate::signals::shutdown();
+    tokio::pin!(stop);
+    let mut reported = vec![false; cluster.children.len()];
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for (i, c) in cluster.children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = c.try_wait()
+                && !reported[i]
+            {
+                reported[i] = true;
+                eprintln!(
+                    "warning: node {i} exited with {status} (log: {})",
+                    cluster
+                        .dir
+                        .join(format!("node{i}"))
+                        .join("node.log")
+                        .display()
+                );
+            }
+        }
+    }
 }
 
 /// Waits for a node to write its API address and answer.

@@ -2,6 +2,7 @@
 
 mod cli;
 mod devnet;
+mod signals;
 
 use anyhow::Result;
 use clap::Parser;
@@ -76,35 +77,12 @@ async fn run_node(args: cli::NodeArgs) -> Result<()> {
         node.peer_id(),
         node.api_addr()
     );
-    println!("try: tidings pub /demo/hello '{{\"msg\": \"hi\"}}'   (Ctrl-C stops the node)");
-    shutdown_signal().await;
+    println!(
+        "try: tidings pub /demo/hello '{{\"msg\": \"hi\"}}'   (Ctrl-C stops the node cleanly)"
+    );
+    signals::shutdown().await;
     tracing::info!("shutting down: finishing in-flight requests");
     node.shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

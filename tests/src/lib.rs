@@ -160,6 +160,24 @@ impl NodeProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends `sig` (SIGTERM, SIGHUP: a clean stop) and waits up to `timeout` for the node to
+    /// exit; its exit status.
+    pub fn stop_with(
+        &mut self,
+        sig: libc::c_int,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus> {
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        ensure!(
+            unsafe { libc::kill(pid, sig) } == 0,
+            "kill({pid}, {sig}) failed"
+        );
+        let child = &mut self.child;
+        poll(timeout, || child.try_wait().ok().flatten())
+            .with_context(|| format!("node did not exit within {timeout:?} of signal {sig}"))
+    }
+
     /// This node's first libp2p listen address (`.../p2p/<id>`), for `--bootstrap`.
     pub fn p2p_addr(&self) -> Result<String> {
         let (_, s) = self.api().get_json("/v1/status")?;

@@ -386,6 +386,21 @@ pub fn sse_subscribe(url: &reqwest::Url) -> Result<(TcpStream, mpsc::Receiver<St
     Ok((stream, rx))
 }
 
+/// The lines of `r` (a child's stdout), read on their own thread, as a channel that closes at
+/// end of input.
+pub fn line_channel(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Collects `want` event CIDs from a line-oriented source, or fails at the deadline.
 pub fn collect(rx: &mpsc::Receiver<String>, want: usize, who: &str) -> Result<Vec<String>> {
     let deadline = Instant::now() + Duration::from_secs(60);

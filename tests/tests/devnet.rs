@@ -1,7 +1,6 @@
 //! `tidings devnet`: the README's 3-node tour runs on it, and stopping it (SIGTERM, or even
 //! SIGKILL) stops every node it started, so no node outlives the devnet that owns its data.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
-use tidings_tests::{Api, collect, poll, sse_subscribe, tidings_bin};
+use tidings_tests::{Api, collect, line_channel, poll, sse_subscribe, tidings_bin};
 
 /// A running `tidings devnet` and what it printed.
 struct Devnet {
@@ -33,16 +32,7 @@ impl Devnet {
             .stderr(Stdio::null())
             .spawn()
             .context("starting tidings devnet")?;
-        let out = child.stdout.take().context("devnet stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().context("devnet stdout")?);
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut apis = Vec::new();
         loop {
@@ -59,12 +49,16 @@ impl Devnet {
                     "devnet printed {} APIs: {apis:?}",
                     apis.len()
                 );
-                return Ok(Devnet {
+                let devnet = Devnet {
                     child,
                     apis,
                     dir: PathBuf::from(dir.trim()),
                     lines,
-                });
+                };
+                ensure!(devnet.dir.starts_with(tmp), "devnet dir {:?}", devnet.dir);
+                let running = processes_mentioning(&devnet.dir).len();
+                ensure!(running == nodes, "{running} node processes, want {nodes}");
+                return Ok(devnet);
             }
         }
     }
@@ -145,15 +139,6 @@ fn wait_no_nodes(dir: &Path, timeout: Duration) -> Result<()> {
 fn the_readme_tour_runs_on_a_devnet_and_sigterm_stops_every_node() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut devnet = Devnet::start(tmp.path(), 3)?;
-    ensure!(
-        devnet.dir.starts_with(tmp.path()),
-        "devnet dir {:?}",
-        devnet.dir
-    );
-    ensure!(
-        processes_mentioning(&devnet.dir).len() == 3,
-        "expected 3 node processes"
-    );
 
     // The tour: subscribe on the third node, publish on the first and second.
     let filter = "/fruits/** where ripe = true";
@@ -213,10 +198,6 @@ fn the_readme_tour_runs_on_a_devnet_and_sigterm_stops_every_node() -> Result<()>
 fn a_killed_devnet_takes_its_nodes_with_it() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut devnet = Devnet::start(tmp.path(), 2)?;
-    ensure!(
-        processes_mentioning(&devnet.dir).len() == 2,
-        "expected 2 node processes"
-    );
     devnet.signal(libc::SIGKILL)?;
     devnet.wait_exit(Duration::from_secs(10))?;
     // No cleanup ran in the devnet; the kernel tells each node its parent died.

@@ -2,7 +2,6 @@
 //! filters in all three syntaxes receive exactly the events the linear oracle expects, once
 //! each, in publish order; disconnecting removes their entries.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use tidings_matcher::Filter;
-use tidings_tests::{NodeProcess, collect, poll, sse_subscribe, tidings_bin};
+use tidings_tests::{NodeProcess, collect, line_channel, poll, sse_subscribe, tidings_bin};
 
 const FILTERS: [&str; 6] = [
     // text
@@ -116,16 +115,7 @@ fn websocket_sse_and_cli_subscribers_get_exactly_the_matching_events() -> Result
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()?;
-            let out = child.stdout.take().context("stdout")?;
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
+            let rx = line_channel(child.stdout.take().context("stdout")?);
             feeds.push((format!("tidings sub {f}"), fi, rx));
             children.push(child);
         }

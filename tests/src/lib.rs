@@ -167,15 +167,7 @@ impl NodeProcess {
         sig: libc::c_int,
         timeout: Duration,
     ) -> Result<std::process::ExitStatus> {
-        let pid = libc::pid_t::try_from(self.child.id())?;
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        ensure!(
-            unsafe { libc::kill(pid, sig) } == 0,
-            "kill({pid}, {sig}) failed"
-        );
-        let child = &mut self.child;
-        poll(timeout, || child.try_wait().ok().flatten())
-            .with_context(|| format!("node did not exit within {timeout:?} of signal {sig}"))
+        signal_and_wait(&mut self.child, sig, timeout)
     }
 
     /// This node's first libp2p listen address (`.../p2p/<id>`), for `--bootstrap`.
@@ -204,6 +196,22 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `sig` to `child` and waits up to `timeout` for it to exit; its exit status.
+pub fn signal_and_wait(
+    child: &mut Child,
+    sig: libc::c_int,
+    timeout: Duration,
+) -> Result<std::process::ExitStatus> {
+    let pid = libc::pid_t::try_from(child.id())?;
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    ensure!(
+        unsafe { libc::kill(pid, sig) } == 0,
+        "kill({pid}, {sig}) failed"
+    );
+    poll(timeout, || child.try_wait().ok().flatten())
+        .with_context(|| format!("process did not exit within {timeout:?} of signal {sig}"))
 }
 
 /// A small blocking client of the HTTP API for tests.

@@ -2,13 +2,15 @@
 //! SIGKILL) stops every node it started, so no node outlives the devnet that owns its data.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
-use tidings_tests::{Api, collect, line_channel, poll, sse_subscribe, tidings_bin};
+use tidings_tests::{
+    Api, collect, line_channel, poll, signal_and_wait, sse_subscribe, tidings_bin,
+};
 
 /// A running `tidings devnet` and what it printed.
 struct Devnet {
@@ -63,21 +65,9 @@ impl Devnet {
         }
     }
 
-    /// Sends the devnet `sig`.
-    fn signal(&self, sig: libc::c_int) -> Result<()> {
-        let pid = libc::pid_t::try_from(self.child.id())?;
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        ensure!(
-            unsafe { libc::kill(pid, sig) } == 0,
-            "kill({pid}, {sig}) failed"
-        );
-        Ok(())
-    }
-
-    /// Waits for the devnet process to exit and returns its exit status.
-    fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        let child = &mut self.child;
-        poll(timeout, || child.try_wait().ok().flatten()).context("devnet did not exit")
+    /// Sends the devnet `sig` and waits up to `timeout` for it to exit; its exit status.
+    fn stop_with(&mut self, sig: libc::c_int, timeout: Duration) -> Result<ExitStatus> {
+        signal_and_wait(&mut self.child, sig, timeout).context("devnet did not exit")
     }
 
     /// The rest of what the devnet printed (after it exited).
@@ -177,8 +167,7 @@ fn the_readme_tour_runs_on_a_devnet_and_sigterm_stops_every_node() -> Result<()>
         "an unmatched event arrived"
     );
 
-    devnet.signal(libc::SIGTERM)?;
-    let status = devnet.wait_exit(Duration::from_secs(30))?;
+    let status = devnet.stop_with(libc::SIGTERM, Duration::from_secs(30))?;
     ensure!(status.success(), "devnet exited with {status}");
     ensure!(
         processes_mentioning(&devnet.dir).is_empty(),
@@ -198,8 +187,7 @@ fn the_readme_tour_runs_on_a_devnet_and_sigterm_stops_every_node() -> Result<()>
 fn a_killed_devnet_takes_its_nodes_with_it() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let mut devnet = Devnet::start(tmp.path(), 2)?;
-    devnet.signal(libc::SIGKILL)?;
-    devnet.wait_exit(Duration::from_secs(10))?;
+    devnet.stop_with(libc::SIGKILL, Duration::from_secs(10))?;
     // No cleanup ran in the devnet; the kernel tells each node its parent died.
     wait_no_nodes(&devnet.dir, Duration::from_secs(15))
 }

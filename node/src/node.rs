@@ -11,6 +11,7 @@ use crate::api::{self, AppState, NodeInfo};
 use crate::identity::{self, IdentityError};
 use crate::metrics::Metrics;
 use crate::net::{self, NetConfig, NetError};
+use crate::pubsub::local::LocalSubs;
 use crate::pubsub::{Router, inbound};
 use crate::store::{Store, StoreError};
 
@@ -20,6 +21,8 @@ pub const API_ADDR_FILE: &str = "api.addr";
 const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// File name of the embedded database inside the data dir.
 pub const STORE_FILE: &str = "store.redb";
+/// What subscribers are told when the node stops (WebSocket close reason, SSE `error` event).
+const SHUTDOWN_REASON: &str = "the node is shutting down: reconnect to it or another node";
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -82,6 +85,8 @@ pub struct Node {
     server: JoinHandle<std::io::Result<()>>,
     /// Swarm, inbound dispatch and lease maintenance: aborted at shutdown.
     background: Vec<JoinHandle<()>>,
+    /// Live subscriptions, closed at shutdown: their streams would hold the API open.
+    local: Arc<LocalSubs>,
 }
 
 impl Node {
@@ -146,6 +151,7 @@ impl Node {
         })?;
         write_api_addr(&dir, addr).map_err(dir_err)?;
 
+        let local = router.local().clone();
         let state = AppState {
             router,
             metrics,
@@ -170,6 +176,7 @@ impl Node {
             stop: Some(stop),
             server,
             background,
+            local,
         })
     }
 
@@ -183,11 +190,13 @@ impl Node {
         &self.peer_id
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, and closes the store.
+    /// Stops accepting requests, ends every subscription (WebSocket close 1013 or an SSE
+    /// `error` event saying why), lets in-flight requests finish, and closes the store.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.local.close_all(SHUTDOWN_REASON);
         let served = match (&mut self.server).await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e.to_string())),

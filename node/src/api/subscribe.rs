@@ -30,7 +30,7 @@ use crate::pubsub::history::{Backlogged, DurableHandle, HistoryAsk, Opened};
 use crate::pubsub::local::{Delivery, Subscription};
 
 /// Why a stream ends when the node closes it.
-const CLOSED_REASON: &str = "subscription closed by the node: the subscriber fell too far behind, or the node is shutting down";
+const CLOSED_REASON: &str = "subscription closed by the node: the subscriber fell too far behind";
 /// How often acknowledgements go to the rendezvous set.
 const ACK_FLUSH: Duration = Duration::from_millis(250);
 

@@ -43,6 +43,8 @@ struct Inner {
     subs: HashMap<SubId, Sub>,
     /// Reused per event so matching allocates nothing in the steady state.
     scratch: Vec<SubId>,
+    /// Set by [`LocalSubs::close_all`]: why subscriptions opened from then on end at once.
+    closed: Option<String>,
 }
 
 /// The registry of local subscriptions.
@@ -87,6 +89,17 @@ impl LocalSubs {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         if let Ok(mut inner) = self.inner.lock() {
+            if let Some(reason) = &inner.closed {
+                // Opened while the node stops: ends at once rather than hold the API open.
+                let _ = tx.try_send(Delivery::Closed(reason.clone()));
+                return Subscription {
+                    rx,
+                    guard: SubscriptionGuard {
+                        id,
+                        registry: self.clone(),
+                    },
+                };
+            }
             inner.tree.insert(id, filter);
             inner.subs.insert(
                 id,
@@ -109,14 +122,20 @@ impl LocalSubs {
 
     fn remove(&self, id: SubId) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner.tree.remove(id);
-            if let Some(sub) = inner.subs.remove(&id)
-                && let Ok(mut c) = self.cancelled.lock()
-            {
-                c.push((id, sub.root));
-            }
+            self.unregister(&mut inner, id);
         }
         tracing::debug!(id, "unsubscribed");
+    }
+
+    /// Takes `id` out of the tree and the table and queues its lease for cancelling; its
+    /// sender, returned, closes the subscriber's queue when dropped.
+    fn unregister(&self, inner: &mut Inner, id: SubId) -> Option<mpsc::Sender<Delivery>> {
+        inner.tree.remove(id);
+        let sub = inner.subs.remove(&id)?;
+        if let Ok(mut c) = self.cancelled.lock() {
+            c.push((id, sub.root));
+        }
+        Some(sub.tx)
     }
 
     /// (id, filter source, root) of every live subscription, for lease renewal.
@@ -148,6 +167,26 @@ impl LocalSubs {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Ends every live subscription with `reason` (the node is stopping): each gets
+    /// [`Delivery::Closed`] after what it has queued, and its queue closes, so every
+    /// WebSocket and SSE stream ends and the API's graceful shutdown can finish. Subscriptions
+    /// opened afterwards end at once with the same reason.
+    pub fn close_all(&self, reason: &str) {
+        let Ok(mut guard) = self.inner.lock() else {
+            return;
+        };
+        let inner = &mut *guard;
+        inner.closed = Some(reason.to_string());
+        let ids: Vec<SubId> = inner.subs.keys().copied().collect();
+        for id in ids {
+            if let Some(tx) = self.unregister(inner, id) {
+                // A full queue gets no Closed: it ends when drained, which reads as closed too.
+                let _ = tx.try_send(Delivery::Closed(reason.to_string()));
+            }
+        }
+        tracing::info!(reason, "closed every subscription");
     }
 
     /// Matches one event and queues it for every matching subscriber, each once.
@@ -190,14 +229,12 @@ impl LocalSubs {
         }
         for id in too_slow {
             // Cut the subscriber off explicitly rather than skip events it would never know about.
-            inner.tree.remove(id);
-            if let Some(sub) = inner.subs.remove(&id) {
+            if self.unregister(inner, id).is_some() {
                 tracing::warn!(
                     id,
                     queue = SUBSCRIBER_QUEUE,
                     "subscriber too slow: closing it"
                 );
-                drop(sub.tx);
             }
         }
         inner.scratch = hits;

@@ -1,9 +1,11 @@
-//! Chaos: real node processes (brokers with K = 3 and a peer-role node hosting a durable
-//! subscriber) under steady publishing, while a seeded schedule SIGKILLs and restarts nodes and
+//! Chaos: real node processes (brokers with K = 3 and a peer-role node) under steady publishing,
+//! each hosting a durable subscriber, while a seeded schedule SIGKILLs and restarts nodes and
 //! cuts one broker off from everyone (the test-only partition gate, a real cut for the nodes).
+//! The brokers' subscribers sit where a primary's failure lands: on the members of the root's
+//! set, one of which takes over each topic whose primary is killed or cut off.
 //!
 //! Afterwards: every event whose publish was acknowledged (HTTP 200) and that matches the
-//! durable subscription's filter reached the subscriber (lost = 0), each once after dedup by
+//! durable subscription's filter reached every subscriber (lost = 0), each once after dedup by
 //! CID and, per (author, topic), in `seq` order; the brokers converge (same heads per topic, same
 //! block count, every acknowledged event held); and every store reopens after a final SIGKILL.
 //!
@@ -267,7 +269,8 @@ fn publisher(i: usize, seed: u64, rate: u32, sh: PubShared) -> Result<()> {
 }
 
 /// The durable subscriber on node `i` over WebSocket, acknowledging every event; reconnects
-/// whenever its node goes away, until `stop`.
+/// whenever its node goes away, until `stop`. (Each node has its own, by the same name: durable
+/// names belong to the subscriber's node.)
 fn subscriber(
     i: usize,
     apis: Arc<RwLock<Vec<Option<String>>>>,
@@ -320,6 +323,15 @@ fn subscriber(
         }
     }
     Ok(())
+}
+
+/// A durable subscriber's thread and what it got.
+struct Subscriber {
+    /// The node it is on.
+    name: String,
+    got: Arc<Mutex<Vec<Got>>>,
+    connects: Arc<Mutex<u64>>,
+    thread: std::thread::JoinHandle<Result<()>>,
 }
 
 /// One fault of the schedule.
@@ -376,23 +388,30 @@ fn run(plan: Plan) -> Result<()> {
     let stop_sub = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
     let failed = Arc::new(Mutex::new(0u64));
-    let got = Arc::new(Mutex::new(Vec::<Got>::new()));
-    let connects = Arc::new(Mutex::new(0u64));
-    let sub_thread = {
-        let (apis, stop, got, connects) = (
-            cluster.apis.clone(),
-            stop_sub.clone(),
-            got.clone(),
-            connects.clone(),
-        );
-        std::thread::spawn(move || subscriber(sub, apis, stop, got, connects))
-    };
-    // The durable exists before the first publish: it starts live.
+    // A durable subscriber on every node of the start: the peer and each broker of the set.
+    let subs: Vec<Subscriber> = (0..=plan.brokers)
+        .map(|i| {
+            let (got, connects) = (Arc::default(), Arc::default());
+            let (apis, stop, g, c) = (
+                cluster.apis.clone(),
+                stop_sub.clone(),
+                Arc::clone(&got),
+                Arc::clone(&connects),
+            );
+            Subscriber {
+                name: cluster.members[i].name.clone(),
+                got,
+                connects,
+                thread: std::thread::spawn(move || subscriber(i, apis, stop, g, c)),
+            }
+        })
+        .collect();
+    // The durables exist before the first publish: they start live.
     poll(Duration::from_secs(30), || {
         let p = cluster.members[0].proc.as_ref()?;
-        (p.status().ok()?["leases"].as_u64()? >= 1).then_some(())
+        (p.status().ok()?["leases"].as_u64()? >= subs.len() as u64).then_some(())
     })
-    .context("the durable subscriber's lease never reached b0")?;
+    .context("the durable subscribers' leases never reached b0")?;
     // Publishers on every node, the subscriber's node included.
     let mut pubs = Vec::new();
     let shared = PubShared {
@@ -480,7 +499,7 @@ fn run(plan: Plan) -> Result<()> {
         want.len()
     );
 
-    // Every acknowledged matching event reaches the durable subscriber.
+    // Every acknowledged matching event reaches every durable subscriber.
     let settle = Instant::now();
     let missing = |got: &[Got]| -> Vec<String> {
         let have: HashSet<&str> = got.iter().map(|g| g.cid.as_str()).collect();
@@ -490,25 +509,44 @@ fn run(plan: Plan) -> Result<()> {
             .collect()
     };
     let caught_up = poll(Duration::from_secs(120), || {
-        let g = got.lock().ok()?;
-        missing(&g).is_empty().then_some(())
+        subs.iter()
+            .all(|s| s.got.lock().is_ok_and(|g| missing(&g).is_empty()))
+            .then_some(())
     });
     stop_sub.store(true, Ordering::Relaxed);
-    sub_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("subscriber panicked"))??;
-    let got = got.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
-    let lost = missing(&got);
-    let unique: HashSet<&str> = got.iter().map(|g| g.cid.as_str()).collect();
-    eprintln!(
-        "chaos: subscriber got {} deliveries, {} distinct ({} redelivered), over {} connections; lost {} (settled in {:.1}s)",
-        got.len(),
-        unique.len(),
-        got.len() - unique.len(),
-        connects.lock().map(|c| *c).unwrap_or(0),
-        lost.len(),
-        settle.elapsed().as_secs_f64()
-    );
+    let (mut delivered, mut distinct, mut lost_total) = (0, 0, 0);
+    let mut lost = Vec::new();
+    let mut gots = Vec::new();
+    for s in subs {
+        s.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("subscriber panicked"))??;
+        let got = s.got.lock().map_err(|_| anyhow::anyhow!("lock"))?.clone();
+        let missed = missing(&got);
+        let unique = got
+            .iter()
+            .map(|g| g.cid.as_str())
+            .collect::<HashSet<_>>()
+            .len();
+        eprintln!(
+            "chaos: subscriber on {} got {} deliveries, {unique} distinct ({} redelivered), over {} connections; lost {} (settled in {:.1}s)",
+            s.name,
+            got.len(),
+            got.len() - unique,
+            s.connects.lock().map(|c| *c).unwrap_or(0),
+            missed.len(),
+            settle.elapsed().as_secs_f64()
+        );
+        delivered += got.len();
+        distinct += unique;
+        lost_total += missed.len();
+        for m in missed {
+            if !lost.contains(&m) {
+                lost.push(m);
+            }
+        }
+        gots.push((s.name, got));
+    }
     if caught_up.is_none() {
         // Where the lost events came from, and who holds them now.
         let lost_set: HashSet<&str> = lost.iter().map(String::as_str).collect();
@@ -546,34 +584,36 @@ fn run(plan: Plan) -> Result<()> {
             eprintln!("chaos: data kept in {}", dir.keep().display());
         }
         bail!(
-            "{} acknowledged matching events never reached the durable subscriber, e.g. {:?}",
+            "{} acknowledged matching events never reached a durable subscriber ({lost_total} misses over all subscribers), e.g. {:?}",
             lost.len(),
             &lost[..lost.len().min(5)]
         );
     }
-    ensure!(
-        got.iter().all(|g| g.keep && g.topic.starts_with("/chaos/")),
-        "an event outside the filter was delivered"
-    );
-    // Per (author, topic), first deliveries come in seq order.
-    let mut last: HashMap<(&str, &str), u64> = HashMap::new();
-    let mut seen = HashSet::new();
-    for g in &got {
-        if !seen.insert(g.cid.as_str()) {
-            continue;
-        }
-        let l = last
-            .entry((g.author.as_str(), g.topic.as_str()))
-            .or_insert(0);
+    for (name, got) in &gots {
         ensure!(
-            g.seq > *l,
-            "stream ({}, {}) delivered seq {} after {}",
-            g.author,
-            g.topic,
-            g.seq,
-            l
+            got.iter().all(|g| g.keep && g.topic.starts_with("/chaos/")),
+            "an event outside the filter was delivered on {name}"
         );
-        *l = g.seq;
+        // Per (author, topic), first deliveries come in seq order.
+        let mut last: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut seen = HashSet::new();
+        for g in got {
+            if !seen.insert(g.cid.as_str()) {
+                continue;
+            }
+            let l = last
+                .entry((g.author.as_str(), g.topic.as_str()))
+                .or_insert(0);
+            ensure!(
+                g.seq > *l,
+                "on {name}: stream ({}, {}) delivered seq {} after {}",
+                g.author,
+                g.topic,
+                g.seq,
+                l
+            );
+            *l = g.seq;
+        }
     }
 
     // The root's rendezvous set converges: same heads, same blocks, every acknowledged event
@@ -666,14 +706,12 @@ fn run(plan: Plan) -> Result<()> {
         );
     }
     eprintln!(
-        "chaos: RESULT seed={} seconds={:.0} events_acked={} matching={} failed_publishes={failed} kills={kills} partitions={partitions} joined={joined} delivered={} distinct={} lost={} stores_reopened={}",
+        "chaos: RESULT seed={} seconds={:.0} events_acked={} matching={} failed_publishes={failed} kills={kills} partitions={partitions} joined={joined} subscribers={} delivered={delivered} distinct={distinct} lost={lost_total} stores_reopened={}",
         plan.seed,
         t0.elapsed().as_secs_f64(),
         acked.len(),
         want.len(),
-        got.len(),
-        unique.len(),
-        lost.len(),
+        gots.len(),
         cluster.members.len()
     );
     Ok(())

@@ -312,14 +312,21 @@ impl Router {
     }
 
     /// How far back to repair `event`'s stream, first seen here after a delivery that names
-    /// `named` (> 0) as the previous event meant for this node: `(after_seq, since_ms)` for
+    /// `named` + 1 as the previous event meant for this node: `(after_seq, since_ms)` for
     /// [`crate::history::fetch::Chain`]. The sender's word reaches back only to `named`, but
     /// earlier deliveries may have been lost too, and a durable subscription acknowledges
     /// cumulatively per stream, so a missed event below an acknowledged one would never come
     /// back from its backlog. Each durable open here whose topic pattern covers the stream
     /// needs it from what it acknowledged of it or, never having acknowledged any, from when it
-    /// began (less [`CLOCK_SLACK_MS`]). Without such a durable, repair stops at `named`.
-    pub(crate) async fn first_repair_floor(&self, event: &Event, named: u64) -> (u64, u64) {
+    /// began (less [`CLOCK_SLACK_MS`]). When the sender could not tell (`unknown`: it lacks part
+    /// of the stream itself), every live subscription covering the topic needs it from when it
+    /// began too. Otherwise repair stops at `named`.
+    pub(crate) async fn first_repair_floor(
+        &self,
+        event: &Event,
+        named: u64,
+        unknown: bool,
+    ) -> (u64, u64) {
         let prefix = format!("{}/", self.net().local_peer());
         let store = self.store().clone();
         let records = match blocking(move || Ok(store.durables_of(&prefix)?)).await {
@@ -330,7 +337,13 @@ impl Router {
             }
         };
         let mut after_seq = named;
-        let mut since: Option<u64> = None;
+        let mut since: Option<u64> = if unknown {
+            self.local()
+                .earliest_start(&event.topic)
+                .map(|t| t.saturating_sub(CLOCK_SLACK_MS))
+        } else {
+            None
+        };
         for (key, rec) in records {
             let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
             let covers = Filter::parse(&rec.filter).is_ok_and(|f| f.topic().matches(&event.topic));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tidings_matcher::{Filter, Matcher, ParallelSearchTree, SubId};
+use tidings_matcher::{Filter, Matcher, ParallelSearchTree, SubId, TopicPattern};
 use tokio::sync::mpsc;
 
 /// Events a subscriber may have queued before it is cut off as too slow.
@@ -35,6 +35,10 @@ struct Sub {
     src: Arc<str>,
     /// Root segment: selects the rendezvous set.
     root: String,
+    /// The filter's topic pattern and when the subscription began (ms since epoch): how far
+    /// back a stream first seen here may need repair (see [`LocalSubs::earliest_start`]).
+    topic: TopicPattern,
+    since_ms: u64,
 }
 
 #[derive(Default)]
@@ -107,6 +111,8 @@ impl LocalSubs {
                     tx,
                     src: src.into(),
                     root: filter.root().to_string(),
+                    topic: filter.topic().clone(),
+                    since_ms: crate::pubsub::router::now_ms(),
                 },
             );
         }
@@ -149,6 +155,18 @@ impl LocalSubs {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// When the earliest live subscription whose topic pattern covers `topic` began (ms since
+    /// epoch), if any.
+    pub fn earliest_start(&self, topic: &str) -> Option<u64> {
+        let inner = self.inner.lock().ok()?;
+        inner
+            .subs
+            .values()
+            .filter(|s| s.topic.matches(topic))
+            .map(|s| s.since_ms)
+            .min()
     }
 
     /// Subscriptions that ended since the last call: (id, root).

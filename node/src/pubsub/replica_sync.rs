@@ -12,6 +12,13 @@
 //! chain leave a record of the hole in the store, in the same transaction; each round fetches
 //! the recorded holes until they close, so every member ends with whole streams even when a
 //! fetch was cut short or the node was killed before filling them.
+//!
+//! A primary acknowledges an event once a majority holds it, then delivers it: one killed in
+//! between leaves an acknowledged event that reached no subscriber, and nothing later in its
+//! stream may come to reveal the gap. So a broker that has become a topic's primary since the
+//! last round (the old one left the set, or this node started) routes the newest event of each
+//! of the topic's streams again; a subscriber's node that lacks it, or events before it,
+//! repairs from there, and one that has it drops it as a duplicate.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,8 +31,8 @@ use crate::history::{self, Chain};
 use crate::net::Role;
 use crate::net::history::{HistoryRequest, HistoryResponse, Tip};
 use crate::net::rendezvous;
-use crate::pubsub::router::{Router, blocking};
-use crate::store::{ChainHole, DurableRecord};
+use crate::pubsub::router::{Router, blocking, now_ms};
+use crate::store::{ChainHole, DurableRecord, StreamTip};
 
 /// How long a member may take to answer a sync request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +48,10 @@ const HOLE_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// How long a broker waits for the other members' leases before its first routing of a root.
 const LEASES_TIMEOUT: Duration = Duration::from_secs(2);
+/// A stream tip older than this (by its publisher's clock) is not routed again when this node
+/// takes over its topic: the primary that acknowledged it had long enough to deliver it, or the
+/// subscriber's repair caught it when a later event came.
+const TAKEOVER_WINDOW_MS: u64 = 10 * 60_000;
 
 /// Roots waiting for the next sync round.
 #[derive(Default)]
@@ -51,6 +62,9 @@ pub struct SyncState {
     leases_taken: Mutex<BTreeSet<String>>,
     /// Holes that could not be filled, waiting before they are asked for again.
     retry: Mutex<HoleRetry>,
+    /// Each root's rendezvous set as of the last round: a topic whose primary this node has
+    /// become since then is taken over (see the module docs).
+    sets: Mutex<HashMap<String, Vec<PeerId>>>,
 }
 
 /// Backoff per hole (by its missing CID), so holes nobody can fill neither cost a fetch every
@@ -119,6 +133,7 @@ struct Round {
     routed: u64,
     durables: u64,
     holes: u64,
+    taken_over: u64,
 }
 
 impl Router {
@@ -186,12 +201,13 @@ impl Router {
         loop {
             tick.tick().await;
             let r = self.sync_round().await;
-            if r.pulled + r.durables + r.holes > 0 {
+            if r.pulled + r.durables + r.holes + r.taken_over > 0 {
                 tracing::info!(
                     pulled = r.pulled,
                     routed = r.routed,
                     durables = r.durables,
                     holes = r.holes,
+                    taken_over = r.taken_over,
                     "replica sync: caught up with the other members"
                 );
             }
@@ -225,6 +241,7 @@ impl Router {
             for member in set.iter().filter(|m| **m != me) {
                 self.sync_with(&root, &set, *member, &mut round).await;
             }
+            round.taken_over += self.route_taken_over(&root, &set).await;
             mine.insert(root);
         }
         // Only the streams of this node's sets are kept whole; holes in backoff wait.
@@ -378,6 +395,65 @@ impl Router {
             }
         }
         (n, if primary { n } else { 0 })
+    }
+
+    /// Routes again the tip of every stream of `root` whose topic this node has become the
+    /// primary of since the last round under `set` (every topic it is primary of, the first
+    /// time it sees the root since it started); returns how many. See the module docs.
+    async fn route_taken_over(&self, root: &str, set: &[PeerId]) -> u64 {
+        let before = match self.sync_state().sets.lock() {
+            Ok(mut s) => s.insert(root.to_string(), set.to_vec()),
+            Err(_) => return 0,
+        };
+        if before.as_deref() == Some(set) {
+            return 0;
+        }
+        let me = self.net().local_peer();
+        let primary_in =
+            |s: &[PeerId], t: &str| rendezvous::publish_order(s, t).first() == Some(&me);
+        let store = self.store().clone();
+        let r = root.to_string();
+        let tips = match blocking(move || Ok(store.stream_tips(&r)?)).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(%root, error = %e, "cannot list stream tips to take over");
+                return 0;
+            }
+        };
+        let taken: Vec<StreamTip> = tips
+            .into_iter()
+            .filter(|t| {
+                primary_in(set, &t.topic)
+                    && !before.as_deref().is_some_and(|b| primary_in(b, &t.topic))
+            })
+            .collect();
+        if taken.is_empty() {
+            return 0;
+        }
+        self.take_leases(root, set).await;
+        let store = self.store().clone();
+        let floor = now_ms().saturating_sub(TAKEOVER_WINDOW_MS);
+        let recent = blocking(move || {
+            let mut out = Vec::new();
+            for tip in taken {
+                if let Some(data) = store.get_block(&tip.cid)?
+                    && let Some(event) = Event::decode_stored(&data)
+                    && event.time >= floor
+                {
+                    out.push((Block { cid: tip.cid, data }, event));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_default();
+        for (block, event) in &recent {
+            self.route(block, event);
+        }
+        if !recent.is_empty() {
+            tracing::info!(%root, streams = recent.len(), first_round = before.is_none(), "primary of more topics: routed their streams' newest events again, in case the last primary acknowledged and never delivered them");
+        }
+        recent.len() as u64
     }
 
     /// Fetches the events missing below `hole.above` in its author's chain. What is still

@@ -6,7 +6,9 @@
 //! * Primary duty ([`Router::serve_publish`]): store, replicate to the set, acknowledge once a
 //!   majority holds it, and queue deliveries to every node with a matching lease.
 //! * Subscribe: register locally, then lease the filter on every member of the root's set.
-//! * Receive: verify, drop duplicates, cache the block, hand it to local subscribers.
+//! * Receive: verify, drop duplicates, cache the block, hand it to local subscribers. Events this
+//!   node routes to its own subscriptions (as the topic's primary) take the same way as those
+//!   a remote primary delivers, through [`Router::deliver_here`]: a gap is repaired either way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 use tidings_ipld_schema::{Block, Cid, Event, Ipld, Keypair, json as ipld_json, topic, verify};
 use tidings_matcher::Filter;
+use tokio::sync::mpsc;
 
 use crate::history::{self, Chain};
 use crate::metrics::Metrics;
@@ -107,6 +110,11 @@ pub struct Router {
     receiver: Receiver,
     /// One lock per topic: an author's events of a topic reach the primary in `seq` order.
     topic_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Events routed to this node's own subscriptions, in routing order, for
+    /// [`Router::deliver_here`].
+    local_in: mpsc::UnboundedSender<Routed>,
+    /// Its receiving end, taken by [`Router::deliver_here`].
+    local_out: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Routed>>>,
     /// Test-only fault: some deliveries are dropped on arrival, as if lost on the way.
     drop_deliveries: DropDeliveries,
     /// (subscriber node, author, topic) → (seq, CID) of the newest event queued for that node:
@@ -123,18 +131,29 @@ pub struct Router {
 /// (subscriber node, author key, topic).
 type StreamAt = (PeerId, Vec<u8>, String);
 
+/// An event this node routed to itself, with its `after` (see [`DeliverRequest::after`]).
+///
+/// [`DeliverRequest::after`]: crate::net::deliver::DeliverRequest::after
+type Routed = (Block, Event, u64);
+
 /// Env var of a test-only delivery fault: deliveries of events whose `seq` is a multiple of
 /// this are dropped on arrival.
 pub const DROP_DELIVERIES_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD";
 /// Env var of a test-only delivery fault: deliveries of events whose `seq` is below this are
 /// dropped on arrival (a stream's first deliveries lost).
 pub const DROP_DELIVERIES_BELOW_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_SEQ_BELOW";
+/// Env var of a test-only delivery fault: set to 1, the faults above drop only the first
+/// delivery of each event, as a primary that died before delivering would; a later delivery
+/// of the same event (from the primary that took over) gets through.
+pub const DROP_DELIVERIES_ONCE_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_ONCE";
 
 /// The test-only delivery faults, read from the environment once.
 #[derive(Debug, Default)]
 struct DropDeliveries {
     seq_mod: Option<u64>,
     seq_below: Option<u64>,
+    /// With [`DROP_DELIVERIES_ONCE_ENV`]: the events dropped once already.
+    once: Option<std::sync::Mutex<std::collections::HashSet<Cid>>>,
 }
 
 impl DropDeliveries {
@@ -148,12 +167,17 @@ impl DropDeliveries {
         DropDeliveries {
             seq_mod: read(DROP_DELIVERIES_ENV),
             seq_below: read(DROP_DELIVERIES_BELOW_ENV),
+            once: (read(DROP_DELIVERIES_ONCE_ENV) == Some(1)).then(Default::default),
         }
     }
 
-    fn drops(&self, seq: u64) -> bool {
-        self.seq_mod.is_some_and(|m| seq.is_multiple_of(m))
-            || self.seq_below.is_some_and(|b| seq < b)
+    fn drops(&self, cid: &Cid, seq: u64) -> bool {
+        let chosen = self.seq_mod.is_some_and(|m| seq.is_multiple_of(m))
+            || self.seq_below.is_some_and(|b| seq < b);
+        match &self.once {
+            Some(dropped) if chosen => dropped.lock().is_ok_and(|mut d| d.insert(*cid)),
+            _ => chosen,
+        }
     }
 }
 
@@ -176,6 +200,7 @@ impl Router {
         history: history::HistoryConfig,
     ) -> Router {
         let author = keypair.public().encode_protobuf();
+        let (local_in, local_out) = mpsc::unbounded_channel();
         Router {
             store,
             keypair,
@@ -187,6 +212,8 @@ impl Router {
             remote: RemoteSubs::default(),
             receiver: Receiver::default(),
             topic_locks: std::sync::Mutex::default(),
+            local_in,
+            local_out: std::sync::Mutex::new(Some(local_out)),
             drop_deliveries: DropDeliveries::from_env(),
             delivered: std::sync::Mutex::default(),
             durable_locks: Default::default(),
@@ -411,7 +438,9 @@ impl Router {
         for peer in self.remote.matching_peers(&event.topic, &body) {
             let after = self.after_for(peer, block, event);
             if peer == me {
-                self.hand_to_local(&block.cid, event, after);
+                // Through the same receiving path as a remote primary's delivery (gap repair
+                // included), in routing order; the send fails only once the node is stopping.
+                let _ = self.local_in.send((block.clone(), event.clone(), after));
             } else {
                 self.outbox
                     .push(peer, block.cid.to_bytes(), block.data.clone(), after);
@@ -495,39 +524,78 @@ impl Router {
         UNKNOWN_AFTER
     }
 
-    /// Gives an event to this node's API subscribers, once, whatever its place in its stream.
+    /// Hands the events this node routes to itself (as a topic's primary) to its subscribers,
+    /// one at a time in routing order, exactly as deliveries from a remote primary are: a gap
+    /// (the previous primary acknowledged an event and died before delivering it here) is
+    /// repaired from this node's store, which holds what the set acknowledged once replica sync
+    /// ran, else from the network. Runs until the node stops.
+    pub async fn deliver_here(self: Arc<Self>) {
+        let Some(mut routed) = self.local_out.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let me = self.net.local_peer();
+        while let Some((block, event, after)) = routed.recv().await {
+            self.take_delivered(me, &block, &event, after).await;
+        }
+    }
+
+    /// Gives an event that a repair has already run for to this node's API subscribers, once,
+    /// whatever its place in its stream; what the repair could not find is only logged here
+    /// (and remembered, so it is delivered if it turns up later).
     fn hand_to_local(&self, cid: &Cid, event: &Event, after: u64) {
-        match self.receiver.arrive(cid, event, after, true) {
+        let arrival = self.receiver.arrive(cid, event, after, true);
+        tracing::debug!(%cid, seq = event.seq, after, ?arrival, topic = %event.topic, "repaired event arrived");
+        match arrival {
             Arrival::Duplicate => return,
-            Arrival::Late => tracing::debug!(%cid, "late event delivered out of order"),
+            Arrival::Late => {
+                tracing::info!(%cid, seq = event.seq, topic = %event.topic, "event a repair missed arrived late: delivered out of order")
+            }
             Arrival::Gap { last, .. } => {
-                tracing::warn!(%cid, last, seq = event.seq, topic = %event.topic, "gap in stream left unrepaired")
+                tracing::warn!(%cid, last, seq = event.seq, topic = %event.topic, "gap in stream left unrepaired: no node asked holds the missing events")
             }
             Arrival::InOrder => {}
         }
         self.deliver_local(cid, event);
     }
 
-    /// An event delivered by `from`: a gap in its stream is repaired from the DAG first, and
-    /// what was missed reaches local subscribers (through their filters) before it.
+    /// An event delivered by `from` (this node itself when it routed the event as primary): a
+    /// gap in its stream is repaired from the DAG first (this node's store, then the network),
+    /// and what was missed reaches local subscribers (through their filters) before it.
     async fn take_delivered(&self, from: PeerId, block: &Block, event: &Event, after: u64) {
-        match self.receiver.arrive(&block.cid, event, after, false) {
+        let arrival = self.receiver.arrive(&block.cid, event, after, false);
+        tracing::debug!(cid = %block.cid, seq = event.seq, after, ?arrival, %from, topic = %event.topic, "event arrived");
+        match arrival {
             Arrival::Duplicate => return,
-            Arrival::Late => tracing::debug!(cid = %block.cid, "late event delivered out of order"),
+            Arrival::Late => {
+                tracing::info!(cid = %block.cid, seq = event.seq, topic = %event.topic, "event a repair missed arrived late: delivered out of order")
+            }
             Arrival::Gap { last, last_cid } => {
                 // A stream first seen here: the sender's word reaches back only to the event it
-                // names; this node's durables know how far back they still need it.
-                let (last, since_ms) = match last_cid {
+                // names (or nowhere, if it cannot tell); this node's subscriptions know how far
+                // back they still need it.
+                let (floor, since_ms) = match last_cid {
                     Some(_) => (last, 0),
-                    None => self.first_repair_floor(event, last).await,
+                    None => {
+                        self.first_repair_floor(event, last, after == UNKNOWN_AFTER)
+                            .await
+                    }
                 };
-                for (cid, missed) in self
-                    .repair(from, block, event, last, last_cid, since_ms)
-                    .await
-                {
-                    self.hand_to_local(&cid, &missed, missed.seq.saturating_sub(1));
+                let (found, complete) = if floor + 1 < event.seq {
+                    self.repair(from, block, event, floor, last_cid, since_ms)
+                        .await
+                } else {
+                    (Vec::new(), true)
+                };
+                // A first-seen stream repaired down to its floor starts where the repair began;
+                // anything the repair missed is logged (and remembered) as a gap.
+                let starts_clean = last_cid.is_none() && complete;
+                let mut prev = starts_clean.then_some(0);
+                for (cid, missed) in found {
+                    let a = prev.unwrap_or(missed.seq.saturating_sub(1));
+                    self.hand_to_local(&cid, &missed, a);
+                    prev = Some(missed.seq);
                 }
-                self.hand_to_local(&block.cid, event, after);
+                self.hand_to_local(&block.cid, event, prev.unwrap_or(after));
                 return;
             }
             Arrival::InOrder => {}
@@ -536,8 +604,9 @@ impl Router {
     }
 
     /// Fetches the events between `last` and `event` of its (author, topic) stream (none older
-    /// than `since_ms`), from `from` first, and returns them oldest first (as many as could be
-    /// found).
+    /// than `since_ms`): from this node's store, else from `from` first, then the usual
+    /// sources. Returns them oldest first (as many as could be found), and whether that is all
+    /// of them.
     async fn repair(
         &self,
         from: PeerId,
@@ -546,7 +615,7 @@ impl Router {
         last: u64,
         last_cid: Option<Cid>,
         since_ms: u64,
-    ) -> Vec<(Cid, Event)> {
+    ) -> (Vec<(Cid, Event)>, bool) {
         let missing = event.seq - last - 1;
         tracing::info!(topic = %event.topic, from_seq = last + 1, to_seq = event.seq - 1, since_ms, source = %from, "gap in stream: repairing from the DAG");
         let chain = Chain {
@@ -554,7 +623,7 @@ impl Router {
             topic: event.topic.clone(),
             after_seq: last,
             since_ms,
-            whole: false,
+            whole: self.keeps_whole(&event.topic),
         };
         let fetched = history::fetch_chain(
             &self.net,
@@ -566,13 +635,17 @@ impl Router {
             missing,
         )
         .await;
-        match fetched {
+        let complete = match fetched {
             Ok(s) if !s.complete => {
-                tracing::warn!(topic = %event.topic, missing = s.missing.len(), "gap only partly repaired: no peer asked has the rest")
+                tracing::warn!(topic = %event.topic, missing = s.missing.len(), "gap only partly repaired: no peer asked has the rest");
+                false
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "gap repair failed"),
-        }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "gap repair failed");
+                false
+            }
+        };
         let store = self.store.clone();
         let head = event.clone();
         let found: Vec<(Cid, Event)> =
@@ -587,7 +660,17 @@ impl Router {
             .events_repaired
             .fetch_add(found.len() as u64, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(topic = %event.topic, repaired = found.len(), of = missing, "gap repaired");
-        found
+        (found, complete)
+    }
+
+    /// Whether this node keeps `topic`'s streams whole: it is a broker of its root's rendezvous
+    /// set, so the holes in them are recorded and replica sync fills them.
+    fn keeps_whole(&self, topic_name: &str) -> bool {
+        self.net.role() == crate::net::Role::Broker
+            && self
+                .net
+                .rendezvous_set(topic::root_segment(topic_name))
+                .contains(&self.net.local_peer())
     }
 
     /// Matches an event against this node's API subscriptions and queues it for each.
@@ -628,7 +711,7 @@ impl Router {
         let mut afters = Vec::with_capacity(events.len());
         for (i, (cid, data)) in events.into_iter().enumerate() {
             let (block, event) = verify_wire(&cid, data.into_vec()).map_err(Refusal::BadBlock)?;
-            if self.drop_deliveries.drops(event.seq) {
+            if self.drop_deliveries.drops(&block.cid, event.seq) {
                 tracing::warn!(cid = %block.cid, seq = event.seq, "test fault: delivery dropped on arrival");
                 continue;
             }
@@ -637,7 +720,12 @@ impl Router {
         }
         let store = self.store.clone();
         let to_store = verified.clone();
-        blocking(move || Ok(store.insert_events(&to_store, &[])?))
+        let keep: std::collections::HashSet<String> = verified
+            .iter()
+            .map(|(_, e)| e.topic.clone())
+            .filter(|t| self.keeps_whole(t))
+            .collect();
+        blocking(move || Ok(store.insert_keeping(&to_store, &[], |e| keep.contains(&e.topic))?))
             .await
             .map_err(|e| Refusal::Failed(e.to_string()))?;
         for ((block, event), after) in verified.iter().zip(afters) {

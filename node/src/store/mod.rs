@@ -164,7 +164,7 @@ impl Store {
         events: &[(Block, Event)],
         other_blocks: &[Block],
     ) -> Result<InsertSummary, StoreError> {
-        self.insert(events, other_blocks, false)
+        self.insert_keeping(events, other_blocks, |_| false)
     }
 
     /// [`Store::insert_events`] for a rendezvous member, which keeps whole streams: the holes
@@ -175,23 +175,24 @@ impl Store {
         events: &[(Block, Event)],
         other_blocks: &[Block],
     ) -> Result<InsertSummary, StoreError> {
-        self.insert(events, other_blocks, true)
+        self.insert_keeping(events, other_blocks, |_| true)
     }
 
-    fn insert(
+    /// [`Store::insert_events`] recording the holes of the events whose streams this node keeps
+    /// whole (`keeps_whole`): a broker of the set that is also a subscriber's node stores what
+    /// is delivered to it, and a hole under a delivered event must be filled like any other.
+    pub fn insert_keeping(
         &self,
         events: &[(Block, Event)],
         other_blocks: &[Block],
-        note_holes: bool,
+        keeps_whole: impl Fn(&Event) -> bool,
     ) -> Result<InsertSummary, StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
         let mut summary = InsertSummary::default();
         {
             let mut t = Tables::open(&txn)?;
-            if note_holes {
-                t = t.note_holes();
-            }
             for (block, event) in events {
+                t.set_note_holes(keeps_whole(event));
                 if t.apply_event(block, event)? {
                     summary.new_blocks += 1;
                 } else {

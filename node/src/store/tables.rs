@@ -54,7 +54,7 @@ pub(super) struct Tables<'txn> {
     log_next: Table<'txn, &'static str, u64>,
     stats: Table<'txn, &'static str, u64>,
     holes: Table<'txn, &'static [u8], HoleValue>,
-    /// Whether new holes are recorded (see [`Tables::note_holes`]).
+    /// Whether new holes are recorded (see [`Tables::set_note_holes`]).
     note_holes: bool,
 }
 
@@ -76,12 +76,11 @@ impl<'txn> Tables<'txn> {
         })
     }
 
-    /// Records the holes that events applied from now on leave in their authors' chains: a
-    /// rendezvous member keeps whole streams and fills them. Without it, only a hole that
-    /// was already recorded is carried down as its upper part arrives.
-    pub(super) fn note_holes(mut self) -> Self {
-        self.note_holes = true;
-        self
+    /// Whether to record the holes that events applied from now on leave in their authors'
+    /// chains: a rendezvous member keeps whole streams and fills them. Without it, only a hole
+    /// that was already recorded is carried down as its upper part arrives.
+    pub(super) fn set_note_holes(&mut self, on: bool) {
+        self.note_holes = on;
     }
 
     /// Current heads of a topic, unsorted.

@@ -12,13 +12,20 @@ use tracing_subscriber::EnvFilter;
 use cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
-    // Like any Unix filter, stop quietly when the reader goes away (`tidings sub ... | head`).
-    #[cfg(unix)]
-    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is always valid.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Like any Unix filter, a client command stops quietly when its reader goes away (`tidings
+    // sub ... | head`). A node (and a devnet) ignores SIGPIPE: a client that goes away while
+    // its answer is being written makes that write fail, and must not kill the node.
+    #[cfg(unix)]
+    {
+        let server = matches!(cli.command, Command::Node(_) | Command::Devnet(_));
+        let action = if server { libc::SIG_IGN } else { libc::SIG_DFL };
+        // SAFETY: before any thread exists (parsing the arguments starts none); both actions
+        // are always valid.
+        unsafe {
+            libc::signal(libc::SIGPIPE, action);
+        }
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -170,6 +170,28 @@ impl NodeProcess {
         signal_and_wait(&mut self.child, sig, timeout)
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How the node exited, if it has (a node that should be running and is not).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends `sig` to the node and returns at once (SIGSTOP and SIGCONT pause and resume it,
+    /// as a long GC pause or a stalled disk would).
+    pub fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id())?;
+        // SAFETY: kill(2) on our own child, which is not reaped while `self` lives.
+        ensure!(
+            unsafe { libc::kill(pid, sig) } == 0,
+            "kill({pid}, {sig}) failed"
+        );
+        Ok(())
+    }
+
     /// This node's first libp2p listen address (`.../p2p/<id>`), for `--bootstrap`.
     pub fn p2p_addr(&self) -> Result<String> {
         let (_, s) = self.api().get_json("/v1/status")?;

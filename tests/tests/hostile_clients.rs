@@ -2,7 +2,8 @@
 //! changes nothing). Every request in the table must be answered with a 4xx whose body is
 //! `{"error": "<non-empty message>"}` (never a 5xx, never a dropped connection), and must leave
 //! the node as it was: the same heads on every topic the table touches and the same block count
-//! and bytes in `/v1/status`. Also: the bearer token of a non-loopback API.
+//! and bytes in `/v1/status`. Also: the bearer token of a non-loopback API, and a node that
+//! ignores SIGPIPE (a client going away mid-answer must not kill it).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -810,5 +811,28 @@ fn a_non_loopback_api_without_a_usable_token_does_not_start() -> Result<()> {
             "{what}: {err}"
         );
     }
+    Ok(())
+}
+
+/// A client that goes away while the node is still writing its answer must not stop the
+/// node. `tidings` restores the default SIGPIPE action so that `tidings sub | head` ends
+/// quietly, and the node kept it: a write to a socket its client had reset killed the node
+/// (seen when `tidings fetch` exited at its summary, about one run in five of the large-event
+/// test). The node must ignore SIGPIPE (a failed write is an error like any other), as the
+/// kernel sees it.
+#[test]
+fn the_node_ignores_sigpipe() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = NodeProcess::start(&dir.path().join("n"), &[])?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid()))?;
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .context("no SigIgn in /proc/<pid>/status")?;
+    ensure!(
+        ignored & (1 << (libc::SIGPIPE - 1)) != 0,
+        "the node does not ignore SIGPIPE (SigIgn {ignored:x})"
+    );
     Ok(())
 }

@@ -7,15 +7,23 @@ use serde_bytes::ByteBuf;
 use tidings_ipld_schema::{Event, json as ipld_json};
 use tidings_matcher::Filter;
 
-use crate::net::history::{Ack, HistoryRequest, HistoryResponse, Tip};
-use crate::store::{DurableRecord, Store, StoreError};
+use crate::net::batch::{Batch, Budget, pair_size};
+use crate::net::history::{Ack, HistoryRequest, HistoryResponse, Tip, TipsFrom};
+use crate::store::{DurableRecord, Store, StoreError, StreamTip};
 
 /// Log entries read per store transaction while scanning.
 const SCAN_CHUNK: usize = 2048;
 /// Most log entries one page request scans, so a sparse filter cannot hold a member for long.
 const SCAN_LIMIT: usize = 100_000;
-/// Most events in a page, whatever is asked.
+/// Most events in a page, whatever is asked (and at most
+/// [`MESSAGE_BUDGET`](crate::net::batch::MESSAGE_BUDGET) bytes of them).
 pub const MAX_PAGE: u32 = 4096;
+/// Most stream tips and durable records in one `Tips` answer (and at most
+/// [`MESSAGE_BUDGET`](crate::net::batch::MESSAGE_BUDGET)
+/// bytes of them).
+pub const MAX_TIPS: usize = 16 * 1024;
+/// Upper bound of the CBOR framing of one tip (its field names, headers and `seq`).
+const TIP_OVERHEAD: usize = 64;
 
 /// Key of `peer`'s durable `name` in the store.
 pub fn key(peer: &PeerId, name: &str) -> String {
@@ -102,27 +110,7 @@ fn serve_inner(
         HistoryRequest::Leases { .. } => Ok(HistoryResponse::Refused(
             "leases are not kept in the store".into(),
         )),
-        HistoryRequest::Tips { root } => {
-            let streams = store
-                .stream_tips(&root)?
-                .into_iter()
-                .map(|t| Tip {
-                    author: ByteBuf::from(t.author),
-                    topic: t.topic,
-                    seq: t.seq,
-                    cid: ByteBuf::from(t.cid.to_bytes()),
-                })
-                .collect();
-            let mut durables = Vec::new();
-            for (key, rec) in store.durables()? {
-                if rec.root == root {
-                    let bytes = serde_ipld_dagcbor::to_vec(&rec)
-                        .map_err(|e| StoreError::Corrupt(format!("durable record: {e}")))?;
-                    durables.push((key, ByteBuf::from(bytes)));
-                }
-            }
-            Ok(HistoryResponse::Tips { streams, durables })
-        }
+        HistoryRequest::Tips { root, from } => tips(store, &root, from, Budget::items(MAX_TIPS)),
         HistoryRequest::Query {
             filter,
             durable,
@@ -141,15 +129,102 @@ fn serve_inner(
                 },
                 None => (cursor, since, None),
             };
-            page(
-                store,
-                &f,
-                start,
-                since,
-                rec.as_ref(),
-                max_events.clamp(1, MAX_PAGE),
-            )
+            let budget = Budget::items(max_events.clamp(1, MAX_PAGE) as usize);
+            page(store, &f, start, since, rec.as_ref(), budget)
         }
+    }
+}
+
+/// One `Tips` answer: the root's stream tips from `from` on, then its durable records, up to
+/// `budget`, with where the next answer continues.
+fn tips(
+    store: &Store,
+    root: &str,
+    from: Option<TipsFrom>,
+    budget: Budget,
+) -> Result<HistoryResponse, StoreError> {
+    // Streams first (from a stream, or the first), then durables (from a key, or the first).
+    let (streams_from, durables_from) = match from {
+        None => (Some(None), None),
+        Some(TipsFrom::Stream { author, topic }) => (Some(Some((author.into_vec(), topic))), None),
+        Some(TipsFrom::Durable(key)) => (None, Some(key)),
+    };
+    let mut batch = Batch::new(budget);
+    let mut next = None;
+    if let Some(at) = streams_from {
+        let at = at.as_ref().map(|(a, t)| (a.as_slice(), t.as_str()));
+        store.stream_tips_from(root, at, |t| {
+            let size = t.author.len() + t.topic.len() + t.cid.to_bytes().len() + TIP_OVERHEAD;
+            match batch.push(TipsItem::Stream(t), size) {
+                Ok(()) => true,
+                Err(item) => {
+                    next = item.resume();
+                    false
+                }
+            }
+        })?;
+    }
+    if next.is_none() {
+        let mut failed = None;
+        store.durables_from(durables_from.as_deref(), |key, rec| {
+            if rec.root != root {
+                return true;
+            }
+            let bytes = match serde_ipld_dagcbor::to_vec(&rec) {
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(StoreError::Corrupt(format!("durable record: {e}")));
+                    return false;
+                }
+            };
+            let size = pair_size(key.as_bytes(), &bytes);
+            match batch.push(TipsItem::Durable(key, ByteBuf::from(bytes)), size) {
+                Ok(()) => true,
+                Err(item) => {
+                    next = item.resume();
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    let (mut streams, mut durables) = (Vec::new(), Vec::new());
+    for item in batch.into_items() {
+        match item {
+            TipsItem::Stream(t) => streams.push(Tip {
+                author: ByteBuf::from(t.author),
+                topic: t.topic,
+                seq: t.seq,
+                cid: ByteBuf::from(t.cid.to_bytes()),
+            }),
+            TipsItem::Durable(key, bytes) => durables.push((key, bytes)),
+        }
+    }
+    Ok(HistoryResponse::Tips {
+        streams,
+        durables,
+        next,
+    })
+}
+
+/// What a `Tips` answer carries, in order: stream tips, then durable records.
+enum TipsItem {
+    Stream(StreamTip),
+    Durable(String, ByteBuf),
+}
+
+impl TipsItem {
+    /// Where the next answer starts when this item did not fit.
+    fn resume(self) -> Option<TipsFrom> {
+        Some(match self {
+            TipsItem::Stream(t) => TipsFrom::Stream {
+                author: ByteBuf::from(t.author),
+                topic: t.topic,
+            },
+            TipsItem::Durable(key, _) => TipsFrom::Durable(key),
+        })
     }
 }
 
@@ -161,16 +236,33 @@ fn page(
     start: u64,
     since: Option<u64>,
     rec: Option<&DurableRecord>,
-    max_events: u32,
+    budget: Budget,
 ) -> Result<HistoryResponse, StoreError> {
-    let mut events = Vec::new();
+    let acked: Vec<Ack> = rec
+        .map(|r| {
+            r.acked
+                .iter()
+                .map(|(a, t, s)| Ack {
+                    author: a.clone(),
+                    topic: t.clone(),
+                    seq: *s,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // The acknowledgements ride in the same message: what they take, the events cannot.
+    let acked_bytes: usize = acked
+        .iter()
+        .map(|a| a.author.len() + a.topic.len() + TIP_OVERHEAD)
+        .sum();
+    let mut events = Batch::new(budget.less(acked_bytes));
     let mut pos = start;
     let mut scanned = 0;
     let next = loop {
         let (entries, after) = store.log_blocks(f.root(), pos, SCAN_CHUNK)?;
         let mut stopped_at = None;
         for (p, cid, data) in entries {
-            if events.len() as u32 >= max_events || scanned >= SCAN_LIMIT {
+            if events.is_full() || scanned >= SCAN_LIMIT {
                 stopped_at = Some(p);
                 break;
             }
@@ -185,7 +277,16 @@ fn page(
             {
                 continue;
             }
-            events.push((ByteBuf::from(cid.to_bytes()), ByteBuf::from(data)));
+            let cid = cid.to_bytes();
+            let size = pair_size(&cid, &data);
+            if events
+                .push((ByteBuf::from(cid), ByteBuf::from(data)), size)
+                .is_err()
+            {
+                // Read again from here for the next page.
+                stopped_at = Some(p);
+                break;
+            }
         }
         match (stopped_at, after) {
             (Some(p), _) => break Some(p),
@@ -193,20 +294,8 @@ fn page(
             (None, None) => break None,
         }
     };
-    let acked = rec
-        .map(|r| {
-            r.acked
-                .iter()
-                .map(|(a, t, s)| Ack {
-                    author: a.clone(),
-                    topic: t.clone(),
-                    seq: *s,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     Ok(HistoryResponse::Page {
-        events,
+        events: events.into_items(),
         next,
         acked,
     })
@@ -261,7 +350,9 @@ pub fn expire(store: &Store, now_ms: u64, expiry_ms: u64) -> Result<usize, Store
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidings_ipld_schema::Keypair;
+    use crate::net::batch::MESSAGE_BUDGET;
+    use crate::net::wire;
+    use tidings_ipld_schema::{Ipld, Keypair};
 
     fn publish(store: &Store, kp: &Keypair, n: i128, keep: bool) -> tidings_ipld_schema::Cid {
         let author = kp.public().encode_protobuf();
@@ -286,6 +377,142 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// 20 events of 900 KB matching a durable made one 18 MB page, over the 16 MiB every
+    /// peer refuses: the reader never got its backlog. Pages now stop at the byte budget, and
+    /// reading them through the cursor gives every event once, in order.
+    #[test]
+    fn pages_of_large_events_stay_within_the_budget_and_lose_none() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let kp = Keypair::ed25519_from_bytes([6; 32]).expect("key");
+        let author = kp.public().encode_protobuf();
+        let (mut want, mut total) = (Vec::new(), 0);
+        for i in 0..40u64 {
+            let pad = if i % 3 == 2 { 200_000 } else { 900_000 };
+            let body = Ipld::String("x".repeat(if i % 5 == 4 { 10 } else { pad }));
+            let appended = store
+                .append_local(&author, "/d/big", |seq, prev| {
+                    Event::sign_block(&kp, "/d/big", body, seq, 1_000 + seq, prev)
+                })
+                .expect("append");
+            total += appended.block.data.len();
+            want.push(appended.cid);
+        }
+        // One page of all of them would be over the limit every peer enforces.
+        assert!(total > crate::net::codec::MAX_MESSAGE as usize, "{total}");
+        let peer = PeerId::random();
+        let mut cursor = 0;
+        let mut got = Vec::new();
+        let mut pages = 0;
+        loop {
+            let req = HistoryRequest::Query {
+                filter: "/d/**".into(),
+                durable: None,
+                since: Some(0),
+                cursor,
+                max_events: MAX_PAGE,
+            };
+            let answer = serve(&store, peer, req, 1);
+            let bytes = wire::encode(wire::Message::HistoryResponse(answer.clone()))
+                .expect("a page within the limit encodes");
+            assert!(
+                bytes.len() <= MESSAGE_BUDGET + 4096,
+                "{} bytes",
+                bytes.len()
+            );
+            let HistoryResponse::Page { events, next, .. } = answer else {
+                panic!("{answer:?}");
+            };
+            assert!(!events.is_empty());
+            pages += 1;
+            got.extend(
+                events
+                    .iter()
+                    .map(|(c, _)| tidings_ipld_schema::Cid::try_from(c.as_slice()).expect("cid")),
+            );
+            match next {
+                Some(n) => cursor = n,
+                None => break,
+            }
+        }
+        assert_eq!(got, want);
+        assert!(pages >= total.div_ceil(MESSAGE_BUDGET), "{pages} pages");
+    }
+
+    /// A `Tips` answer stops at its budget and says where to go on; following `next` gives
+    /// every stream tip and durable record of the root once (none of another root's).
+    #[test]
+    fn tips_answers_follow_on_until_every_stream_and_durable_came_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        for k in 0..4u8 {
+            let kp = Keypair::ed25519_from_bytes([10 + k; 32]).expect("key");
+            let author = kp.public().encode_protobuf();
+            for t in 0..6 {
+                let topic = if t == 5 {
+                    "/other/x".to_string()
+                } else {
+                    format!("/d/t{t}")
+                };
+                store
+                    .append_local(&author, &topic, |seq, prev| {
+                        Event::sign_block(&kp, &topic, Ipld::Integer(1), seq, seq, prev)
+                    })
+                    .expect("append");
+            }
+        }
+        for (i, root) in ["d", "other", "d", "d"].iter().enumerate() {
+            let open = HistoryRequest::DurableOpen {
+                name: format!("n{i}"),
+                filter: format!("/{root}/**"),
+                since: None,
+            };
+            serve(&store, PeerId::random(), open, 1);
+        }
+        let all = store.stream_tips("d").expect("tips");
+        assert_eq!(all.len(), 20);
+        for count in [1, 3, 7, 100] {
+            let budget = Budget {
+                bytes: 1 << 20,
+                count,
+            };
+            let (mut streams, mut durables, mut from, mut answers) = (vec![], vec![], None, 0);
+            loop {
+                let answer = tips(&store, "d", from.take(), budget).expect("tips");
+                let HistoryResponse::Tips {
+                    streams: s,
+                    durables: d,
+                    next,
+                } = answer
+                else {
+                    panic!("{answer:?}");
+                };
+                assert!(s.len() + d.len() <= count);
+                answers += 1;
+                streams.extend(s);
+                durables.extend(d);
+                match next {
+                    Some(n) => from = Some(n),
+                    None => break,
+                }
+            }
+            let cids: Vec<Vec<u8>> = streams.iter().map(|t| t.cid.to_vec()).collect();
+            let want: Vec<Vec<u8>> = all.iter().map(|t| t.cid.to_bytes()).collect();
+            assert_eq!(cids, want, "count {count}");
+            assert_eq!(durables.len(), 3, "count {count}");
+            assert_eq!(answers, 23usize.div_ceil(count), "count {count}");
+        }
+        // By bytes as well: a budget of about two tips.
+        let budget = Budget {
+            bytes: 2 * (40 + 6 + 36 + TIP_OVERHEAD),
+            count: MAX_TIPS,
+        };
+        let answer = tips(&store, "d", None, budget).expect("tips");
+        assert!(
+            matches!(answer, HistoryResponse::Tips { ref streams, next: Some(_), .. } if streams.len() <= 2)
+        );
     }
 
     #[test]

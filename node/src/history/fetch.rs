@@ -18,6 +18,7 @@ use tidings_ipld_schema::{Block, Cid, Error as SchemaError, Event, topic, verify
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::net::batch::{self, Batch};
 use crate::net::fetch::{self, FetchRequest, Frame};
 use crate::net::{Network, Role};
 use crate::store::{Store, StoreError};
@@ -364,20 +365,34 @@ async fn still_needed(ctx: &Ctx) -> Result<Vec<Cid>, FetchError> {
 }
 
 fn request(want: &[Cid], until: &HashSet<Cid>, max_blocks: u64) -> FetchRequest {
+    // Each list up to its share of the responder's request limit (and count): what does not fit
+    // is asked for in a later round (`want`) or walked past (`have`: at worst, blocks held).
+    let list = |cids: &mut dyn Iterator<Item = &Cid>| {
+        let mut b = Batch::new(fetch::LIST_BUDGET);
+        b.fill(
+            || cids.next().map(|c| ByteBuf::from(c.to_bytes())),
+            |c| fetch::listed_size(c),
+        );
+        b.into_items()
+    };
     FetchRequest {
-        want: want
-            .iter()
-            .take(fetch::MAX_LISTED)
-            .map(|c| ByteBuf::from(c.to_bytes()))
-            .collect(),
-        have: until
-            .iter()
-            .take(fetch::MAX_LISTED)
-            .map(|c| ByteBuf::from(c.to_bytes()))
-            .collect(),
+        want: list(&mut want.iter()),
+        have: list(&mut until.iter()),
         max_blocks,
         max_bytes: 0,
     }
+}
+
+/// A request as written on the stream, checked against the responder's limit.
+fn encode(req: &FetchRequest) -> Result<Vec<u8>, RoundError> {
+    let bytes = fetch::encode_request(req).map_err(|e| RoundError::Net(e.to_string()))?;
+    batch::check_encoded(
+        fetch::PROTOCOL.as_ref(),
+        bytes.len().saturating_sub(4),
+        fetch::MAX_REQUEST,
+    )
+    .map_err(|e| RoundError::Net(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// One request answered by a stream of blocks.
@@ -392,8 +407,7 @@ async fn stream_round(
         .await
         .map_err(|e| RoundError::Net(e.to_string()))?;
     let mut stream = BufReader::with_capacity(256 * 1024, stream);
-    let req = fetch::encode_request(&request(want, &ctx.until, ctx.max_blocks))
-        .map_err(|e| RoundError::Net(e.to_string()))?;
+    let req = encode(&request(want, &ctx.until, ctx.max_blocks))?;
     fetch::write_all(&mut stream, &req)
         .await
         .map_err(|e| RoundError::Net(e.to_string()))?;
@@ -464,8 +478,7 @@ async fn per_block_round(
             .await
             .map_err(|e| RoundError::Net(e.to_string()))?;
         let mut stream = BufReader::new(stream);
-        let req = fetch::encode_request(&request(&[cid], &ctx.until, 1))
-            .map_err(|e| RoundError::Net(e.to_string()))?;
+        let req = encode(&request(&[cid], &ctx.until, 1))?;
         fetch::write_all(&mut stream, &req)
             .await
             .map_err(|e| RoundError::Net(e.to_string()))?;
@@ -610,6 +623,30 @@ mod tests {
                 b
             })
             .collect()
+    }
+
+    /// 16k CIDs in each list were over the responder's 1 MiB request limit: the lists are
+    /// now cut to what fits, and the request is accepted.
+    #[test]
+    fn a_request_with_long_cid_lists_stays_under_the_responder_limit() {
+        let cids: Vec<Cid> = (0..2 * fetch::MAX_LISTED as u32)
+            .map(|i| tidings_ipld_schema::cid_of(tidings_ipld_schema::RAW, &i.to_be_bytes()))
+            .collect();
+        let (want, until) = cids.split_at(fetch::MAX_LISTED);
+        let until: HashSet<Cid> = until.iter().copied().collect();
+        let req = request(want, &until, 0);
+        let bytes = encode(&req).expect("within the limit");
+        assert!(bytes.len() - 4 <= fetch::MAX_REQUEST, "{}", bytes.len());
+        assert!(req.want.len() > 10_000 && req.have.len() > 10_000);
+        assert_eq!(
+            req.want,
+            want[..req.want.len()]
+                .iter()
+                .map(|c| ByteBuf::from(c.to_bytes()))
+                .collect::<Vec<_>>(),
+            "the first wants, in order"
+        );
+        assert!(fetch::decode_request(&bytes[4..]).is_ok());
     }
 
     fn ctx(store: Arc<Store>, want: Cid) -> Ctx {

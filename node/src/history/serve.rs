@@ -10,8 +10,8 @@ use serde_bytes::ByteBuf;
 use tidings_ipld_schema::Cid;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::net::Network;
 use crate::net::fetch::{self, FetchEnd};
+use crate::net::{Network, batch};
 use crate::store::Store;
 
 /// Fetches served at once; more are answered "busy" so a flood cannot exhaust the node.
@@ -88,7 +88,16 @@ async fn serve_one(
     let walker = tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(CHUNK + 1024);
         let walked = store.walk(&want, &have, max_blocks, max_bytes, |cid, data| {
-            fetch::push_block(&mut buf, &cid.to_bytes(), data);
+            let cid = cid.to_bytes();
+            // Stored blocks were checked (1 MiB) on the way in; a frame the requester would
+            // refuse, and penalise us for, is never sent.
+            let frame = fetch::block_frame_len(&cid, data);
+            if cid.len() > usize::from(u8::MAX)
+                || batch::check_encoded(fetch::PROTOCOL.as_ref(), frame, fetch::MAX_FRAME).is_err()
+            {
+                return true;
+            }
+            fetch::push_block(&mut buf, &cid, data);
             if buf.len() >= CHUNK {
                 let chunk = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 1024));
                 // A closed channel: the requester went away; stop walking.

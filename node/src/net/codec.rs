@@ -14,7 +14,10 @@ use libp2p::request_response::{self, cbor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Largest request or response on the tidings protocols: a batch of 1 MiB blocks.
+use super::batch;
+
+/// Largest request or response on the tidings protocols. Senders fill their messages to a
+/// quarter of it ([`batch::MESSAGE_BUDGET`]); a receiver refuses anything over it as hostile.
 pub const MAX_MESSAGE: u64 = 16 << 20;
 
 /// Why a received message was rejected: the sender's fault (except [`Malformed::Truncated`],
@@ -149,10 +152,13 @@ where
     where
         T: AsyncWrite + Unpin + Send,
     {
-        match req {
-            Received::Ok(req) => self.inner.write_request(p, io, req).await,
-            Received::Malformed(m) => Err(io::Error::new(io::ErrorKind::InvalidInput, m)),
-        }
+        let req = match req {
+            Received::Ok(req) => req,
+            Received::Malformed(m) => return Err(io::Error::new(io::ErrorKind::InvalidInput, m)),
+        };
+        let mut buf = futures::io::Cursor::new(Vec::new());
+        self.inner.write_request(p, &mut buf, req).await?;
+        write_checked(p, io, buf.into_inner()).await
     }
 
     async fn write_response<T>(
@@ -164,8 +170,22 @@ where
     where
         T: AsyncWrite + Unpin + Send,
     {
-        self.inner.write_response(p, io, resp).await
+        let mut buf = futures::io::Cursor::new(Vec::new());
+        self.inner.write_response(p, &mut buf, resp).await?;
+        write_checked(p, io, buf.into_inner()).await
     }
+}
+
+/// Writes an encoded message unless it is over [`MAX_MESSAGE`]: its receiver would refuse it
+/// and penalise this node, so it is a bug where it was built (see [`batch::check_encoded`]).
+async fn write_checked<T: AsyncWrite + Unpin + Send>(
+    p: &StreamProtocol,
+    io: &mut T,
+    bytes: Vec<u8>,
+) -> io::Result<()> {
+    batch::check_encoded(p.as_ref(), bytes.len(), MAX_MESSAGE as usize)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    io.write_all(&bytes).await
 }
 
 #[cfg(test)]

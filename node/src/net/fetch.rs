@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tidings_ipld_schema::{Cid, MAX_BLOCK_SIZE};
 
+use super::batch::Budget;
+
 /// Protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/tidings/fetch/1");
 
@@ -31,6 +33,23 @@ pub const MAX_REQUEST: usize = 1 << 20;
 pub const MAX_FRAME: usize = MAX_BLOCK_SIZE + 256;
 /// Most CIDs listed in `want` or `have`.
 pub const MAX_LISTED: usize = 16 * 1024;
+/// What a requester puts in each of `want` and `have`: at most [`MAX_LISTED`] CIDs, and half
+/// of [`MAX_REQUEST`] less room for the rest (16k CIDs of each would be over it).
+pub const LIST_BUDGET: Budget = Budget {
+    bytes: (MAX_REQUEST - 4096) / 2,
+    count: MAX_LISTED,
+};
+
+/// Estimated encoded size of one listed CID (its bytes and a byte-string header).
+pub fn listed_size(cid: &[u8]) -> usize {
+    cid.len() + 9
+}
+
+/// Payload length of the frame of a block with CID bytes `cid` (what the receiver checks
+/// against [`MAX_FRAME`]).
+pub fn block_frame_len(cid: &[u8], data: &[u8]) -> usize {
+    1 + 1 + cid.len() + data.len()
+}
 
 /// What the requester wants.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,7 +139,7 @@ pub async fn read_request<R: futures::AsyncRead + Unpin>(
 
 /// Appends a block frame to `out`.
 pub fn push_block(out: &mut Vec<u8>, cid: &[u8], data: &[u8]) {
-    let len = 1 + 1 + cid.len() + data.len();
+    let len = block_frame_len(cid, data);
     out.extend_from_slice(&(len as u32).to_be_bytes());
     out.push(TAG_BLOCK);
     out.push(cid.len() as u8);

@@ -59,7 +59,8 @@ pub enum HistoryRequest {
         since: Option<u64>,
         /// Resume at this log position (0 to begin).
         cursor: u64,
-        /// Most events in the answer.
+        /// Most events in the answer (the member also stops at
+        /// [`super::batch::MESSAGE_BUDGET`] bytes of them; `next` says where to go on).
         max_events: u32,
     },
     /// The subscription leases of `root` held by the member: a broker about to act as primary
@@ -70,11 +71,29 @@ pub enum HistoryRequest {
         root: String,
     },
     /// Replica sync between members of a root's set: the tips of every stream of `root` and
-    /// the durable subscription records of that root held here.
+    /// the durable subscription records of that root held here, in as many answers as it takes.
     Tips {
         /// Root segment.
         root: String,
+        /// Continue where the previous answer's `next` said (`None`: from the start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<TipsFrom>,
     },
+}
+
+/// Where a `Tips` answer continues: answers are filled up to a byte budget
+/// ([`super::batch`]), so a root with many streams or durables takes several.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum TipsFrom {
+    /// At this stream (then the durables).
+    Stream {
+        /// Author key bytes.
+        author: ByteBuf,
+        /// Topic.
+        topic: String,
+    },
+    /// At this durable key (the streams are done).
+    Durable(String),
 }
 
 /// One (author, topic) stream's newest event as a member holds it (replica sync).
@@ -133,6 +152,9 @@ pub enum HistoryResponse {
         streams: Vec<Tip>,
         /// (durable key, DAG-CBOR record) of the root's durable subscriptions.
         durables: Vec<(String, ByteBuf)>,
+        /// Where the next answer starts, if this one was full: ask again with it as `from`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<TipsFrom>,
     },
     /// The answer to `Leases`.
     Leases(Vec<Lease>),

@@ -1,6 +1,7 @@
 //! The libp2p network: one task owns the swarm; the rest of the node talks to it through a
 //! [`Network`] handle (commands down) and an [`Inbound`] channel (requests up).
 
+pub mod batch;
 mod behaviour;
 pub mod codec;
 pub mod deliver;

@@ -391,7 +391,7 @@ impl Router {
                     .collect(),
             );
         }
-        if let HistoryRequest::Tips { root } = &req {
+        if let HistoryRequest::Tips { root, .. } = &req {
             // Another member syncs this root with us: we may have just joined its set.
             self.sync_state().note_root(root);
         }

@@ -9,5 +9,6 @@ pub mod receive;
 pub mod remote;
 pub mod replica_sync;
 pub mod router;
+mod tips;
 
 pub use router::{PublishError, Published, Router};

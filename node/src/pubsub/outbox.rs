@@ -11,10 +11,11 @@ use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 use crate::net::Network;
+use crate::net::batch::{Batch, Budget, pair_size};
 use crate::net::deliver::{DeliverRequest, DeliverResponse};
 
-/// Most events in one deliver request.
-const BATCH: usize = 256;
+/// Most events in one deliver request, within [`crate::net::batch::MESSAGE_BUDGET`] bytes.
+const BATCH: Budget = Budget::items(256);
 /// Attempts per batch before it is given up (the subscriber's gap repair then fetches it).
 const ATTEMPTS: u32 = 5;
 
@@ -58,16 +59,28 @@ impl Outbox {
 }
 
 async fn worker(net: Network, peer: PeerId, mut rx: mpsc::UnboundedReceiver<Item>) {
-    while let Some(first) = rx.recv().await {
-        let mut events = vec![first];
-        while events.len() < BATCH {
-            match rx.try_recv() {
-                Ok(e) => events.push(e),
-                Err(_) => break,
-            }
-        }
-        let n = events.len();
-        let (events, after) = events.into_iter().map(|(c, b, a)| ((c, b), a)).unzip();
+    // The event that did not fit in the last batch: the first of the next.
+    let mut carry = None;
+    loop {
+        let first = match carry.take() {
+            Some(e) => e,
+            None => match rx.recv().await {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        let mut batch = Batch::new(BATCH);
+        let mut first = Some(first);
+        carry = batch.fill(
+            || first.take().or_else(|| rx.try_recv().ok()),
+            |(c, b, _)| pair_size(c, b),
+        );
+        let n = batch.len();
+        let (events, after) = batch
+            .into_items()
+            .into_iter()
+            .map(|(c, b, a)| ((c, b), a))
+            .unzip();
         let req = DeliverRequest { events, after };
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {

@@ -32,6 +32,7 @@ use crate::net::Role;
 use crate::net::history::{HistoryRequest, HistoryResponse, Tip};
 use crate::net::rendezvous;
 use crate::pubsub::router::{Router, blocking, now_ms};
+use crate::pubsub::tips::ask_tips;
 use crate::store::{ChainHole, DurableRecord, StreamTip};
 
 /// How long a member may take to answer a sync request.
@@ -282,25 +283,12 @@ impl Router {
 
     /// One member's tips and durables for `root`.
     async fn sync_with(&self, root: &str, set: &[PeerId], member: PeerId, round: &mut Round) {
-        let ask = HistoryRequest::Tips {
-            root: root.to_string(),
-        };
-        let (streams, durables) = match tokio::time::timeout(
-            ASK_TIMEOUT,
-            self.net().history(member, ask),
-        )
-        .await
-        {
-            Ok(Ok(HistoryResponse::Tips { streams, durables })) => (streams, durables),
-            Ok(Ok(other)) => {
-                tracing::debug!(%member, %root, answer = ?other, "replica sync: unexpected answer");
+        let (streams, durables) = match ask_tips(self.net(), member, root, ASK_TIMEOUT).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::debug!(%member, %root, error = %e, "replica sync: no tips from member");
                 return;
             }
-            Ok(Err(e)) => {
-                tracing::debug!(%member, %root, error = %e, "replica sync: member unreachable");
-                return;
-            }
-            Err(_) => return,
         };
         for tip in streams {
             let (pulled, routed) = self.pull_stream(set, member, tip).await;

@@ -118,6 +118,24 @@ impl Store {
         Ok(out)
     }
 
+    /// The durable records in key order from `from` (inclusive) on, each handed to `each` until
+    /// it returns false.
+    pub fn durables_from(
+        &self,
+        from: Option<&str>,
+        mut each: impl FnMut(String, DurableRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(DURABLES).map_err(db)?;
+        for item in t.range(from.unwrap_or("")..).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            if !each(k.value().to_string(), decode(v.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The durable records whose key starts with `prefix` (`"<peer id>/"`: one subscriber's).
     pub fn durables_of(&self, prefix: &str) -> Result<Vec<(String, DurableRecord)>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;

@@ -41,24 +41,46 @@ pub struct ChainHole {
 impl Store {
     /// The tip of every stream whose topic is under `root`.
     pub fn stream_tips(&self, root: &str) -> Result<Vec<StreamTip>, StoreError> {
+        let mut out = Vec::new();
+        self.stream_tips_from(root, None, |t| {
+            out.push(t);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// The tips of the streams under `root` in (author, topic) order, from the stream `from`
+    /// (inclusive) on, each handed to `each` until it returns false.
+    pub fn stream_tips_from(
+        &self,
+        root: &str,
+        from: Option<(&[u8], &str)>,
+        mut each: impl FnMut(StreamTip) -> bool,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let seqs = txn.open_table(SEQS).map_err(db)?;
-        let mut out = Vec::new();
-        for item in seqs.iter().map_err(db)? {
+        let items = match from {
+            Some(at) => seqs.range(at..).map_err(db)?,
+            None => seqs.range::<(&[u8], &str)>(..).map_err(db)?,
+        };
+        for item in items {
             let (k, v) = item.map_err(db)?;
             let (author, topic_name) = k.value();
             if topic::root_segment(topic_name) != root {
                 continue;
             }
             let (seq, cid) = v.value();
-            out.push(StreamTip {
+            let tip = StreamTip {
                 author: author.to_vec(),
                 topic: topic_name.to_string(),
                 seq,
                 cid: parse_cid(cid)?,
-            });
+            };
+            if !each(tip) {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Recorded holes (see [`Store::insert_replicas`]) that `keep` accepts (given the root and

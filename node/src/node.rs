@@ -164,6 +164,13 @@ impl Node {
         let app = api::routes(state, config.token.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
+            // Small writes (an SSE event, a publish answer) go out at once: with Nagle on, each
+            // waited for the client's delayed ACK, up to 40 ms.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set on an API connection");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;

@@ -62,7 +62,7 @@ fn serve_inner(
             } else {
                 store.log_next(&root)?
             };
-            store.update_durable(&key(&peer, &name), |cur| match cur {
+            store.update_durable(&key(&peer, &name), move |cur| match cur {
                 Some(rec) if rec.filter != filter => {
                     let msg = format!(
                         "durable subscription {name:?} exists with another filter ({:?}); delete it first",
@@ -89,7 +89,7 @@ fn serve_inner(
             })
         }
         HistoryRequest::DurableAck { name, acks } => {
-            store.update_durable(&key(&peer, &name), |cur| match cur {
+            store.update_durable(&key(&peer, &name), move |cur| match cur {
                 Some(mut rec) => {
                     for a in &acks {
                         rec.ack(&a.author, &a.topic, a.seq);
@@ -101,7 +101,7 @@ fn serve_inner(
             })
         }
         HistoryRequest::DurableDelete { name } => {
-            store.update_durable(&key(&peer, &name), |cur| match cur {
+            store.update_durable(&key(&peer, &name), move |cur| match cur {
                 Some(_) => (None, HistoryResponse::Ok { existed: true }),
                 None => (None, HistoryResponse::NotFound),
             })
@@ -306,7 +306,7 @@ fn page(
 /// copied with its backlog starting at its creation time (log positions are per node); one
 /// held with the same filter takes the higher acks. Returns whether anything changed.
 pub fn merge_synced(store: &Store, key: &str, theirs: DurableRecord) -> Result<bool, StoreError> {
-    store.update_durable(key, |cur| match cur {
+    store.update_durable(key, move |cur| match cur {
         None => {
             let since = match (theirs.since, theirs.created_ms) {
                 (Some(s), _) => Some(s),

@@ -581,17 +581,12 @@ async fn take(ctx: &mut Ctx, checked: Vec<(Block, Checked)>) -> Result<(), Round
     });
     // What verified is kept even when a later block of the batch is bad.
     if !ctx.verify_only && (!events.is_empty() || !plain.is_empty()) {
-        let store = ctx.store.clone();
         let whole = ctx.chain.as_ref().is_some_and(|c| c.whole);
-        let summary = blocking(move || {
-            if whole {
-                store.insert_replicas(&events, &plain)
-            } else {
-                store.insert_events(&events, &plain)
-            }
-        })
-        .await
-        .map_err(RoundError::Store)?;
+        let summary = ctx
+            .store
+            .insert_grouped(events, plain, move |_| whole)
+            .await
+            .map_err(|e| RoundError::Store(FetchError::from(e)))?;
         ctx.summary.new_blocks += summary.new_blocks;
     }
     match bad {

@@ -23,7 +23,9 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
         match msg {
             Inbound::Publish { peer, req, reply } => {
                 tokio::spawn(async move {
-                    let resp = match verify_wire(&req.cid, req.block.into_vec()) {
+                    let (cid, data) = (req.cid.into_vec(), req.block.into_vec());
+                    let verified = crate::crypto::run(move || verify_wire(&cid, data)).await;
+                    let resp = match verified {
                         Ok((block, event)) => router.serve_publish(&block, &event).await,
                         Err(why) => {
                             misbehaved(&router, peer, publish::PROTOCOL, &why).await;

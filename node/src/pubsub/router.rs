@@ -30,7 +30,7 @@ use crate::pubsub::local::{LocalSubs, Subscription};
 use crate::pubsub::outbox::Outbox;
 use crate::pubsub::receive::{Arrival, Receiver, UNKNOWN_AFTER};
 use crate::pubsub::remote::RemoteSubs;
-use crate::store::{Store, StoreError};
+use crate::store::{Appended, Store, StoreError};
 
 /// How long a subscription lease lasts unless renewed.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -296,18 +296,7 @@ impl Router {
         }
         let lock = self.topic_lock(&topic_name);
         let _in_order = lock.lock().await;
-        let (store, keypair, author, t) = (
-            self.store.clone(),
-            self.keypair.clone(),
-            self.author.clone(),
-            topic_name.clone(),
-        );
-        let appended = blocking(move || {
-            Ok(store.append_local(&author, &t, |seq, prev| {
-                Event::sign_block(&keypair, &t, body, seq, now_ms(), prev)
-            })?)
-        })
-        .await?;
+        let appended = self.append_own(&topic_name, body).await?;
         let block = &appended.block;
         let me = self.net.local_peer();
         let mut last_error = String::new();
@@ -360,12 +349,50 @@ impl Router {
         )))
     }
 
+    /// Signs `body` as this node's next event on `topic` (links read from the store, signature
+    /// on the crypto pool) and stores it in the next group commit. The caller holds the topic's
+    /// lock, so nothing else appends to this stream meanwhile; a conflict (the store moved on
+    /// anyway: a CAR import or a sync of this node's own events) is retried with fresh links.
+    async fn append_own(&self, topic_name: &str, body: Ipld) -> Result<Appended, PublishError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (store, keypair, author, t, b) = (
+                self.store.clone(),
+                self.keypair.clone(),
+                self.author.clone(),
+                topic_name.to_string(),
+                body.clone(),
+            );
+            let (event, block) = crate::crypto::run(move || {
+                let (seq, prev) = store.next_links(&author, &t)?;
+                Ok::<_, StoreError>(Event::sign_block(&keypair, &t, b, seq, now_ms(), prev)?)
+            })
+            .await?;
+            match self.store.append_signed(block.clone(), event.clone()).await {
+                Ok(()) => {
+                    return Ok(Appended {
+                        cid: block.cid,
+                        event,
+                        block,
+                    });
+                }
+                Err(StoreError::Conflict(why)) if tries < 3 => {
+                    tracing::debug!(%why, "append raced another writer of this stream; signing again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Primary duty for a verified event from another node: store it, then
     /// [`Router::replicate_and_route`].
     pub async fn serve_publish(&self, block: &Block, event: &Event) -> PublishResponse {
-        let store = self.store.clone();
-        let (b, e) = (block.clone(), event.clone());
-        if let Err(err) = blocking(move || Ok(store.insert_replicas(&[(b, e)], &[])?)).await {
+        let stored = self
+            .store
+            .insert_grouped(vec![(block.clone(), event.clone())], Vec::new(), |_| true)
+            .await;
+        if let Err(err) = stored {
             return PublishResponse::Refused {
                 status: 503,
                 message: format!("primary could not store the event: {err}"),
@@ -688,12 +715,9 @@ impl Router {
     /// Stores replicas (one transaction) once every one of them verifies: one bad block and
     /// none is stored.
     pub async fn serve_replicate(&self, blocks: Vec<(ByteBuf, ByteBuf)>) -> Result<(), Refusal> {
-        let mut events = Vec::with_capacity(blocks.len());
-        for (cid, data) in blocks {
-            events.push(verify_wire(&cid, data.into_vec()).map_err(Refusal::BadBlock)?);
-        }
-        let store = self.store.clone();
-        blocking(move || Ok(store.insert_replicas(&events, &[])?))
+        let events = verify_all(blocks).await?;
+        self.store
+            .insert_grouped(events, Vec::new(), |_| true)
             .await
             .map(|_| ())
             .map_err(|e| Refusal::Failed(e.to_string()))
@@ -709,8 +733,7 @@ impl Router {
     ) -> Result<(), Refusal> {
         let mut verified = Vec::with_capacity(events.len());
         let mut afters = Vec::with_capacity(events.len());
-        for (i, (cid, data)) in events.into_iter().enumerate() {
-            let (block, event) = verify_wire(&cid, data.into_vec()).map_err(Refusal::BadBlock)?;
+        for (i, (block, event)) in verify_all(events).await?.into_iter().enumerate() {
             if self.drop_deliveries.drops(&block.cid, event.seq) {
                 tracing::warn!(cid = %block.cid, seq = event.seq, "test fault: delivery dropped on arrival");
                 continue;
@@ -718,14 +741,15 @@ impl Router {
             verified.push((block, event));
             afters.push(after.get(i).copied().unwrap_or(UNKNOWN_AFTER));
         }
-        let store = self.store.clone();
-        let to_store = verified.clone();
         let keep: std::collections::HashSet<String> = verified
             .iter()
             .map(|(_, e)| e.topic.clone())
             .filter(|t| self.keeps_whole(t))
             .collect();
-        blocking(move || Ok(store.insert_keeping(&to_store, &[], |e| keep.contains(&e.topic))?))
+        self.store
+            .insert_grouped(verified.clone(), Vec::new(), move |e| {
+                keep.contains(&e.topic)
+            })
             .await
             .map_err(|e| Refusal::Failed(e.to_string()))?;
         for ((block, event), after) in verified.iter().zip(afters) {
@@ -844,6 +868,20 @@ impl Router {
             }
         }
     }
+}
+
+/// Verifies blocks received together over the network (batch verification on the crypto
+/// pool): all of them, or the reason the first bad one fails (and nothing is kept).
+async fn verify_all(blocks: Vec<(ByteBuf, ByteBuf)>) -> Result<Vec<(Block, Event)>, Refusal> {
+    let wire = blocks
+        .into_iter()
+        .map(|(c, d)| (c.into_vec(), d.into_vec()))
+        .collect();
+    crate::crypto::verify_wire_batch(wire)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(Refusal::BadBlock)
 }
 
 /// Verifies a block received over the network against its CID and as a signed event.

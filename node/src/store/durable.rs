@@ -63,17 +63,19 @@ fn decode(bytes: &[u8]) -> Result<DurableRecord, StoreError> {
 }
 
 impl Store {
-    /// Reads, changes and writes one durable record in one durable transaction. `f` gets the
-    /// current record (if any) and returns the new one (`None` deletes) and a result.
-    pub fn update_durable<R>(
+    /// Reads, changes and writes one durable record in one durable transaction (the next
+    /// group commit: acknowledgements share the fsync of the events around them). `f` gets the
+    /// current record (if any) and returns the new one (`None` deletes) and a result. Blocks
+    /// the calling thread until committed: call it off the async runtime.
+    pub fn update_durable<R: Send + 'static>(
         &self,
         key: &str,
-        f: impl FnOnce(Option<DurableRecord>) -> (Option<DurableRecord>, R),
+        f: impl FnOnce(Option<DurableRecord>) -> (Option<DurableRecord>, R) + Send + 'static,
     ) -> Result<R, StoreError> {
-        let txn = self.db.begin_write().map_err(db)?;
-        let out = {
+        let key = key.to_string();
+        self.writer.run_blocking(0, move |txn, _| {
             let mut t = txn.open_table(DURABLES).map_err(db)?;
-            let cur = match t.get(key).map_err(db)? {
+            let cur = match t.get(key.as_str()).map_err(db)? {
                 Some(g) => Some(decode(g.value())?),
                 None => None,
             };
@@ -83,17 +85,15 @@ impl Store {
                 Some(rec) => {
                     let bytes = serde_ipld_dagcbor::to_vec(&rec)
                         .map_err(|e| StoreError::Corrupt(format!("durable record: {e}")))?;
-                    t.insert(key, bytes.as_slice()).map_err(db)?;
+                    t.insert(key.as_str(), bytes.as_slice()).map_err(db)?;
                 }
                 None if had => {
-                    t.remove(key).map_err(db)?;
+                    t.remove(key.as_str()).map_err(db)?;
                 }
                 None => {}
             }
-            out
-        };
-        txn.commit().map_err(db)?;
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// One durable record.

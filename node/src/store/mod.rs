@@ -2,13 +2,16 @@
 //! topic, the last `seq` per (author, topic), and an arrival-order log per root segment.
 //!
 //! Every mutation is one write transaction; redb fsyncs on commit, so whatever a method returns
-//! `Ok` for is durable before the API acknowledges it.
+//! `Ok` for is durable before the API acknowledges it. The hot paths (publish, replicas,
+//! deliveries, fetched blocks, durable acks) go through the group committer
+//! ([`writer`]), which applies whatever is queued in one transaction: one fsync for many.
 
 mod car;
 mod durable;
 mod retention;
 mod streams;
 mod tables;
+mod writer;
 
 pub use car::{ImportError, ImportSummary};
 pub use durable::DurableRecord;
@@ -16,6 +19,7 @@ pub use retention::{Limits, Retained};
 pub use streams::{ChainHole, StreamTip};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tidings_ipld_schema::{Block, Cid, Event, topic};
@@ -37,6 +41,12 @@ pub enum StoreError {
     /// Building or checking an event failed (bad topic, too large, ...).
     #[error(transparent)]
     Event(#[from] tidings_ipld_schema::Error),
+    /// A group commit failed (or the writer stopped): nothing of its batch was stored.
+    #[error("store: commit failed: {0}")]
+    Commit(String),
+    /// A prepared append lost a race: the stream moved on since its links were read.
+    #[error("store: {0}")]
+    Conflict(String),
 }
 
 /// Converts any of redb's specific error types into a [`StoreError`].
@@ -75,8 +85,9 @@ pub struct InsertSummary {
 
 /// The node's persistent block store.
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
+    writer: writer::Writer,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,7 +109,9 @@ impl Store {
         let txn = database.begin_write().map_err(db)?;
         Tables::open(&txn)?;
         txn.commit().map_err(db)?;
+        let database = Arc::new(database);
         Ok(Store {
+            writer: writer::Writer::start(database.clone())?,
             db: database,
             path: path.to_path_buf(),
         })
@@ -127,24 +140,8 @@ impl Store {
         let txn = self.db.begin_write().map_err(db)?;
         let appended = {
             let mut t = Tables::open(&txn)?;
-            let last = match t.seqs.get((author, topic_name)).map_err(db)? {
-                Some(g) => {
-                    let (seq, cid) = g.value();
-                    Some((seq, parse_cid(cid)?))
-                }
-                None => None,
-            };
-            let mut prev: Vec<Cid> = Vec::new();
-            if let Some((_, cid)) = &last {
-                prev.push(*cid);
-            }
-            // Other writers' heads merge into this event, so the stream DAG stays connected.
-            let mut others = t.heads_of(topic_name)?;
-            others.retain(|c| !prev.contains(c));
-            others.sort();
-            others.truncate(MAX_MERGED_HEADS);
-            prev.extend(others);
-            let seq = last.map_or(1, |(s, _)| s + 1);
+            let last = t.last_of(author, topic_name)?;
+            let (seq, prev) = links(last, t.heads_of(topic_name)?);
             let (event, block) = build(seq, prev)?;
             t.apply_event(&block, &event)?;
             Appended {
@@ -155,6 +152,40 @@ impl Store {
         };
         txn.commit().map_err(db)?;
         Ok(appended)
+    }
+
+    /// The `seq` and `prev` of `author`'s next event on `topic`, as [`Store::append_local`]
+    /// would give them, read now: for an event signed outside the writer and stored with
+    /// [`Store::append_signed`].
+    pub fn next_links(
+        &self,
+        author: &[u8],
+        topic_name: &str,
+    ) -> Result<(u64, Vec<Cid>), StoreError> {
+        topic::validate(topic_name)?;
+        let last = self.last_seq(author, topic_name)?;
+        Ok(links(last, self.heads(topic_name)?))
+    }
+
+    /// Stores this node's own new event, signed with the links [`Store::next_links`] gave, in
+    /// the next group commit; fails with [`StoreError::Conflict`] (nothing stored) if the
+    /// author's stream moved on meanwhile. Callers serialise their appends per topic.
+    pub async fn append_signed(&self, block: Block, event: Event) -> Result<(), StoreError> {
+        let bytes = block.data.len();
+        self.writer
+            .run(bytes, move |_, t| {
+                let want = event.seq.checked_sub(1);
+                let last = t.last_of(&event.author, &event.topic)?.map(|(s, _)| s);
+                if last != want.filter(|s| *s > 0) {
+                    return Err(StoreError::Conflict(format!(
+                        "stream {} moved on: seq {} was prepared after {want:?}, the store holds {last:?}",
+                        event.topic, event.seq
+                    )));
+                }
+                t.apply_event(&block, &event)?;
+                Ok(())
+            })
+            .await
     }
 
     /// Stores already-verified events (and any other verified blocks) in one transaction:
@@ -188,27 +219,29 @@ impl Store {
         keeps_whole: impl Fn(&Event) -> bool,
     ) -> Result<InsertSummary, StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
-        let mut summary = InsertSummary::default();
-        {
+        let summary = {
             let mut t = Tables::open(&txn)?;
-            for (block, event) in events {
-                t.set_note_holes(keeps_whole(event));
-                if t.apply_event(block, event)? {
-                    summary.new_blocks += 1;
-                } else {
-                    summary.already_had += 1;
-                }
-            }
-            for block in other_blocks {
-                if t.put_block(block)? {
-                    summary.new_blocks += 1;
-                } else {
-                    summary.already_had += 1;
-                }
-            }
-        }
+            insert_in(&mut t, events, other_blocks, keeps_whole)?
+        };
         txn.commit().map_err(db)?;
         Ok(summary)
+    }
+
+    /// [`Store::insert_keeping`] in the next group commit: the hot paths' way in (replicas,
+    /// deliveries, fetched history).
+    pub async fn insert_grouped(
+        &self,
+        events: Vec<(Block, Event)>,
+        other_blocks: Vec<Block>,
+        keeps_whole: impl Fn(&Event) -> bool + Send + 'static,
+    ) -> Result<InsertSummary, StoreError> {
+        let bytes = events.iter().map(|(b, _)| b.data.len()).sum::<usize>()
+            + other_blocks.iter().map(|b| b.data.len()).sum::<usize>();
+        self.writer
+            .run(bytes, move |_, t| {
+                insert_in(t, &events, &other_blocks, keeps_whole)
+            })
+            .await
     }
 
     /// The raw block stored under `cid`, if any.
@@ -408,6 +441,48 @@ impl Store {
 
 /// At most this many other writers' heads are merged into one new event's `prev`.
 const MAX_MERGED_HEADS: usize = 16;
+
+/// The `seq` and `prev` of an author's next event on a topic, given its last one there and
+/// the topic's heads: its previous event first, then other writers' heads (sorted, at most
+/// [`MAX_MERGED_HEADS`]), so the stream DAG stays connected.
+fn links(last: Option<(u64, Cid)>, heads: Vec<Cid>) -> (u64, Vec<Cid>) {
+    let mut prev: Vec<Cid> = Vec::new();
+    if let Some((_, cid)) = &last {
+        prev.push(*cid);
+    }
+    let mut others = heads;
+    others.retain(|c| !prev.contains(c));
+    others.sort();
+    others.truncate(MAX_MERGED_HEADS);
+    prev.extend(others);
+    (last.map_or(1, |(s, _)| s + 1), prev)
+}
+
+/// Applies `events` (holes recorded where `keeps_whole`) and `other_blocks`.
+fn insert_in(
+    t: &mut Tables<'_>,
+    events: &[(Block, Event)],
+    other_blocks: &[Block],
+    keeps_whole: impl Fn(&Event) -> bool,
+) -> Result<InsertSummary, StoreError> {
+    let mut summary = InsertSummary::default();
+    for (block, event) in events {
+        t.set_note_holes(keeps_whole(event));
+        if t.apply_event(block, event)? {
+            summary.new_blocks += 1;
+        } else {
+            summary.already_had += 1;
+        }
+    }
+    for block in other_blocks {
+        if t.put_block(block)? {
+            summary.new_blocks += 1;
+        } else {
+            summary.already_had += 1;
+        }
+    }
+    Ok(summary)
+}
 
 /// Parses CID bytes read back from the store.
 fn parse_cid(bytes: &[u8]) -> Result<Cid, StoreError> {

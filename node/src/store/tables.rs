@@ -83,6 +83,21 @@ impl<'txn> Tables<'txn> {
         self.note_holes = on;
     }
 
+    /// The last seq of (`author`, `topic`) and that event's CID.
+    pub(super) fn last_of(
+        &self,
+        author: &[u8],
+        topic_name: &str,
+    ) -> Result<Option<(u64, Cid)>, StoreError> {
+        match self.seqs.get((author, topic_name)).map_err(db)? {
+            Some(g) => {
+                let (seq, cid) = g.value();
+                Ok(Some((seq, parse_cid(cid)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Current heads of a topic, unsorted.
     pub(super) fn heads_of(&self, topic_name: &str) -> Result<Vec<Cid>, StoreError> {
         let mut out = Vec::new();

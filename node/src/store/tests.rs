@@ -303,9 +303,8 @@ fn durables_of_lists_one_subscriber_s_records_only() {
         ("peerB/x", "/r/d"),
         ("peer/x", "/r/e"),
     ] {
-        store
-            .update_durable(key, |_| (Some(rec(filter)), ()))
-            .unwrap();
+        let r = rec(filter);
+        store.update_durable(key, move |_| (Some(r), ())).unwrap();
     }
     let mine: Vec<(String, String)> = store
         .durables_of("peerA/")
@@ -321,4 +320,87 @@ fn durables_of_lists_one_subscriber_s_records_only() {
         ]
     );
     assert!(store.durables_of("peerC/").unwrap().is_empty());
+}
+
+/// One author's next event on `topic`, signed with the links the store gives now.
+fn prepared(store: &Store, kp: &Keypair, topic: &str, n: i128) -> (Block, Event) {
+    let author = kp.public().encode_protobuf();
+    let (seq, prev) = store.next_links(&author, topic).unwrap();
+    let (e, b) = sign(kp, topic, seq, prev, n);
+    (b, e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_group_commits_and_every_write_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("s.redb")).unwrap());
+    let kp = Keypair::generate_ed25519();
+    // 40 topics appended to at once (one writer per topic, as the router's topic locks make
+    // it), and replicas of another author's events inserted beside them.
+    let mut tasks = Vec::new();
+    for t in 0..40 {
+        let (store, kp) = (store.clone(), kp.clone());
+        tasks.push(tokio::spawn(async move {
+            let topic = format!("/g/t{t}");
+            for n in 0..10 {
+                let (b, e) = prepared(&store, &kp, &topic, n);
+                store.append_signed(b, e).await.unwrap();
+            }
+        }));
+    }
+    let other = Keypair::generate_ed25519();
+    let mut chain = Vec::new();
+    let mut prev = vec![];
+    for seq in 1..=50 {
+        let (e, b) = sign(&other, "/g/replica", seq, prev, seq as i128);
+        prev = vec![b.cid];
+        chain.push((b, e));
+    }
+    for part in chain.chunks(5) {
+        let (store, part) = (store.clone(), part.to_vec());
+        tasks.push(tokio::spawn(async move {
+            store
+                .insert_grouped(part, Vec::new(), |_| true)
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let author = kp.public().encode_protobuf();
+    for t in 0..40 {
+        let topic = format!("/g/t{t}");
+        assert_eq!(
+            store.last_seq(&author, &topic).unwrap().map(|l| l.0),
+            Some(10)
+        );
+    }
+    assert_eq!(store.stats().unwrap().blocks, 40 * 10 + 50);
+    // The replica stream arrived in any order; its holes all closed.
+    assert!(store.holes(100, |_, _| true).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_prepared_append_fails_alone_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let (b1, e1) = prepared(&store, &kp, "/c/t", 1);
+    // Prepared on the same links: the second is stale once the first is stored.
+    let (b2, e2) = prepared(&store, &kp, "/c/t", 2);
+    let other = Keypair::generate_ed25519();
+    let (e3, b3) = sign(&other, "/c/t", 1, vec![], 3);
+    let (first, stale, replica) = tokio::join!(
+        store.append_signed(b1.clone(), e1),
+        store.append_signed(b2.clone(), e2),
+        store.insert_grouped(vec![(b3.clone(), e3)], Vec::new(), |_| false),
+    );
+    first.unwrap();
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    replica.unwrap();
+    assert!(store.has_block(&b1.cid).unwrap());
+    assert!(!store.has_block(&b2.cid).unwrap());
+    assert!(store.has_block(&b3.cid).unwrap());
+    assert_eq!(store.stats().unwrap().blocks, 2);
 }

@@ -8,6 +8,7 @@ pub mod outbox;
 pub mod receive;
 pub mod remote;
 pub mod replica_sync;
+pub mod replicas;
 pub mod router;
 mod tips;
 

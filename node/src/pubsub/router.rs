@@ -23,19 +23,17 @@ use tokio::sync::mpsc;
 use crate::history::{self, Chain};
 use crate::metrics::Metrics;
 use crate::net::publish::{PublishRequest, PublishResponse};
-use crate::net::replicate::{ReplicateRequest, ReplicateResponse};
 use crate::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use crate::net::{Network, rendezvous};
 use crate::pubsub::local::{LocalSubs, Subscription};
 use crate::pubsub::outbox::Outbox;
 use crate::pubsub::receive::{Arrival, Receiver, UNKNOWN_AFTER};
 use crate::pubsub::remote::RemoteSubs;
+use crate::pubsub::replicas::Replicas;
 use crate::store::{Appended, Store, StoreError};
 
 /// How long a subscription lease lasts unless renewed.
 pub const LEASE: Duration = Duration::from_secs(30);
-/// How long the primary waits for replicas before counting them as missing.
-const REPLICATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The outcome of a publish, as the API reports it.
 #[derive(Debug, Clone)]
@@ -107,6 +105,7 @@ pub struct Router {
     local: Arc<LocalSubs>,
     remote: RemoteSubs,
     outbox: Outbox,
+    replicas: Replicas,
     receiver: Receiver,
     /// One lock per topic: an author's events of a topic reach the primary in `seq` order.
     topic_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -115,6 +114,11 @@ pub struct Router {
     local_in: mpsc::UnboundedSender<Routed>,
     /// Its receiving end, taken by [`Router::deliver_here`].
     local_out: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Routed>>>,
+    /// Events to match and deliver, in the order they became durable on a majority, for
+    /// [`Router::route_queued`]: publishing never waits on fan-out.
+    route_in: mpsc::UnboundedSender<(Block, Event)>,
+    /// Its receiving end, taken by [`Router::route_queued`].
+    route_out: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(Block, Event)>>>,
     /// Test-only fault: some deliveries are dropped on arrival, as if lost on the way.
     drop_deliveries: DropDeliveries,
     /// (subscriber node, author, topic) → (seq, CID) of the newest event queued for that node:
@@ -201,12 +205,14 @@ impl Router {
     ) -> Router {
         let author = keypair.public().encode_protobuf();
         let (local_in, local_out) = mpsc::unbounded_channel();
+        let (route_in, route_out) = mpsc::unbounded_channel();
         Router {
             store,
             keypair,
             author,
             metrics,
             outbox: Outbox::new(net.clone()),
+            replicas: Replicas::new(net.clone()),
             net,
             local: Arc::default(),
             remote: RemoteSubs::default(),
@@ -214,6 +220,8 @@ impl Router {
             topic_locks: std::sync::Mutex::default(),
             local_in,
             local_out: std::sync::Mutex::new(Some(local_out)),
+            route_in,
+            route_out: std::sync::Mutex::new(Some(route_out)),
             drop_deliveries: DropDeliveries::from_env(),
             delivered: std::sync::Mutex::default(),
             durable_locks: Default::default(),
@@ -407,35 +415,22 @@ impl Router {
         let root = topic::root_segment(&event.topic);
         let me = self.net.local_peer();
         let set = self.net.rendezvous_set(root);
-        let req = ReplicateRequest {
-            blocks: vec![(
-                ByteBuf::from(block.cid.to_bytes()),
-                ByteBuf::from(block.data.clone()),
-            )],
-        };
-        let replicas = set.iter().filter(|p| **p != me).map(|p| {
-            let (net, req, p) = (self.net.clone(), req.clone(), *p);
-            async move {
-                match tokio::time::timeout(REPLICATE_TIMEOUT, net.replicate(p, req)).await {
-                    Ok(Ok(ReplicateResponse::Stored)) => true,
-                    Ok(Ok(ReplicateResponse::Refused(why))) => {
-                        tracing::warn!(peer = %p, reason = %why, "replica refused");
-                        false
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %p, error = %e, "replica unreachable");
-                        false
-                    }
-                    Err(_) => false,
-                }
-            }
-        });
-        let copies = 1 + futures::future::join_all(replicas)
-            .await
-            .into_iter()
-            .filter(|ok| *ok)
-            .count();
         let need = rendezvous::majority(set.len().max(1));
+        // Answered as soon as a majority holds it: the slowest replica still gets it, but the
+        // publisher does not wait for it.
+        let mut replicas: futures::stream::FuturesUnordered<_> = set
+            .iter()
+            .filter(|p| **p != me)
+            .map(|p| self.replicas.store_on(*p, block))
+            .collect();
+        let mut copies = 1;
+        while copies < need {
+            match futures::StreamExt::next(&mut replicas).await {
+                Some(true) => copies += 1,
+                Some(false) => {}
+                None => break,
+            }
+        }
         if copies < need {
             return PublishResponse::Refused {
                 status: 503,
@@ -458,8 +453,27 @@ impl Router {
         }
     }
 
-    /// Matches a stored event against the leases held here and queues it for each node.
+    /// Queues a stored event (acknowledged, or pulled by replica sync) to be matched against
+    /// the leases held here and delivered to each node, after everything queued before it.
     pub(crate) fn route(&self, block: &Block, event: &Event) {
+        // The send fails only once the node is stopping.
+        let _ = self.route_in.send((block.clone(), event.clone()));
+    }
+
+    /// Matches and delivers the events [`Router::route`] queued, one at a time in order (so
+    /// each subscriber's node gets a stream in `seq` order), off the publish path. Runs until
+    /// the node stops.
+    pub async fn route_queued(self: Arc<Self>) {
+        let Some(mut queued) = self.route_out.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        while let Some((block, event)) = queued.recv().await {
+            self.route_now(&block, &event);
+        }
+    }
+
+    /// Matches a stored event against the leases held here and queues it for each node.
+    fn route_now(&self, block: &Block, event: &Event) {
         let body = ipld_json::ipld_to_json(&event.body);
         let me = self.net.local_peer();
         for peer in self.remote.matching_peers(&event.topic, &body) {

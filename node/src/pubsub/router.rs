@@ -180,8 +180,8 @@ impl Router {
             store,
             keypair,
             author,
+            outbox: Outbox::new(net.clone(), metrics.clone()),
             metrics,
-            outbox: Outbox::new(net.clone()),
             net,
             local: Arc::default(),
             remote: RemoteSubs::default(),
@@ -203,6 +203,11 @@ impl Router {
     /// The history settings.
     pub fn history_config(&self) -> history::HistoryConfig {
         self.history
+    }
+
+    /// The node's counters for `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The store behind this router.
@@ -598,8 +603,14 @@ impl Router {
         let json = ipld_json::event_to_json(cid, event);
         let text = json.to_string();
         let stream = Arc::new((event.author.clone(), event.topic.clone(), event.seq));
-        self.local
-            .deliver(&event.topic, &json["body"], &cid.to_string(), &text, stream);
+        self.local.deliver(
+            &event.topic,
+            &json["body"],
+            &cid.to_string(),
+            &text,
+            stream,
+            event.time,
+        );
     }
 
     /// Stores replicas (one transaction) once every one of them verifies: one bad block and

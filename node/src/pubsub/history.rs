@@ -1,4 +1,4 @@
-//! The subscriber's side of durable subscriptions and replay (DESIGN §5).
+//! The subscriber's side of durable subscriptions and replay (docs/protocols.md).
 //!
 //! Opening one, in this order: the live subscription is registered first (locally, and leased on
 //! the rendezvous set), so everything routed from then on is queued for it; then the stored

@@ -17,7 +17,7 @@ pub const SUBSCRIBER_QUEUE: usize = 8192;
 /// One delivery to a subscriber.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// An event: its CID and its JSON form (DESIGN §6), shared by every matching subscriber.
+    /// An event: its CID and its JSON form (docs/api.md), shared by every matching subscriber.
     Event {
         /// The event's CID as a string.
         cid: Arc<str>,

@@ -1,4 +1,4 @@
-//! The router: publish, subscribe and deliver decisions (DESIGN §4).
+//! The router: publish, subscribe and deliver decisions (docs/protocols.md).
 //!
 //! * Publish: sign and store locally, then hand the block to the topic's primary (the member
 //!   of the root's rendezvous set closest to `sha256(topic)`), failing over to the next member;

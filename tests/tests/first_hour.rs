@@ -89,9 +89,9 @@ impl Drop for Sub {
 
 /// The port of a node's API.
 fn port_of(node: &NodeProcess) -> Result<u16> {
-    Ok(reqwest::Url::parse(&node.api)?
+    reqwest::Url::parse(&node.api)?
         .port()
-        .context("API URL without a port")?)
+        .context("API URL without a port")
 }
 
 /// Publishes `{"n": n}` for each `n`, on `topic`; the `n` acknowledged.
@@ -126,6 +126,10 @@ fn a_plain_tidings_sub_resumes_across_a_node_restart_with_nothing_lost_or_repeat
     // The client is given HOST:PORT, the node's own form of the address.
     let addr = format!("127.0.0.1:{port}");
     let sub = Sub::start(&["/r/**", "--api", &addr], dir.path().join("sub.err"))?;
+    let mut once = Sub::start(
+        &["/r/**", "--api", &addr, "--no-reconnect"],
+        dir.path().join("once.err"),
+    )?;
 
     let mut want = publish_ns(&node.api(), "/r/x", 0..25)?;
     // The subscriber is frozen while the node is killed, restarted, and published to: the
@@ -133,6 +137,16 @@ fn a_plain_tidings_sub_resumes_across_a_node_restart_with_nothing_lost_or_repeat
     // replay it resumes with (those printed already must not come twice).
     sub.signal(libc::SIGSTOP)?;
     node.kill();
+    // Without reconnection, the end of the connection is the end of the command.
+    let status = poll(Duration::from_secs(30), || {
+        once.child.try_wait().ok().flatten()
+    })
+    .context("tidings sub --no-reconnect outlived its connection")?;
+    ensure!(
+        !status.success() && once.err().contains("connection lost"),
+        "--no-reconnect: {status}, {}",
+        once.err()
+    );
     let node = NodeProcess::start_with_api(&data, &addr, None, &[])?;
     want.extend(publish_ns(&node.api(), "/r/x", 25..40)?);
     sub.signal(libc::SIGCONT)?;
@@ -143,7 +157,8 @@ fn a_plain_tidings_sub_resumes_across_a_node_restart_with_nothing_lost_or_repeat
     exactly(&got, &want, "tidings sub across a restart")?;
     let err = sub.err();
     ensure!(
-        err.contains("connection lost") && err.contains("reconnected: resuming from"),
+        err.contains("connection lost")
+            && err.contains("reconnected: resuming with the events since"),
         "tidings sub did not say it reconnected:\n{err}"
     );
     Ok(())

@@ -3,7 +3,8 @@
 //!
 //! On one connection, a client that received event X received everything sent before X. So
 //! the node keeps, per connection, the events it sent (CID hash and `time`, the last
-//! [`PER_STREAM`]), for [`KEEP_ENDED`] after the connection ends. A reconnection naming X is
+//! [`PER_STREAM`]: 64 KiB at most), for [`KEEP_ENDED`] after the connection ends (16 MiB of
+//! ended connections at most). A reconnection naming X is
 //! resumed with a replay from a minute before the oldest event that may not have arrived (X
 //! and everything sent after it), skipping what was sent up to X. When the earlier connection
 //! is unknown (the node restarted), the replay starts a minute before X and only X is skipped:
@@ -23,8 +24,9 @@ pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// Slack for authors' clocks: a resumed replay starts this much before the events it must
 /// cover, since events are replayed by their `time`, which is the author's clock.
 pub const CLOCK_SLACK_MS: u64 = 60_000;
-/// Most ended connections remembered at once (the oldest are forgotten first).
-const MAX_ENDED: usize = 4096;
+/// Most events remembered of ended connections, all together (16 bytes each): the oldest
+/// ended connections are forgotten first.
+const MAX_ENDED_EVENTS: usize = 1 << 20;
 
 /// (filter source, durable name): connections that can resume each other.
 type Key = (Arc<str>, Option<String>);
@@ -52,7 +54,10 @@ struct Inner {
     next: u64,
     logs: HashMap<u64, Arc<Mutex<Log>>>,
     by_key: HashMap<Key, Vec<u64>>,
-    ended: VecDeque<(Instant, u64)>,
+    /// (when, id, events remembered) of ended connections, oldest first.
+    ended: VecDeque<(Instant, u64, usize)>,
+    /// The events remembered of ended connections.
+    ended_events: usize,
 }
 
 /// A connection's handle: records what it sends; marks it ended when dropped.
@@ -172,12 +177,15 @@ impl Sent {
     fn ended(&self, id: u64) {
         if let Ok(mut inner) = self.inner.lock() {
             let now = Instant::now();
+            let mut kept = 0;
             if let Some(log) = inner.logs.get(&id)
                 && let Ok(mut l) = log.lock()
             {
                 l.ended = Some(now);
+                kept = l.sent.len();
             }
-            inner.ended.push_back((now, id));
+            inner.ended.push_back((now, id, kept));
+            inner.ended_events += kept;
             inner.forget_old(now);
         }
     }
@@ -185,13 +193,14 @@ impl Sent {
 
 impl Inner {
     /// Forgets connections that ended more than [`KEEP_ENDED`] ago, and the oldest ended ones
-    /// beyond [`MAX_ENDED`].
+    /// while they hold more than [`MAX_ENDED_EVENTS`].
     fn forget_old(&mut self, now: Instant) {
-        while let Some(&(at, id)) = self.ended.front() {
-            if now.duration_since(at) < KEEP_ENDED && self.ended.len() <= MAX_ENDED {
+        while let Some(&(at, id, kept)) = self.ended.front() {
+            if now.duration_since(at) < KEEP_ENDED && self.ended_events <= MAX_ENDED_EVENTS {
                 break;
             }
             self.ended.pop_front();
+            self.ended_events -= kept;
             if let Some(log) = self.logs.remove(&id) {
                 let key = log.lock().map(|l| l.key.clone()).ok();
                 if let Some(key) = key

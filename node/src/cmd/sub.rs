@@ -131,8 +131,8 @@ pub async fn run(source: ApiSource, token: Option<String>, args: Args) -> Result
                     match &args.durable {
                         Some(name) => eprintln!("reconnected: resuming durable {name}"),
                         None => eprintln!(
-                            "reconnected: resuming from {} (events printed already are skipped)",
-                            resume.since()
+                            "reconnected: resuming with the events since {:.1} s ago (those printed already are skipped)",
+                            now_ms().saturating_sub(resume.since()) as f64 / 1000.0
                         ),
                     }
                 } else {
@@ -151,7 +151,7 @@ pub async fn run(source: ApiSource, token: Option<String>, args: Args) -> Result
             Err(e) if !connected_once || !args.reconnect || !worth_retrying(&e) => {
                 return Err(e.into());
             }
-            Err(e) => format!("reconnecting: {e}"),
+            Err(e) => format!("reconnecting: {}", brief(&e)),
         };
         eprintln!("{why}; next try in {:.1} s", wait.as_secs_f64());
         tokio::select! {
@@ -194,6 +194,19 @@ async fn connect(
             last_event_id: last,
         })
         .await
+}
+
+/// A failed reconnection in a few words (the full message's advice was given at the start).
+fn brief(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { api, reason } => {
+            format!("cannot reach the node at {api} ({reason})")
+        }
+        ClientError::Transport { api, source } => {
+            format!("cannot reach the node at {api} ({source})")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Whether a failed reconnection is worth another try: the node unreachable or unavailable,

@@ -130,12 +130,31 @@ fn a_second_node_on_the_same_libp2p_port_is_refused_clearly() {
         .spawn()
         .unwrap();
     wait_up(&dir.path().join("a"));
-    let out = node("b").output().unwrap();
+    let err_file = dir.path().join("b.err");
+    let mut second = node("b")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    // It must exit on its own; one still running after 30 s shares the port (the bug).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     let _ = first.kill();
     let _ = first.wait();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = std::fs::read_to_string(&err_file).unwrap();
+    let status = status.unwrap_or_else(|| panic!("a second node runs on {listen}:\n{err}"));
     assert!(
-        !out.status.success(),
+        !status.success(),
         "a second node started on {listen}:\n{err}"
     );
     assert!(

@@ -62,7 +62,7 @@ pub enum Error {
     /// Signing failed.
     #[error("cannot sign: {0}")]
     Signing(String),
-    /// The topic is not well-formed (DESIGN §3).
+    /// The topic is not well-formed (docs/filters.md).
     #[error("bad topic: {0}")]
     BadTopic(String),
     /// `seq` is not valid (it starts at 1).

@@ -1,4 +1,4 @@
-//! The event: building, signing, canonical encoding and strict decoding (DESIGN §2).
+//! The event: building, signing, canonical encoding and strict decoding (docs/protocols.md).
 
 use crate::block::{Block, check_depth, cid_of, decode_dag_cbor, encode_dag_cbor};
 use crate::{Cid, DAG_CBOR, Error, Ipld, Keypair, PeerId, PublicKey, topic};

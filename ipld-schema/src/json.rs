@@ -1,5 +1,5 @@
 //! JSON <-> IPLD data model (DAG-JSON conventions for links and bytes) and the event JSON of
-//! DESIGN §6.
+//! docs/api.md.
 
 use crate::{Cid, Error, Event, Ipld, MAX_BODY_DEPTH};
 use base64::Engine;
@@ -142,7 +142,7 @@ fn link(c: &Cid) -> Value {
     Value::Object(m)
 }
 
-/// The event JSON of DESIGN §6: {"cid","topic","author" (PeerId base58),"seq","time","prev" [cid strings],"body"}.
+/// The event JSON of docs/api.md: {"cid","topic","author" (PeerId base58),"seq","time","prev" [cid strings],"body"}.
 ///
 /// `author` is `null` if the author key does not decode (never for a verified event).
 pub fn event_to_json(cid: &Cid, e: &Event) -> Value {

@@ -1,4 +1,4 @@
-//! tidings event blocks (DESIGN §2): the event schema, canonical DAG-CBOR encoding, CIDs,
+//! tidings event blocks (docs/protocols.md): the event schema, canonical DAG-CBOR encoding, CIDs,
 //! ed25519 signatures, stream-DAG verification, JSON conversion and CAR v1.
 //!
 //! No I/O, no async. The schema is `schema/tidings.ipldsch`.

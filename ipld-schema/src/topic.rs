@@ -1,4 +1,4 @@
-//! Topic names (DESIGN §3): `/`-separated, non-empty segments.
+//! Topic names (docs/filters.md): `/`-separated, non-empty segments.
 
 use crate::Error;
 
@@ -50,7 +50,7 @@ pub fn validate(topic: &str) -> Result<(), Error> {
 }
 
 /// The first segment of a topic (`"stocks"` for `/stocks/euronext/CTT`): it selects the
-/// rendezvous (DESIGN §4). For a string that is not a topic, the text up to the first `/` after
+/// rendezvous (docs/protocols.md). For a string that is not a topic, the text up to the first `/` after
 /// an optional leading `/`.
 pub fn root_segment(topic: &str) -> &str {
     let rest = topic.strip_prefix('/').unwrap_or(topic);

@@ -1,4 +1,4 @@
-//! tidings filter language and matchers (DESIGN §3).
+//! tidings filter language and matchers (docs/filters.md).
 //!
 //! * [`Filter::parse`] reads the text form, the seeds' JSON form and Mongo-style operators into
 //!   one AST ([`ast::Expr`]) and its DNF ([`dnf::Clause`]).

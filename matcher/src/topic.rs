@@ -1,4 +1,4 @@
-//! Topic patterns (DESIGN §3): `/a/b/c` exact, `*` exactly one segment, `**` (last only) zero
+//! Topic patterns (docs/filters.md): `/a/b/c` exact, `*` exactly one segment, `**` (last only) zero
 //! or more segments. The first segment is always literal (it selects the rendezvous). 1 to 16
 //! non-empty segments, at most 256 bytes, no trailing slash; a segment is any Unicode except
 //! `/`, `*` and control characters.

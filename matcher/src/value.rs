@@ -1,4 +1,4 @@
-//! Numeric and type rules of DESIGN §3.
+//! Numeric and type rules (docs/filters.md).
 //!
 //! * A JSON integer (no fraction, no exponent) stays an integer ([`Num::I`] or [`Num::U`]);
 //!   anything else is a float ([`Num::F`]). Integers and floats compare *exactly* (no rounding

@@ -26,6 +26,33 @@ pub enum ClientError {
         /// What went wrong.
         source: reqwest::Error,
     },
+    /// A WebSocket to the node could not be opened.
+    #[error(
+        "cannot reach the node at {api}: {reason} (is a node running? start one with `tidings node`, or point --api / TIDINGS_API at it)"
+    )]
+    Unreachable {
+        /// The API URL.
+        api: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A subscription over WebSocket, as [`Client::subscribe_ws`] opens it.
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What a subscription asks for (the query of `GET /v1/subscribe`).
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeAsk<'a> {
+    /// The filter.
+    pub filter: &'a str,
+    /// A durable subscription's name.
+    pub durable: Option<&'a str>,
+    /// Replay stored events from this time (ms since the epoch; 0 = everything).
+    pub since: Option<u64>,
+    /// Resume after this event (`Last-Event-ID`).
+    pub last_event_id: Option<&'a str>,
 }
 
 /// A client of one node's API.
@@ -168,6 +195,65 @@ impl Client {
                 .header("accept", "text/event-stream"),
         )
         .await
+    }
+
+    /// `GET /v1/subscribe` as a WebSocket: returns once the node has registered the
+    /// subscription. Each text frame is one event's JSON; for a durable, send
+    /// `{"ack": "<cid>"}` once an event is handled.
+    pub async fn subscribe_ws(&self, ask: &SubscribeAsk<'_>) -> Result<WsStream, ClientError> {
+        use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http};
+        let unreachable = |reason: String| ClientError::Unreachable {
+            api: self.base.clone(),
+            reason,
+        };
+        let mut q = vec![("filter", ask.filter.to_string())];
+        if let Some(d) = ask.durable {
+            q.push(("durable", d.to_string()));
+        }
+        if let Some(s) = ask.since {
+            q.push(("since", s.to_string()));
+        }
+        let ws_base = match self.base.strip_prefix("http://") {
+            Some(rest) => format!("ws://{rest}"),
+            None => match self.base.strip_prefix("https://") {
+                Some(rest) => format!("wss://{rest}"),
+                None => self.base.clone(),
+            },
+        };
+        let url = reqwest::Url::parse_with_params(&format!("{ws_base}/v1/subscribe"), &q)
+            .map_err(|e| unreachable(format!("bad URL: {e}")))?;
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| unreachable(e.to_string()))?;
+        let headers = req.headers_mut();
+        if let Some(t) = &self.token
+            && let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {t}"))
+        {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        if let Some(id) = ask.last_event_id
+            && let Ok(v) = http::HeaderValue::from_str(id)
+        {
+            headers.insert("last-event-id", v);
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let text = resp
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or(text);
+                Err(ClientError::Api { status, message })
+            }
+            Err(e) => Err(unreachable(e.to_string())),
+        }
     }
 
     /// `DELETE /v1/durable/{name}`.

@@ -2,6 +2,8 @@
 //!
 //! Layers call downward only: `api` → `pubsub` → `store` → `tidings-ipld-schema`.
 
+pub mod addr;
+pub mod age;
 pub mod api;
 pub mod client;
 pub mod crypto;

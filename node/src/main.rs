@@ -1,6 +1,7 @@
 //! The `tidings` binary.
 
 mod cli;
+mod cmd;
 mod devnet;
 mod signals;
 
@@ -42,8 +43,12 @@ fn run(cli: Cli) -> Result<()> {
     } else {
         "warn"
     };
+    // Colours only for a person at a terminal: log files and pipes get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
@@ -54,7 +59,7 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => run_node(args).await,
-            other => cli::run_client(other).await,
+            other => cmd::run_client(other).await,
         }
     })
 }
@@ -64,6 +69,7 @@ async fn run_node(args: cli::NodeArgs) -> Result<()> {
         data_dir: args.data,
         api: args.api,
         token: args.token,
+        cors_origins: args.cors_origin,
         net: tidings_node::net::NetConfig {
             listen: args.listen,
             bootstrap: args.bootstrap,
@@ -85,11 +91,22 @@ async fn run_node(args: cli::NodeArgs) -> Result<()> {
         node.api_addr()
     );
     println!(
-        "try: tidings pub /demo/hello '{{\"msg\": \"hi\"}}'   (Ctrl-C stops the node cleanly)"
+        "try: tidings pub /demo/hello '{{\"msg\": \"hi\"}}'{}   (Ctrl-C stops the node cleanly)",
+        api_flag(node.api_addr())
     );
     signals::shutdown().await;
     tracing::info!("shutting down: finishing in-flight requests");
     node.shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The `--api` a client command needs to reach a node on `addr`: none on the default address.
+fn api_flag(addr: std::net::SocketAddr) -> String {
+    let url = tidings_node::addr::client_url(&addr.to_string()).unwrap_or_default();
+    if addr.to_string() == tidings_node::addr::DEFAULT_API_ADDR {
+        String::new()
+    } else {
+        format!(" --api {url}")
+    }
 }

@@ -1,7 +1,9 @@
-//! Counters exposed at `GET /metrics` in the Prometheus text format.
+//! Counters, gauges and histograms exposed at `GET /metrics` in the Prometheus text format.
+//! Every series is described in `docs/operations.md`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::store::StoreStats;
 
@@ -10,7 +12,7 @@ use crate::store::StoreStats;
 pub struct Metrics {
     /// Events published through this node's API and stored.
     pub published: AtomicU64,
-    /// Publish requests refused or failed.
+    /// Publish requests refused or failed, at the API or in the router.
     pub publish_failed: AtomicU64,
     /// Blocks stored by CAR import.
     pub imported_blocks: AtomicU64,
@@ -24,6 +26,129 @@ pub struct Metrics {
     pub gaps_repaired: AtomicU64,
     /// Events recovered by gap repair and handed to local subscribers' filters.
     pub events_repaired: AtomicU64,
+    /// Events delivered to subscriber nodes as a primary (acknowledged by them).
+    pub delivered_to_nodes: AtomicU64,
+    /// Events a subscriber node was not reached with after every attempt.
+    pub deliveries_given_up: AtomicU64,
+    /// Events in delivery batches a subscriber node refused.
+    pub deliveries_refused: AtomicU64,
+    /// Events other nodes published through this node as primary, held by a majority.
+    pub primary_stored: AtomicU64,
+    /// Events other nodes published through this node as primary that it refused.
+    pub primary_refused: AtomicU64,
+    /// Event blocks stored here as a replica for a primary.
+    pub replicas_stored: AtomicU64,
+    /// Events pulled by replica sync.
+    pub sync_events: AtomicU64,
+    /// Holes in authors' chains filled by replica sync.
+    pub sync_holes: AtomicU64,
+    /// Durable records taken in by replica sync.
+    pub sync_durables: AtomicU64,
+    /// Open API subscriptions by transport and kind.
+    pub subscribers: [[AtomicU64; 3]; 2],
+    /// From a publish request to its acknowledgement.
+    pub publish_ack: Histogram,
+    /// From matching an event here to writing it to a subscriber's connection.
+    pub match_deliver: Histogram,
+}
+
+/// How an API subscriber is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket.
+    WebSocket = 0,
+    /// Server-Sent Events.
+    Sse = 1,
+}
+
+/// What an API subscription asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubKind {
+    /// Live events only.
+    Live = 0,
+    /// Stored events from a time first (`since`), then live ones.
+    Replay = 1,
+    /// A durable subscription.
+    Durable = 2,
+}
+
+/// Counts one open subscription in `tidings_subscribers` until dropped.
+pub struct SubscriberGauge<'a> {
+    cell: &'a AtomicU64,
+}
+
+impl Drop for SubscriberGauge<'_> {
+    fn drop(&mut self) {
+        self.cell.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram with fixed buckets (Prometheus `histogram`).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or under each bound (not cumulative; summed when rendered).
+    counts: [AtomicU64; BUCKETS.len()],
+    /// All observations.
+    count: AtomicU64,
+    /// Their sum, in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            d.as_micros().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// What `/metrics` reads from the rest of the node when scraped.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Block store size, if it could be read.
+    pub store: Option<StoreStats>,
+    /// Open libp2p connections.
+    pub peers: usize,
+    /// Brokers known.
+    pub brokers: usize,
+    /// Roots served as a rendezvous member.
+    pub roots: usize,
+    /// Subscription leases held as a rendezvous member.
+    pub leases: usize,
+    /// Events handed to local API subscribers.
+    pub delivered_local: u64,
+    /// Local subscribers cut off as too slow.
+    pub too_slow: u64,
 }
 
 impl Metrics {
@@ -32,65 +157,228 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Renders every counter, plus the store gauges, as Prometheus text.
-    pub fn render(&self, store: Option<StoreStats>) -> String {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts an open subscription until the returned guard is dropped.
+    pub fn subscriber(&self, transport: Transport, kind: SubKind) -> SubscriberGauge<'_> {
+        let cell = &self.subscribers[transport as usize][kind as usize];
+        cell.fetch_add(1, Ordering::Relaxed);
+        SubscriberGauge { cell }
+    }
+
+    /// Renders every series as Prometheus text.
+    pub fn render(&self, snap: &Snapshot) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let head = |out: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        counter(
-            "tidings_published_events_total",
-            "Events published through this node and stored.",
-            &self.published,
+        let single = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+            head(out, name, help, kind);
+            let _ = writeln!(out, "{name} {v}");
+        };
+        let counters: [(&str, &str, &AtomicU64); 12] = [
+            (
+                "tidings_published_events_total",
+                "Events published through this node's API and acknowledged.",
+                &self.published,
+            ),
+            (
+                "tidings_publish_failures_total",
+                "Publish requests refused or failed, whatever the reason.",
+                &self.publish_failed,
+            ),
+            (
+                "tidings_imported_blocks_total",
+                "Blocks stored by CAR import.",
+                &self.imported_blocks,
+            ),
+            (
+                "tidings_import_failures_total",
+                "CAR imports refused as a whole.",
+                &self.import_failed,
+            ),
+            (
+                "tidings_http_client_errors_total",
+                "HTTP responses with a 4xx status.",
+                &self.http_client_errors,
+            ),
+            (
+                "tidings_http_server_errors_total",
+                "HTTP responses with a 5xx status.",
+                &self.http_server_errors,
+            ),
+            (
+                "tidings_gaps_repaired_total",
+                "Gaps in delivered streams repaired from the DAG.",
+                &self.gaps_repaired,
+            ),
+            (
+                "tidings_events_repaired_total",
+                "Events recovered by gap repair.",
+                &self.events_repaired,
+            ),
+            (
+                "tidings_replicas_stored_total",
+                "Event blocks stored here as a replica for a primary.",
+                &self.replicas_stored,
+            ),
+            (
+                "tidings_replica_sync_events_total",
+                "Events pulled by replica sync from other members of a rendezvous set.",
+                &self.sync_events,
+            ),
+            (
+                "tidings_replica_sync_holes_filled_total",
+                "Holes in authors' chains filled by replica sync.",
+                &self.sync_holes,
+            ),
+            (
+                "tidings_replica_sync_durables_total",
+                "Durable subscription records taken in from other members.",
+                &self.sync_durables,
+            ),
+        ];
+        for (name, help, v) in counters {
+            single(&mut out, name, help, "counter", load(v));
+        }
+        head(
+            &mut out,
+            "tidings_deliveries_total",
+            "Events delivered: to this node's API subscribers (local), to subscriber nodes as primary (node).",
+            "counter",
         );
-        counter(
-            "tidings_publish_failures_total",
-            "Publish requests refused or failed.",
-            &self.publish_failed,
+        let _ = writeln!(
+            out,
+            "tidings_deliveries_total{{to=\"local\"}} {}\ntidings_deliveries_total{{to=\"node\"}} {}",
+            snap.delivered_local,
+            load(&self.delivered_to_nodes)
         );
-        counter(
-            "tidings_imported_blocks_total",
-            "Blocks stored by CAR import.",
-            &self.imported_blocks,
+        head(
+            &mut out,
+            "tidings_delivery_drops_total",
+            "Deliveries not made, by reason.",
+            "counter",
         );
-        counter(
-            "tidings_import_failures_total",
-            "CAR imports refused as a whole.",
-            &self.import_failed,
-        );
-        counter(
-            "tidings_http_client_errors_total",
-            "HTTP responses with a 4xx status.",
-            &self.http_client_errors,
-        );
-        counter(
-            "tidings_http_server_errors_total",
-            "HTTP responses with a 5xx status.",
-            &self.http_server_errors,
-        );
-        counter(
-            "tidings_gaps_repaired_total",
-            "Gaps in delivered streams repaired from the DAG.",
-            &self.gaps_repaired,
-        );
-        counter(
-            "tidings_events_repaired_total",
-            "Events recovered by gap repair.",
-            &self.events_repaired,
-        );
-        if let Some(s) = store {
+        for (reason, v) in [
+            ("too_slow", snap.too_slow),
+            ("given_up", load(&self.deliveries_given_up)),
+            ("refused", load(&self.deliveries_refused)),
+        ] {
             let _ = writeln!(
                 out,
-                "# HELP tidings_store_blocks Blocks held in the store.\n# TYPE tidings_store_blocks gauge\ntidings_store_blocks {}",
-                s.blocks
+                "tidings_delivery_drops_total{{reason=\"{reason}\"}} {v}"
             );
-            let _ = writeln!(
-                out,
-                "# HELP tidings_store_bytes Bytes of blocks held in the store.\n# TYPE tidings_store_bytes gauge\ntidings_store_bytes {}",
-                s.bytes
+        }
+        head(
+            &mut out,
+            "tidings_primary_publishes_total",
+            "Events other nodes published through this node as primary, by outcome.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "tidings_primary_publishes_total{{outcome=\"stored\"}} {}\ntidings_primary_publishes_total{{outcome=\"refused\"}} {}",
+            load(&self.primary_stored),
+            load(&self.primary_refused)
+        );
+        head(
+            &mut out,
+            "tidings_subscribers",
+            "Open API subscriptions by transport and kind.",
+            "gauge",
+        );
+        for (t, transport) in ["websocket", "sse"].iter().enumerate() {
+            for (k, kind) in ["live", "replay", "durable"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "tidings_subscribers{{transport=\"{transport}\",kind=\"{kind}\"}} {}",
+                    load(&self.subscribers[t][k])
+                );
+            }
+        }
+        for (name, help, v) in [
+            (
+                "tidings_subscription_leases",
+                "Subscription leases held here as a rendezvous member.",
+                snap.leases,
+            ),
+            ("tidings_peers", "Open libp2p connections.", snap.peers),
+            (
+                "tidings_brokers",
+                "Brokers known (this node included if it is one).",
+                snap.brokers,
+            ),
+            (
+                "tidings_rendezvous_roots",
+                "Roots this node serves as a member of their rendezvous set.",
+                snap.roots,
+            ),
+        ] {
+            single(&mut out, name, help, "gauge", v as u64);
+        }
+        self.publish_ack.render(
+            &mut out,
+            "tidings_publish_ack_seconds",
+            "From a publish request to its acknowledgement by a majority of the rendezvous set.",
+        );
+        self.match_deliver.render(
+            &mut out,
+            "tidings_match_deliver_seconds",
+            "From matching an event on this node to writing it to the subscriber's connection.",
+        );
+        if let Some(s) = snap.store {
+            single(
+                &mut out,
+                "tidings_store_blocks",
+                "Blocks held in the store.",
+                "gauge",
+                s.blocks,
+            );
+            single(
+                &mut out,
+                "tidings_store_bytes",
+                "Bytes of blocks held in the store.",
+                "gauge",
+                s.bytes,
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_counted() {
+        let m = Metrics::default();
+        for ms in [0, 3, 3, 40, 20_000] {
+            m.publish_ack.observe(Duration::from_millis(ms));
+        }
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("tidings_publish_ack_seconds_bucket{le=\"0.0005\"} 1\n"));
+        assert!(text.contains("tidings_publish_ack_seconds_bucket{le=\"0.005\"} 3\n"));
+        assert!(text.contains("tidings_publish_ack_seconds_bucket{le=\"0.05\"} 4\n"));
+        assert!(text.contains("tidings_publish_ack_seconds_bucket{le=\"10\"} 4\n"));
+        assert!(text.contains("tidings_publish_ack_seconds_bucket{le=\"+Inf\"} 5\n"));
+        assert!(text.contains("tidings_publish_ack_seconds_count 5\n"));
+        assert!(text.contains("tidings_publish_ack_seconds_sum 20.046\n"));
+    }
+
+    #[test]
+    fn subscriber_gauge_counts_while_held() {
+        let m = Metrics::default();
+        let a = m.subscriber(Transport::Sse, SubKind::Durable);
+        let b = m.subscriber(Transport::Sse, SubKind::Durable);
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("tidings_subscribers{transport=\"sse\",kind=\"durable\"} 2\n"));
+        drop((a, b));
+        let text = m.render(&Snapshot::default());
+        assert!(text.contains("tidings_subscribers{transport=\"sse\",kind=\"durable\"} 0\n"));
     }
 }

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub api: SocketAddr,
     /// Bearer token required by the API; mandatory when `api` is not loopback.
     pub token: Option<String>,
+    /// Origins whose browser pages may use the API (CORS); `*` for any; empty: none.
+    pub cors_origins: Vec<String>,
     /// libp2p: listen addresses, bootstrap nodes, role, replication.
     pub net: NetConfig,
     /// Retention and durable-subscription expiry.
@@ -43,7 +45,7 @@ pub struct NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The data directory cannot be created or written.
-    #[error("data dir {path}: {source}")]
+    #[error("data dir {path}")]
     DataDir {
         /// The directory.
         path: String,
@@ -60,13 +62,25 @@ pub enum NodeError {
     #[error(transparent)]
     Net(#[from] NetError),
     /// The API address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot serve the API on {addr}{}", in_use_hint(source))]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// What went wrong.
         source: std::io::Error,
     },
+    /// A libp2p listen port is held by another process (perhaps another node).
+    #[error(
+        "cannot listen on {addr}: the port is already in use (another tidings node?); \
+         give this node its own --listen port, or /tcp/0 for any free one"
+    )]
+    ListenInUse {
+        /// The listen address.
+        addr: libp2p::Multiaddr,
+    },
+    /// A `--cors-origin` is not an origin.
+    #[error(transparent)]
+    Cors(#[from] crate::api::CorsError),
     /// A non-loopback API without a token would let anyone publish as this node.
     #[error(
         "the API address {0} is not loopback: set a bearer token with --token or TIDINGS_TOKEN"
@@ -75,6 +89,16 @@ pub enum NodeError {
     /// `--token` (or `TIDINGS_TOKEN`) was given but is empty or blank.
     #[error("the bearer token given with --token or TIDINGS_TOKEN is empty: set a non-blank one")]
     EmptyToken,
+}
+
+/// What to add to a bind error: how to fix an address in use.
+fn in_use_hint(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        ": another program (another tidings node?) uses it; choose another with --api HOST:PORT, \
+         or port 0 for any free one"
+    } else {
+        ""
+    }
 }
 
 /// A running node. Drop it or call [`Node::shutdown`] to stop.
@@ -104,6 +128,18 @@ impl Node {
         if !config.api.ip().is_loopback() && config.token.is_none() {
             return Err(NodeError::TokenRequired(config.api));
         }
+        // The API port first, then libp2p's: a taken port is refused before anything starts.
+        let listener = tokio::net::TcpListener::bind(config.api)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: config.api,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.api,
+            source,
+        })?;
+        check_listen_ports(&config.net.listen)?;
         let dir = config.data_dir.clone();
         let dir_err = |source| NodeError::DataDir {
             path: dir.display().to_string(),
@@ -141,16 +177,6 @@ impl Node {
             tokio::spawn(router.clone().sync_replicas(config.history.sync_interval)),
         ];
 
-        let listener = tokio::net::TcpListener::bind(config.api)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: config.api,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| NodeError::Bind {
-            addr: config.api,
-            source,
-        })?;
         write_api_addr(&dir, addr).map_err(dir_err)?;
 
         let local = router.local().clone();
@@ -161,8 +187,12 @@ impl Node {
                 peer_id: peer_id.clone(),
                 api: addr,
             }),
+            sent: Arc::default(),
         };
-        let app = api::routes(state, config.token.clone());
+        let app = api::with_cors(
+            api::routes(state, config.token.clone()),
+            &config.cors_origins,
+        )?;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             // Small writes (an SSE event, a publish answer) go out at once: with Nagle on, each
@@ -215,6 +245,43 @@ impl Node {
         }
         served
     }
+}
+
+/// Refuses listen addresses whose TCP or UDP port another process holds. libp2p binds its TCP
+/// listeners with `SO_REUSEPORT` (for hole punching), so a second node would share the port
+/// silently, each getting some of the connections; a plain bind here, without that option,
+/// fails while anyone listens there. Port 0 and non-IP addresses are left to libp2p.
+fn check_listen_ports(listen: &[libp2p::Multiaddr]) -> Result<(), NodeError> {
+    use libp2p::multiaddr::Protocol;
+    for addr in listen {
+        let mut ip = None;
+        let mut port = None;
+        for p in addr.iter() {
+            match p {
+                Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+                Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+                Protocol::Tcp(p) => port = Some((p, true)),
+                Protocol::Udp(p) => port = Some((p, false)),
+                _ => {}
+            }
+        }
+        let (Some(ip), Some((port, tcp))) = (ip, port) else {
+            continue;
+        };
+        if port == 0 {
+            continue;
+        }
+        let sock = SocketAddr::new(ip, port);
+        let taken = if tcp {
+            std::net::TcpListener::bind(sock).err()
+        } else {
+            std::net::UdpSocket::bind(sock).err()
+        };
+        if taken.is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse) {
+            return Err(NodeError::ListenInUse { addr: addr.clone() });
+        }
+    }
+    Ok(())
 }
 
 /// Writes `api.addr` atomically so a reader never sees half an address.

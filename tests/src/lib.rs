@@ -416,6 +416,124 @@ pub fn sse_subscribe(url: &reqwest::Url) -> Result<(TcpStream, mpsc::Receiver<St
     Ok((stream, rx))
 }
 
+/// One Server-Sent Event: its `id` (the event's CID), `event` type (empty for a plain event)
+/// and `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseFrame {
+    /// The `id:` field.
+    pub id: String,
+    /// The `event:` field (`error` when the node ends the stream).
+    pub event: String,
+    /// The `data:` field.
+    pub data: String,
+}
+
+/// Like [`sse_subscribe`], sending `headers` with the request (`Last-Event-ID`, `Origin`), and
+/// giving whole events (id, type, data) rather than data lines.
+pub fn sse_frames(
+    url: &reqwest::Url,
+    headers: &[(&str, &str)],
+) -> Result<(TcpStream, mpsc::Receiver<SseFrame>)> {
+    let addr = format!(
+        "{}:{}",
+        url.host_str().context("host")?,
+        url.port().context("port")?
+    );
+    let mut stream = TcpStream::connect(addr)?;
+    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: tidings\r\nAccept: text/event-stream\r\n\
+         Connection: close\r\n{extra}\r\n"
+    )?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        // The error body, for the message.
+        let mut rest = String::new();
+        let _ = reader.read_to_string(&mut rest);
+        bail!("SSE subscribe: {} {rest}", status.trim());
+    }
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let mut frame = SseFrame {
+            id: String::new(),
+            event: String::new(),
+            data: String::new(),
+        };
+        loop {
+            let mut size = String::new();
+            if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                break;
+            }
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
+            let mut chunk = vec![0; n + 2];
+            if n == 0 || reader.read_exact(&mut chunk).is_err() {
+                break;
+            }
+            text.extend_from_slice(&chunk[..n]);
+            while let Some(nl) = text.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = text.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\r', '\n']);
+                if line.is_empty() {
+                    if !frame.data.is_empty() || !frame.event.is_empty() {
+                        let done = std::mem::replace(
+                            &mut frame,
+                            SseFrame {
+                                id: String::new(),
+                                event: String::new(),
+                                data: String::new(),
+                            },
+                        );
+                        if tx.send(done).is_err() {
+                            return;
+                        }
+                    }
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    frame.id = v.trim_start().to_string();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    frame.event = v.trim_start().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    frame.data = v.trim_start().to_string();
+                }
+            }
+        }
+    });
+    Ok((stream, rx))
+}
+
+/// Runs `tidings ARGS` to the end; (exit success, stdout, stderr).
+pub fn tidings(args: &[&str]) -> Result<(bool, String, String)> {
+    let out = Command::new(tidings_bin())
+        .args(args)
+        .env_remove("TIDINGS_API")
+        .env_remove("TIDINGS_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .context("running tidings")?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// The lines of `r` (a child's stdout), read on their own thread, as a channel that closes at
 /// end of input.
 pub fn line_channel(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {

@@ -28,7 +28,7 @@ type Seeds = BTreeMap<String, Vec<u8>>;
 /// A raw block that a seed event links to from its body.
 const LINKED: &[u8] = b"linked content";
 
-/// Filters from the seeds, DESIGN §3, the README and the tests, good and bad, in all three
+/// Filters from the seeds, docs/filters.md, the README and the tests, good and bad, in all three
 /// syntaxes.
 const FILTERS: &[&str] = &[
     r#"/stocks/** where exchange = "Euronext Lisboa" and order = "buy" and number > 50 and price < 10"#,

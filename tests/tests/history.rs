@@ -1,4 +1,4 @@
-//! History (DESIGN §5) with real node processes: fetch of a long stream from another node, gap
+//! History (docs/protocols.md) with real node processes: fetch of a long stream from another node, gap
 //! repair after dropped deliveries, replay with no gap or duplicate at the seam, and durable
 //! subscriptions that get what they missed.
 

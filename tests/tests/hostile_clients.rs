@@ -1,4 +1,4 @@
-//! Hostile clients against a real node process (DESIGN §7: bad input gets a clear error and
+//! Hostile clients against a real node process (bad input gets a clear error and
 //! changes nothing). Every request in the table must be answered with a 4xx whose body is
 //! `{"error": "<non-empty message>"}` (never a 5xx, never a dropped connection), and must leave
 //! the node as it was: the same heads on every topic the table touches and the same block count

@@ -121,6 +121,7 @@ async fn start(dir: &std::path::Path, bootstrap: Vec<libp2p::Multiaddr>) -> Resu
         data_dir: dir.to_path_buf(),
         api: "127.0.0.1:0".parse()?,
         token: None,
+        cors_origins: Vec::new(),
         net: NetConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
             bootstrap,

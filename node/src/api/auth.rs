@@ -11,8 +11,14 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use crate::metrics::Metrics;
 
-/// Refuses requests without `Authorization: Bearer <token>` when a token is configured.
-pub(super) async fn check(token: Option<String>, req: Request, next: Next) -> Response {
+/// Refuses requests without `Authorization: Bearer <token>` when a token is configured (a
+/// refused publish counts as a publish failure).
+pub(super) async fn check(
+    token: Option<String>,
+    metrics: Arc<Metrics>,
+    req: Request,
+    next: Next,
+) -> Response {
     if let Some(expected) = token {
         let given = req
             .headers()
@@ -28,6 +34,9 @@ pub(super) async fn check(token: Option<String>, req: Request, next: Next) -> Re
                     == 0
         });
         if !ok {
+            if req.uri().path() == "/v1/publish" && req.method() == axum::http::Method::POST {
+                Metrics::inc(&metrics.publish_failed);
+            }
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token (set TIDINGS_TOKEN or pass --token)",

@@ -1,8 +1,10 @@
-//! The HTTP API of DESIGN §6: routes, error mapping, authentication and serving.
+//! The HTTP API (docs/api.md): routes, error mapping, authentication, CORS and serving.
 
 mod auth;
+mod cors;
 mod error;
 mod history;
+pub mod resume;
 mod routes;
 mod subscribe;
 
@@ -13,12 +15,13 @@ use axum::Router as HttpRouter;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 
+pub use cors::{CorsError, with_cors};
 pub use error::ApiError;
 
 use crate::metrics::Metrics;
 use crate::pubsub::Router;
 
-/// Request bodies are limited to 2 MiB (DESIGN §6): an event is at most 1 MiB, so this leaves
+/// Request bodies are limited to 2 MiB: an event is at most 1 MiB, so this leaves
 /// room for JSON's overhead and no more.
 pub const MAX_BODY: usize = 2 << 20;
 /// CAR imports carry whole streams, so `POST /v1/car` takes up to 256 MiB.
@@ -33,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Static facts for `/v1/status`.
     pub info: Arc<NodeInfo>,
+    /// What each subscription connection sent, for clients that resume (`Last-Event-ID`).
+    pub sent: Arc<resume::Sent>,
 }
 
 /// Static facts about the node reported by `/v1/status`.
@@ -66,9 +71,10 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let metrics = state.metrics.clone();
+    let auth_metrics = state.metrics.clone();
     api.with_state(state)
         .layer(axum::middleware::from_fn(move |req, next| {
-            auth::check(token.clone(), req, next)
+            auth::check(token.clone(), auth_metrics.clone(), req, next)
         }))
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::count(metrics.clone(), req, next)

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tidings_ipld_schema::{Cid, DAG_CBOR, Event, json as ipld_json, topic};
 
 use super::{ApiError, AppState};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Snapshot};
 
 /// Parses a CID from a path segment, with a 400 that says what was wrong (a segment that is
 /// not even UTF-8 once percent-decoded included).
@@ -32,11 +32,35 @@ where
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("task failed: {e}")))?
 }
 
-/// `POST /v1/publish {"topic", "body"}` → `{"cid", "seq", "copies", "heads"}`.
+/// `POST /v1/publish {"topic", "body"}` → `{"cid", "seq", "copies", "heads"}`. Every refusal
+/// counts in `tidings_publish_failures_total` (those of the router are counted there), and
+/// each acknowledgement's latency in `tidings_publish_ack_seconds`.
 pub(super) async fn publish(
     State(st): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let started = std::time::Instant::now();
+    let (topic_name, body) = match publish_request(body) {
+        Ok(req) => req,
+        Err(e) => {
+            Metrics::inc(&st.metrics.publish_failed);
+            return Err(e);
+        }
+    };
+    let published = st.router.publish(topic_name, body).await?;
+    st.metrics.publish_ack.observe(started.elapsed());
+    Ok(Json(json!({
+        "cid": published.cid.to_string(),
+        "seq": published.seq,
+        "copies": published.copies,
+        "heads": published.heads.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+    })))
+}
+
+/// The topic and body of a publish request, or why it is refused.
+fn publish_request(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, tidings_ipld_schema::Ipld), ApiError> {
     let bytes = body?;
     let req: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
@@ -61,13 +85,7 @@ pub(super) async fn publish(
         .ok_or_else(|| ApiError::bad_request("missing \"body\""))?;
     let body = ipld_json::json_to_ipld(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
-    let published = st.router.publish(topic_name, body).await?;
-    Ok(Json(json!({
-        "cid": published.cid.to_string(),
-        "seq": published.seq,
-        "copies": published.copies,
-        "heads": published.heads.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-    })))
+    Ok((topic_name, body))
 }
 
 /// `GET /v1/events/{cid}`: the event as JSON.
@@ -188,24 +206,30 @@ pub(super) async fn export_car(
     Ok(([(header::CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response())
 }
 
+/// Roots this node serves: those it holds leases or events of whose rendezvous set, as this
+/// node sees it, includes this node. Reads the store.
+fn serving_roots(router: &crate::pubsub::Router) -> Result<Vec<String>, ApiError> {
+    let mut roots: std::collections::BTreeSet<String> = router.remote().roots();
+    roots.extend(router.store().roots()?);
+    let net = router.net();
+    let me = net.local_peer();
+    Ok(roots
+        .into_iter()
+        .filter(|r| net.rendezvous_set(r).contains(&me))
+        .collect())
+}
+
 /// `GET /v1/status`.
 pub(super) async fn status(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let store = st.router.store().clone();
     let info = st.info.clone();
+    let router = st.router.clone();
     let net = st.router.net().clone();
     let dir = net.directory();
     let subscriptions = st.router.local().len();
     let leases = st.router.remote().len();
-    let mut roots: std::collections::BTreeSet<String> = st.router.remote().roots();
     blocking(move || {
-        let stats = store.stats()?;
-        roots.extend(store.roots()?);
-        // Roots whose rendezvous set, as this node sees it, includes this node.
-        let me = net.local_peer();
-        let serving: Vec<String> = roots
-            .into_iter()
-            .filter(|r| net.rendezvous_set(r).contains(&me))
-            .collect();
+        let stats = router.store().stats()?;
+        let serving = serving_roots(&router)?;
         Ok(Json(json!({
             "peer_id": info.peer_id,
             "role": net.role(),
@@ -226,21 +250,39 @@ pub(super) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
 
 /// `GET /metrics` in the Prometheus text format.
 pub(super) async fn metrics(State(st): State<AppState>) -> Response {
-    let store = st.router.store().clone();
-    let stats = tokio::task::spawn_blocking(move || store.stats().ok())
-        .await
-        .ok()
-        .flatten();
+    let router = st.router.clone();
+    let dir = router.net().directory();
+    let (delivered_local, too_slow) = router.local().delivery_counts();
+    let leases = router.remote().len();
+    let (store, roots) = tokio::task::spawn_blocking(move || {
+        (
+            router.store().stats().ok(),
+            serving_roots(&router).map_or(0, |r| r.len()),
+        )
+    })
+    .await
+    .unwrap_or_default();
+    let snap = Snapshot {
+        store,
+        peers: dir.connected.len(),
+        brokers: dir.brokers.len(),
+        roots,
+        leases,
+        delivered_local,
+        too_slow,
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(stats),
+        st.metrics.render(&snap),
     )
         .into_response()
 }
 
 /// Unknown routes.
 pub(super) async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint; see DESIGN §6 or `tidings --help`")
+    ApiError::not_found(
+        "no such endpoint: the endpoints are listed in docs/api.md and by `tidings --help`",
+    )
 }
 
 /// Known routes with the wrong method.

@@ -2,20 +2,22 @@
 //! frames (the client sends `{"ack": "<cid>"}` per event) or as Server-Sent Events (`id: <cid>`,
 //! `data: <event JSON>`). A bad filter is a 400 before any upgrade.
 //!
-//! With `since`, stored events go first, then live ones, with no gap or duplicate at the seam.
-//! With `durable`, the rendezvous set keeps what this subscriber has not acknowledged while it
-//! is away. Acks are cumulative per (author, topic) stream (events of a stream arrive in `seq`
-//! order); over SSE, which has no way back, an event counts as acknowledged once sent.
+//! With `since` (ms, or an age like `15m`), stored events go first, then live ones, with no gap
+//! or duplicate at the seam. With `durable`, the rendezvous set keeps what this subscriber has
+//! not acknowledged while it is away. Acks are cumulative per (author, topic) stream (events of
+//! a stream arrive in `seq` order); over SSE, which has no way back, an event counts as
+//! acknowledged once sent. With `Last-Event-ID` (header, or `last_event_id`), a reconnecting
+//! client resumes after the event it names ([`super::resume`]). The contract is docs/api.md.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -23,16 +25,25 @@ use serde_bytes::ByteBuf;
 use tidings_matcher::Filter;
 use tokio::sync::mpsc;
 
+use super::resume::{Resume, Stream};
 use super::{ApiError, AppState};
+use crate::metrics::{Metrics, SubKind, Transport};
 use crate::net::history::Ack;
 use crate::pubsub::Router;
-use crate::pubsub::history::{Backlogged, DurableHandle, HistoryAsk, Opened};
+use crate::pubsub::history::{self, Backlogged, DurableHandle, HistoryAsk, Opened};
 use crate::pubsub::local::{Delivery, Subscription};
 
 /// Why a stream ends when the node closes it.
 const CLOSED_REASON: &str = "subscription closed by the node: the subscriber fell too far behind";
 /// How often acknowledgements go to the rendezvous set.
 const ACK_FLUSH: Duration = Duration::from_millis(250);
+/// How often a WebSocket subscriber is pinged.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// A WebSocket subscriber heard nothing from (not even a pong) for this long is gone: its
+/// connection is closed, so a durable it held is free again.
+const SILENT_FOR: Duration = Duration::from_secs(45);
+/// Why a connection replaced by a newer one resuming its durable subscription ends.
+const REPLACED_REASON: &str = "resumed by a newer connection";
 
 /// Query of `/v1/subscribe`.
 #[derive(Deserialize)]
@@ -40,6 +51,8 @@ pub(super) struct SubscribeQuery {
     filter: Option<String>,
     durable: Option<String>,
     since: Option<String>,
+    /// `Last-Event-ID` for clients that cannot set headers (browsers' WebSocket).
+    last_event_id: Option<String>,
 }
 
 /// Checks a durable name: 1-128 of `A-Z a-z 0-9 _ - .`.
@@ -61,6 +74,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 /// Parses the query, registers the subscription, then upgrades or streams.
 pub(super) async fn subscribe(
     State(st): State<AppState>,
+    headers: HeaderMap,
     q: Result<Query<SubscribeQuery>, QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -69,36 +83,187 @@ pub(super) async fn subscribe(
         .filter
         .ok_or_else(|| ApiError::bad_request("missing query parameter filter"))?;
     // Parsed here first so a bad filter is a 400 before any upgrade or network traffic.
-    Filter::parse(&src).map_err(|e| ApiError::bad_request(format!("bad filter: {e}")))?;
+    Filter::parse(&src)
+        .map_err(|e| ApiError::bad_request(format!("bad filter: {}", e.pointed(&src))))?;
     if let Some(name) = &q.durable {
         check_name(name)?;
     }
     let since = match q.since.as_deref() {
         None => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "bad since {s:?}: milliseconds since the Unix epoch (0 = from the start)"
-            ))
-        })?),
+        Some(s) => Some(
+            crate::age::since_ms(s, crate::age::now_ms())
+                .map_err(|e| ApiError::bad_request(format!("bad since {e}")))?,
+        ),
     };
+    let transport = if ws.is_ok() {
+        Transport::WebSocket
+    } else {
+        Transport::Sse
+    };
+    let last = last_event_id(&headers, q.last_event_id.as_deref())?;
+    let plan = plan(
+        &st,
+        &src,
+        q.durable.as_deref(),
+        since,
+        last.as_deref(),
+        transport,
+    )
+    .await?;
     // Registered (locally and on the rendezvous set) before the response goes out: once the
     // client sees 101 or 200, nothing published afterwards can miss it.
-    let opened = st
-        .router
-        .open(
-            &src,
-            HistoryAsk {
-                durable: q.durable.clone(),
-                since,
-            },
-        )
-        .await?;
-    tracing::info!(id = opened.sub.id(), filter = %src, durable = ?q.durable, transport = if ws.is_ok() { "websocket" } else { "sse" }, "subscription opened");
-    let router = st.router.clone();
-    match ws {
-        Ok(ws) => Ok(ws.on_upgrade(move |socket| websocket(socket, opened, router))),
-        Err(_) => Ok(sse(opened, router).into_response()),
+    let mut opened = st.router.open(&src, plan.ask.clone()).await?;
+    if let Some(from) = plan.replay {
+        // SSE acked what the earlier connection sent; what may not have arrived comes again.
+        let again = st.router.replay(&src, from).await?;
+        opened.backlog = history::merge(std::mem::take(&mut opened.backlog), again);
     }
+    if !plan.skip.is_empty() {
+        opened
+            .backlog
+            .retain(|b| !plan.skip.contains(&st.sent.hash(&b.cid)));
+    }
+    let kind = match (&q.durable, plan.ask.since) {
+        (Some(_), _) => SubKind::Durable,
+        (None, Some(_)) => SubKind::Replay,
+        (None, None) => SubKind::Live,
+    };
+    tracing::info!(id = opened.sub.id(), filter = %src, durable = ?q.durable, transport = if ws.is_ok() { "websocket" } else { "sse" }, resumed = last.is_some(), "subscription opened");
+    let conn = Conn {
+        router: st.router.clone(),
+        metrics: st.metrics.clone(),
+        stream: st.sent.open(&src, q.durable.as_deref()),
+        transport,
+        kind,
+    };
+    match ws {
+        Ok(ws) => Ok(ws.on_upgrade(move |socket| websocket(socket, opened, conn))),
+        Err(_) => Ok(sse(opened, conn).into_response()),
+    }
+}
+
+/// What one connection needs besides its subscription.
+struct Conn {
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    /// What it sends, for a client that resumes after it.
+    stream: Stream,
+    transport: Transport,
+    kind: SubKind,
+}
+
+/// How a subscription starts: what to ask of history, an extra replay, what not to send.
+struct Plan {
+    ask: HistoryAsk,
+    /// Replay stored events from this time too (a durable over SSE resuming).
+    replay: Option<u64>,
+    /// CID hashes the client has already (see [`super::resume`]).
+    skip: HashSet<u64>,
+}
+
+/// The `Last-Event-ID` header (or query parameter), checked to be a CID.
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let header = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?,
+        ),
+        None => None,
+    };
+    let Some(id) = header.or(query).map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    id.parse::<tidings_ipld_schema::Cid>().map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad Last-Event-ID {id:?}: want the CID of the last event received ({e})"
+        ))
+    })?;
+    Ok(Some(id.to_string()))
+}
+
+/// Decides how to start: as asked, or, after `Last-Event-ID`, from where the client left off.
+/// A resumed plain subscription replays from before what may not have arrived (the URL's
+/// `since` is ignored, so an `EventSource` opened with `since=0` does not start over); a
+/// resumed durable gets its backlog, and over SSE, where sent counted as acknowledged, the
+/// events after the named one again. What the client had is skipped (not for a durable over
+/// WebSocket: its client acknowledges what it handled, and skips repeats itself).
+async fn plan(
+    st: &AppState,
+    src: &str,
+    durable: Option<&str>,
+    since: Option<u64>,
+    last: Option<&str>,
+    transport: Transport,
+) -> Result<Plan, ApiError> {
+    let ask = HistoryAsk {
+        durable: durable.map(str::to_string),
+        since,
+    };
+    let Some(last) = last else {
+        return Ok(Plan {
+            ask,
+            replay: None,
+            skip: HashSet::new(),
+        });
+    };
+    let resume = match st.sent.resume(src, durable, last) {
+        Some(r) => Some(r),
+        None => resume_from_store(st, last).await?,
+    };
+    let Some(Resume {
+        since: from, skip, ..
+    }) = resume
+    else {
+        return match durable {
+            // The durable's backlog still holds what was not acknowledged.
+            Some(_) => Ok(Plan {
+                ask,
+                replay: None,
+                skip: HashSet::new(),
+            }),
+            None => Err(ApiError::not_found(format!(
+                "Last-Event-ID {last}: no such event on this node to resume after; \
+                 subscribe again with since= (ms or an age like 15m)"
+            ))),
+        };
+    };
+    Ok(match (durable, transport) {
+        (None, _) => Plan {
+            ask: HistoryAsk {
+                durable: None,
+                since: Some(from),
+            },
+            replay: None,
+            skip,
+        },
+        (Some(_), Transport::Sse) => Plan {
+            ask,
+            replay: Some(from),
+            skip,
+        },
+        (Some(_), Transport::WebSocket) => Plan {
+            ask,
+            replay: None,
+            skip: HashSet::new(),
+        },
+    })
+}
+
+/// Resuming after an event no remembered connection sent (the node restarted): from a minute
+/// before its time, if this node holds it.
+async fn resume_from_store(st: &AppState, last: &str) -> Result<Option<Resume>, ApiError> {
+    let Ok(cid) = last.parse::<tidings_ipld_schema::Cid>() else {
+        return Ok(None);
+    };
+    let store = st.router.store().clone();
+    let block = tokio::task::spawn_blocking(move || store.get_block(&cid))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("task failed: {e}"))
+        })??;
+    Ok(block
+        .and_then(|b| tidings_ipld_schema::Event::decode(&b).ok())
+        .map(|e| st.sent.resume_unknown(last, e.time)))
 }
 
 /// `DELETE /v1/durable/{name}`.
@@ -115,9 +280,9 @@ pub(super) async fn delete_durable(
 /// (author key, topic, seq) of a sent event.
 type StreamPos = (Vec<u8>, String, u64);
 
-/// One thing to send.
+/// One thing to send: an event (and when it was matched, if live), or the end.
 enum Item {
-    Event(Backlogged),
+    Event(Backlogged, Option<Instant>),
     Closed(String),
 }
 
@@ -140,15 +305,29 @@ impl Feed {
 
     async fn next(&mut self) -> Item {
         if let Some(b) = self.backlog.pop_front() {
-            return Item::Event(b);
+            return Item::Event(b, None);
         }
         loop {
             match self.sub.rx.recv().await {
-                Some(Delivery::Event { cid, json, stream }) => {
+                Some(Delivery::Event {
+                    cid,
+                    json,
+                    stream,
+                    time,
+                    matched,
+                }) => {
                     if !self.sent.is_empty() && self.sent.remove(&cid) {
                         continue;
                     }
-                    return Item::Event(Backlogged { cid, json, stream });
+                    return Item::Event(
+                        Backlogged {
+                            cid,
+                            json,
+                            stream,
+                            time,
+                        },
+                        Some(matched),
+                    );
                 }
                 Some(Delivery::Closed(reason)) => return Item::Closed(reason),
                 None => return Item::Closed(CLOSED_REASON.into()),
@@ -191,6 +370,30 @@ impl Acks {
             .collect();
         self.router.durable_ack(&d.name, &d.root, acks).await;
     }
+
+    /// Marks a durable's connection as closing: a reconnection waits for it rather than get
+    /// a 409.
+    fn closing(&self) {
+        if let Some(d) = &self.durable {
+            d.closing();
+        }
+    }
+
+    /// The connection ends: closing, then the last acks go out.
+    async fn finish(&mut self) {
+        self.closing();
+        self.flush().await;
+    }
+}
+
+impl Conn {
+    /// Notes an event as sent: for resuming, and the match→deliver latency of live ones.
+    fn sent(&self, b: &Backlogged, matched: Option<Instant>) {
+        self.stream.sent(&b.cid, b.time);
+        if let Some(m) = matched {
+            self.metrics.match_deliver.observe(m.elapsed());
+        }
+    }
 }
 
 /// Splits an opened subscription into its id, what to send, and its acknowledgements.
@@ -208,29 +411,54 @@ fn start(opened: Opened, router: Arc<Router>) -> (u64, Feed, Acks) {
     (sub.id(), Feed::new(sub, backlog), acks)
 }
 
-async fn websocket(mut socket: WebSocket, opened: Opened, router: Arc<Router>) {
-    let (id, mut feed, mut acks) = start(opened, router);
+async fn websocket(mut socket: WebSocket, opened: Opened, mut conn: Conn) {
+    let metrics = conn.metrics.clone();
+    let _gauge = metrics.subscriber(conn.transport, conn.kind);
+    let (id, mut feed, mut acks) = start(opened, conn.router.clone());
     // Sent, not yet acknowledged: CID → stream position.
     let mut unacked: HashMap<Arc<str>, Arc<StreamPos>> = HashMap::new();
     let mut tick = tokio::time::interval(ACK_FLUSH);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut heard = Instant::now();
     loop {
         tokio::select! {
             item = feed.next() => match item {
-                Item::Event(b) => {
+                Item::Event(b, matched) => {
                     if acks.durable.is_some() {
                         unacked.insert(b.cid.clone(), b.stream.clone());
                     }
-                    if socket.send(Message::Text(b.json.as_ref().into())).await.is_err() {
+                    // A client that reads nothing for this long is as gone as a silent one.
+                    let send = socket.send(Message::Text(b.json.as_ref().into()));
+                    if !matches!(tokio::time::timeout(SILENT_FOR, send).await, Ok(Ok(()))) {
                         break;
                     }
+                    conn.sent(&b, matched);
                 }
                 Item::Closed(reason) => {
                     close(&mut socket, &reason).await;
                     break;
                 }
             },
+            _ = conn.stream.replaced.changed() => {
+                acks.closing();
+                let frame = CloseFrame { code: close_code::NORMAL, reason: REPLACED_REASON.into() };
+                let send = socket.send(Message::Close(Some(frame)));
+                let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+                break;
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() >= SILENT_FOR {
+                    tracing::info!(id, silent = ?SILENT_FOR, "subscriber gone silent: closing it");
+                    close(&mut socket, "no answer to pings: closing the connection").await;
+                    break;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
             m = socket.recv() => match m {
                 Some(Ok(Message::Text(t))) => {
+                    heard = Instant::now();
                     if let Some(cid) = serde_json::from_str::<serde_json::Value>(&t)
                         .ok()
                         .and_then(|v| v.get("ack").and_then(|a| a.as_str()).map(str::to_string))
@@ -239,13 +467,13 @@ async fn websocket(mut socket: WebSocket, opened: Opened, router: Arc<Router>) {
                         acks.note(&stream);
                     }
                 }
-                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => heard = Instant::now(),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             },
             _ = tick.tick() => acks.flush().await,
         }
     }
-    acks.flush().await;
+    acks.finish().await;
     tracing::info!(id, "subscription closed");
 }
 
@@ -259,21 +487,29 @@ async fn close(socket: &mut WebSocket, reason: &str) {
 
 fn sse(
     opened: Opened,
-    router: Arc<Router>,
+    mut conn: Conn,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     // Room for one event: "sent" is as close to "written to the socket" as SSE allows.
     let (tx, rx) = mpsc::channel::<SseEvent>(1);
     tokio::spawn(async move {
-        let (id, mut feed, mut acks) = start(opened, router);
+        let metrics = conn.metrics.clone();
+        let _gauge = metrics.subscriber(conn.transport, conn.kind);
+        let (id, mut feed, mut acks) = start(opened, conn.router.clone());
         let mut tick = tokio::time::interval(ACK_FLUSH);
         loop {
             tokio::select! {
                 item = feed.next() => match item {
-                    Item::Event(b) => {
+                    Item::Event(b, matched) => {
                         let ev = SseEvent::default().id(b.cid.as_ref()).data(b.json.as_ref());
-                        if tx.send(ev).await.is_err() {
-                            break;
+                        tokio::select! {
+                            r = tx.send(ev) => if r.is_err() { break },
+                            // A dead connection may never take it; its client is back already.
+                            _ = conn.stream.replaced.changed() => {
+                                acks.closing();
+                                break;
+                            }
                         }
+                        conn.sent(&b, matched);
                         // No way back over SSE: sent counts as acknowledged.
                         acks.note(&b.stream);
                     }
@@ -282,11 +518,16 @@ fn sse(
                         break;
                     }
                 },
+                // The client is back on a newer connection; this one is not read any more.
+                _ = conn.stream.replaced.changed() => {
+                    acks.closing();
+                    break;
+                }
                 _ = tx.closed() => break,
                 _ = tick.tick() => acks.flush().await,
             }
         }
-        acks.flush().await;
+        acks.finish().await;
         tracing::info!(id, "subscription closed");
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {

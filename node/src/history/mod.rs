@@ -1,4 +1,4 @@
-//! History (DESIGN §5): fetching missing blocks in one request per peer, gap repair, replay and
+//! History (docs/protocols.md): fetching missing blocks in one request per peer, gap repair, replay and
 //! durable subscriptions, and retention.
 
 pub mod durable;
@@ -21,7 +21,7 @@ pub struct HistoryConfig {
     pub sync_interval: std::time::Duration,
 }
 
-/// Durable subscriptions last 7 days unused (DESIGN §5).
+/// Durable subscriptions last 7 days unused (docs/operations.md).
 pub const DEFAULT_DURABLE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// Replica sync runs every 5 s by default: a member that was away catches up within seconds,

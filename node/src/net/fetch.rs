@@ -1,4 +1,4 @@
-//! `/tidings/fetch/1`: one request, a stream of blocks (DESIGN §5).
+//! `/tidings/fetch/1`: one request, a stream of blocks (docs/protocols.md).
 //!
 //! The requester opens a stream and writes one [`FetchRequest`]; the responder walks the DAG from
 //! `want` through `prev` (and links in `body`), breadth-first so each chain comes newest first,

@@ -32,7 +32,7 @@ use replicate::{ReplicateRequest, ReplicateResponse};
 use subscribe::{SubscribeRequest, SubscribeResponse};
 pub use swarm::start;
 
-/// A node's role (DESIGN §1).
+/// A node's role (docs/protocols.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -1,4 +1,4 @@
-//! Rendezvous sets (DESIGN §4): the `K` brokers closest, by Kademlia XOR distance, to
+//! Rendezvous sets (docs/protocols.md): the `K` brokers closest, by Kademlia XOR distance, to
 //! `sha256("tidings/rv/" + root)`; the primary for a topic is the member closest to
 //! `sha256(topic)`. Distances use rust-libp2p's own keys (sha256 of the peer-id bytes).
 

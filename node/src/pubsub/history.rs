@@ -1,4 +1,4 @@
-//! The subscriber's side of durable subscriptions and replay (DESIGN §5).
+//! The subscriber's side of durable subscriptions and replay (docs/protocols.md).
 //!
 //! Opening one, in this order: the live subscription is registered first (locally, and leased on
 //! the rendezvous set), so everything routed from then on is queued for it; then the stored
@@ -6,8 +6,9 @@
 //! the primary routes it, so whatever was routed before the lease is in at least one answer:
 //! no gap at the seam. Events in both the history and the live queue are sent once (by CID).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -21,8 +22,12 @@ use crate::history::durable::{self as member, MAX_PAGE};
 use crate::net::history::{Ack, HistoryRequest, HistoryResponse};
 use crate::net::rendezvous;
 
-/// How long a reconnecting durable subscriber waits for its previous connection to let go.
+/// How long a reconnecting durable subscriber waits for its previous connection, once that one
+/// is closing, to flush its last acks and let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+/// How long a connection to a durable held by a live connection waits for that one to start
+/// closing (it may be the same client's, ending as this one starts) before its 409.
+const IN_USE_GRACE: Duration = Duration::from_millis(500);
 /// How long one history request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -44,6 +49,8 @@ pub struct Backlogged {
     pub json: Arc<str>,
     /// (author key, topic, seq), for acknowledgements.
     pub stream: Arc<(Vec<u8>, String, u64)>,
+    /// The event's `time` (ms since the epoch, the author's clock).
+    pub time: u64,
 }
 
 /// A durable subscription held by one connection.
@@ -54,6 +61,16 @@ pub struct DurableHandle {
     pub root: String,
     /// Held while the connection lasts: a reconnect waits for this one's last acks.
     _guard: OwnedMutexGuard<()>,
+    /// The lock's state, to say when this connection is closing.
+    lock: Arc<DurableLock>,
+}
+
+impl DurableHandle {
+    /// Marks the connection as closing (its last acks are on their way): a new connection to
+    /// the same durable waits for it instead of being refused as a conflict.
+    pub fn closing(&self) {
+        self.lock.closing.store(true, Ordering::Release);
+    }
 }
 
 /// An opened subscription: history to send first, then `sub`'s live events.
@@ -66,14 +83,21 @@ pub struct Opened {
     pub durable: Option<DurableHandle>,
 }
 
+/// One durable's connection lock, and whether its holder is closing.
+#[derive(Default)]
+struct DurableLock {
+    mutex: Arc<AsyncMutex<()>>,
+    closing: AtomicBool,
+}
+
 /// Per-durable connection locks.
 #[derive(Default)]
 pub struct DurableLocks {
-    locks: std::sync::Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    locks: std::sync::Mutex<HashMap<String, Arc<DurableLock>>>,
 }
 
 impl DurableLocks {
-    fn get(&self, name: &str) -> Arc<AsyncMutex<()>> {
+    fn get(&self, name: &str) -> Arc<DurableLock> {
         match self.locks.lock() {
             Ok(mut m) => m.entry(name.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
@@ -85,8 +109,35 @@ impl DurableLocks {
         self.locks
             .lock()
             .ok()
-            .and_then(|m| m.get(name).map(|l| l.try_lock().is_err()))
+            .and_then(|m| m.get(name).map(|l| l.mutex.try_lock().is_err()))
             .unwrap_or(false)
+    }
+
+    /// Takes durable `name` for one connection. A live holder gets [`IN_USE_GRACE`] to start
+    /// closing, then this is refused at once (409); a closing one is waited for up to
+    /// [`TAKEOVER_WAIT`] while it flushes its last acks.
+    async fn take(
+        &self,
+        name: &str,
+    ) -> Result<(OwnedMutexGuard<()>, Arc<DurableLock>), PublishError> {
+        let lock = self.get(name);
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Ok(guard) = lock.mutex.clone().try_lock_owned() {
+                lock.closing.store(false, Ordering::Release);
+                return Ok((guard, lock));
+            }
+            let waited = start.elapsed();
+            let closing = lock.closing.load(Ordering::Acquire);
+            if waited >= TAKEOVER_WAIT || (!closing && waited >= IN_USE_GRACE) {
+                return Err(PublishError::Conflict(format!(
+                    "durable subscription {name:?} is in use by another connection \
+                     (one connection at a time; resume it with Last-Event-ID to replace a dropped one)"
+                )));
+            }
+            // Polled: a closing holder lets go within milliseconds of its last ack.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -131,14 +182,7 @@ impl Router {
         let mut durable = None;
         let mut existed = false;
         if let Some(name) = &ask_for.durable {
-            let guard =
-                tokio::time::timeout(TAKEOVER_WAIT, self.durable_locks().get(name).lock_owned())
-                    .await
-                    .map_err(|_| {
-                        PublishError::Conflict(format!(
-                            "durable subscription {name:?} is in use by another connection"
-                        ))
-                    })?;
+            let (guard, lock) = self.durable_locks().take(name).await?;
             // This node's own record first: a conflict is refused before any network traffic,
             // and DELETE finds the root here.
             let open = HistoryRequest::DurableOpen {
@@ -157,6 +201,7 @@ impl Router {
                     name: name.clone(),
                     root: root.clone(),
                     _guard: guard,
+                    lock,
                 },
                 open,
             ));
@@ -214,6 +259,15 @@ impl Router {
         })
     }
 
+    /// The stored events matching `src` from `since` (ms), read from a majority of the root's
+    /// rendezvous set, oldest first: a replay without a subscription, for a connection that
+    /// resumes a durable after events its predecessor sent may not have arrived.
+    pub async fn replay(&self, src: &str, since: u64) -> Result<Vec<Backlogged>, PublishError> {
+        let filter = Filter::parse(src).map_err(|e| PublishError::BadFilter(e.to_string()))?;
+        let set = self.net().rendezvous_set(filter.root());
+        self.read_history(src, &set, None, Some(since)).await
+    }
+
     /// Reads the stored matching events from a majority of `members` and merges them.
     async fn read_history(
         &self,
@@ -269,6 +323,7 @@ impl Router {
                 cid: cid.to_string().into(),
                 json: ipld_json::event_to_json(&cid, &e).to_string().into(),
                 stream: Arc::new((e.author.clone(), e.topic.clone(), e.seq)),
+                time: e.time,
             })
             .collect())
     }
@@ -448,6 +503,40 @@ impl Router {
         tracing::info!(durable = %name, "durable subscription deleted");
         Ok(())
     }
+}
+
+/// Two backlogs as one, each event once (by CID), in the order of [`order`]: by time, each
+/// (author, topic) stream in `seq` order.
+pub fn merge(a: Vec<Backlogged>, b: Vec<Backlogged>) -> Vec<Backlogged> {
+    let mut seen = HashSet::new();
+    let mut all: Vec<Backlogged> = a
+        .into_iter()
+        .chain(b)
+        .filter(|x| seen.insert(x.cid.clone()))
+        .collect();
+    all.sort_by(|x, y| {
+        (x.time, &x.stream.0, &x.stream.1, x.stream.2).cmp(&(
+            y.time,
+            &y.stream.0,
+            &y.stream.1,
+            y.stream.2,
+        ))
+    });
+    let mut slots: HashMap<(Vec<u8>, String), Vec<usize>> = HashMap::new();
+    for (i, x) in all.iter().enumerate() {
+        slots
+            .entry((x.stream.0.clone(), x.stream.1.clone()))
+            .or_default()
+            .push(i);
+    }
+    for idx in slots.into_values() {
+        let mut items: Vec<Backlogged> = idx.iter().map(|i| all[*i].clone()).collect();
+        items.sort_by_key(|x| x.stream.2);
+        for (slot, item) in idx.into_iter().zip(items) {
+            all[slot] = item;
+        }
+    }
+    all
 }
 
 /// Orders history by time, then makes each (author, topic) stream strictly `seq`-ordered in the

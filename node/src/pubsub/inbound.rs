@@ -6,6 +6,7 @@ use std::sync::Arc;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::Metrics;
 use crate::net::Inbound;
 use crate::net::deliver::{self, DeliverRequest, DeliverResponse};
 use crate::net::publish::{self, PublishResponse};
@@ -26,8 +27,17 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
                     let (cid, data) = (req.cid.into_vec(), req.block.into_vec());
                     let verified = crate::crypto::run(move || verify_wire(&cid, data)).await;
                     let resp = match verified {
-                        Ok((block, event)) => router.serve_publish(&block, &event).await,
+                        Ok((block, event)) => {
+                            let resp = router.serve_publish(&block, &event).await;
+                            let m = router.metrics();
+                            match &resp {
+                                PublishResponse::Stored { .. } => Metrics::inc(&m.primary_stored),
+                                PublishResponse::Refused { .. } => Metrics::inc(&m.primary_refused),
+                            }
+                            resp
+                        }
                         Err(why) => {
+                            Metrics::inc(&router.metrics().primary_refused);
                             misbehaved(&router, peer, publish::PROTOCOL, &why).await;
                             PublishResponse::Refused {
                                 status: 400,
@@ -40,8 +50,12 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
             }
             Inbound::Replicate { peer, req, reply } => {
                 tokio::spawn(async move {
+                    let n = req.blocks.len() as u64;
                     let resp = match router.serve_replicate(req.blocks).await {
-                        Ok(()) => ReplicateResponse::Stored,
+                        Ok(()) => {
+                            Metrics::add(&router.metrics().replicas_stored, n);
+                            ReplicateResponse::Stored
+                        }
                         Err(why) => {
                             refused(&router, peer, replicate::PROTOCOL, &why).await;
                             ReplicateResponse::Refused(why.to_string())

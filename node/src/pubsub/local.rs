@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tidings_matcher::{Filter, Matcher, ParallelSearchTree, SubId, TopicPattern};
 use tokio::sync::mpsc;
@@ -16,7 +17,7 @@ pub const SUBSCRIBER_QUEUE: usize = 8192;
 /// One delivery to a subscriber.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    /// An event: its CID and its JSON form (DESIGN §6), shared by every matching subscriber.
+    /// An event: its CID and its JSON form (docs/api.md), shared by every matching subscriber.
     Event {
         /// The event's CID as a string.
         cid: Arc<str>,
@@ -24,6 +25,10 @@ pub enum Delivery {
         json: Arc<str>,
         /// Its stream and place in it (author key, topic, seq), for acknowledgements.
         stream: Arc<(Vec<u8>, String, u64)>,
+        /// The event's `time` (ms since the epoch, the author's clock).
+        time: u64,
+        /// When it was matched here (for the match→deliver latency).
+        matched: Instant,
     },
     /// The subscription ends; the text says why.
     Closed(String),
@@ -58,6 +63,10 @@ pub struct LocalSubs {
     next_id: AtomicU64,
     /// (id, root) of subscriptions that ended, for the lease task to cancel remotely.
     cancelled: Mutex<Vec<(SubId, String)>>,
+    /// Events queued for subscribers, one per subscriber per event (for `/metrics`).
+    delivered: AtomicU64,
+    /// Subscribers cut off as too slow (for `/metrics`).
+    too_slow: AtomicU64,
 }
 
 /// A live subscription: receives deliveries; dropping it unsubscribes.
@@ -187,6 +196,14 @@ impl LocalSubs {
         self.len() == 0
     }
 
+    /// (events queued for subscribers, subscribers cut off as too slow) since start.
+    pub fn delivery_counts(&self) -> (u64, u64) {
+        (
+            self.delivered.load(Ordering::Relaxed),
+            self.too_slow.load(Ordering::Relaxed),
+        )
+    }
+
     /// Ends every live subscription with `reason` (the node is stopping): each gets
     /// [`Delivery::Closed`] after what it has queued, and its queue closes, so every
     /// WebSocket and SSE stream ends and the API's graceful shutdown can finish. Subscriptions
@@ -207,8 +224,8 @@ impl LocalSubs {
         tracing::info!(reason, "closed every subscription");
     }
 
-    /// Matches one event and queues it for every matching subscriber, each once.
-    /// Returns how many subscribers it was queued for.
+    /// Matches one event (its `time` as the author stamped it) and queues it for every
+    /// matching subscriber, each once. Returns how many subscribers it was queued for.
     pub fn deliver(
         &self,
         topic: &str,
@@ -216,6 +233,7 @@ impl LocalSubs {
         cid: &str,
         event_json: &str,
         stream: Arc<(Vec<u8>, String, u64)>,
+        time: u64,
     ) -> usize {
         let Ok(mut guard) = self.inner.lock() else {
             return 0;
@@ -231,6 +249,8 @@ impl LocalSubs {
             cid: cid.into(),
             json: event_json.into(),
             stream,
+            time,
+            matched: Instant::now(),
         };
         let mut delivered = 0;
         let mut too_slow = Vec::new();
@@ -245,9 +265,12 @@ impl LocalSubs {
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+        self.delivered
+            .fetch_add(delivered as u64, Ordering::Relaxed);
         for id in too_slow {
             // Cut the subscriber off explicitly rather than skip events it would never know about.
             if self.unregister(inner, id).is_some() {
+                self.too_slow.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     id,
                     queue = SUBSCRIBER_QUEUE,

@@ -3,13 +3,14 @@
 //! primary matched them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::net::Network;
 use crate::net::batch::{Batch, Budget, pair_size};
 use crate::net::deliver::{DeliverRequest, DeliverResponse};
@@ -25,14 +26,16 @@ type Item = (ByteBuf, ByteBuf, u64);
 /// Per-destination ordered delivery queues.
 pub struct Outbox {
     net: Network,
+    metrics: Arc<Metrics>,
     queues: Mutex<HashMap<PeerId, mpsc::UnboundedSender<Item>>>,
 }
 
 impl Outbox {
-    /// Queues for delivery over `net`.
-    pub fn new(net: Network) -> Outbox {
+    /// Queues for delivery over `net`, counting outcomes in `metrics`.
+    pub fn new(net: Network, metrics: Arc<Metrics>) -> Outbox {
         Outbox {
             net,
+            metrics,
             queues: Mutex::default(),
         }
     }
@@ -54,11 +57,16 @@ impl Outbox {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(item);
         queues.insert(peer, tx);
-        tokio::spawn(worker(self.net.clone(), peer, rx));
+        tokio::spawn(worker(self.net.clone(), self.metrics.clone(), peer, rx));
     }
 }
 
-async fn worker(net: Network, peer: PeerId, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn worker(
+    net: Network,
+    metrics: Arc<Metrics>,
+    peer: PeerId,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+) {
     // The event that did not fit in the last batch: the first of the next.
     let mut carry = None;
     loop {
@@ -85,12 +93,17 @@ async fn worker(net: Network, peer: PeerId, mut rx: mpsc::UnboundedReceiver<Item
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
             match net.deliver(peer, req.clone()).await {
-                Ok(DeliverResponse::Ok) => break,
+                Ok(DeliverResponse::Ok) => {
+                    Metrics::add(&metrics.delivered_to_nodes, n as u64);
+                    break;
+                }
                 Ok(DeliverResponse::Refused(why)) => {
+                    Metrics::add(&metrics.deliveries_refused, n as u64);
                     tracing::warn!(%peer, events = n, reason = %why, "delivery refused");
                     break;
                 }
                 Err(e) if attempt == ATTEMPTS => {
+                    Metrics::add(&metrics.deliveries_given_up, n as u64);
                     tracing::warn!(%peer, events = n, error = %e, "delivery given up; the subscriber must repair the gap");
                 }
                 Err(e) => {

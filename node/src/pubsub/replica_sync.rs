@@ -28,6 +28,7 @@ use libp2p::PeerId;
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
 use crate::history::{self, Chain};
+use crate::metrics::Metrics;
 use crate::net::Role;
 use crate::net::history::{HistoryRequest, HistoryResponse, Tip};
 use crate::net::rendezvous;
@@ -202,6 +203,10 @@ impl Router {
         loop {
             tick.tick().await;
             let r = self.sync_round().await;
+            let m = self.metrics();
+            Metrics::add(&m.sync_events, r.pulled);
+            Metrics::add(&m.sync_holes, r.holes);
+            Metrics::add(&m.sync_durables, r.durables);
             if r.pulled + r.durables + r.holes + r.taken_over > 0 {
                 tracing::info!(
                     pulled = r.pulled,

@@ -1,4 +1,4 @@
-//! The router: publish, subscribe and deliver decisions (DESIGN §4).
+//! The router: publish, subscribe and deliver decisions (docs/protocols.md).
 //!
 //! * Publish: sign and store locally, then hand the block to the topic's primary (the member
 //!   of the root's rendezvous set closest to `sha256(topic)`), failing over to the next member;
@@ -210,8 +210,8 @@ impl Router {
             store,
             keypair,
             author,
+            outbox: Outbox::new(net.clone(), metrics.clone()),
             metrics,
-            outbox: Outbox::new(net.clone()),
             replicas: Replicas::new(net.clone()),
             net,
             local: Arc::default(),
@@ -238,6 +238,11 @@ impl Router {
     /// The history settings.
     pub fn history_config(&self) -> history::HistoryConfig {
         self.history
+    }
+
+    /// The node's counters for `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The store behind this router.
@@ -722,8 +727,14 @@ impl Router {
         let json = ipld_json::event_to_json(cid, event);
         let text = json.to_string();
         let stream = Arc::new((event.author.clone(), event.topic.clone(), event.seq));
-        self.local
-            .deliver(&event.topic, &json["body"], &cid.to_string(), &text, stream);
+        self.local.deliver(
+            &event.topic,
+            &json["body"],
+            &cid.to_string(),
+            &text,
+            stream,
+            event.time,
+        );
     }
 
     /// Stores replicas (one transaction) once every one of them verifies: one bad block and

@@ -1,4 +1,4 @@
-//! Durable subscription records and log scans for replay (DESIGN §5).
+//! Durable subscription records and log scans for replay (docs/protocols.md).
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};

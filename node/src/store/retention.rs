@@ -1,4 +1,4 @@
-//! Retention per root (DESIGN §5): the oldest log entries of a root go once they are older than
+//! Retention per root (docs/operations.md): the oldest log entries of a root go once they are older than
 //! the age limit or the root's logged bytes exceed the byte limit. Their blocks go too, except
 //! the heads and this node's own events, so the author always holds its stream: what ages out
 //! here can still be fetched by CID from a holder.

@@ -236,6 +236,16 @@ fn forged(seed: u8) -> Result<Block> {
     Ok(ev.to_block()?)
 }
 
+/// 200 valid events with a forged one at position 137: the receiver verifies them as ed25519
+/// batches spread over its cores, and must still refuse the whole request.
+fn good_batch_with_forged(seed: u8) -> Result<Vec<Block>> {
+    let mut blocks = (1..=200)
+        .map(|seq| signed(seed, seq))
+        .collect::<Result<Vec<_>>>()?;
+    blocks.insert(137, forged(seed)?);
+    Ok(blocks)
+}
+
 /// A block one byte over the 1 MiB limit, its CID right.
 fn oversized_block() -> Block {
     let data = vec![0x41; MAX_BLOCK_SIZE + 1];
@@ -388,6 +398,16 @@ fn cases() -> Vec<Case> {
             name: "deliver: a good event and a forged one",
             reason: Some("signature does not verify for the event's author"),
             act: |h| deliver_blocks(h, vec![signed(h.seed, 1)?, forged(h.seed)?]),
+        },
+        Case {
+            name: "replicate: one forged signature among 200 good events (one batch verification)",
+            reason: Some("signature does not verify for the event's author"),
+            act: |h| replicate(h, good_batch_with_forged(h.seed)?),
+        },
+        Case {
+            name: "deliver: one forged signature among 200 good events (one batch verification)",
+            reason: Some("signature does not verify for the event's author"),
+            act: |h| deliver_blocks(h, good_batch_with_forged(h.seed)?),
         },
         Case {
             name: "replicate: a block over 1 MiB",

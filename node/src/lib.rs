@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod embed;
 pub mod history;
 pub mod identity;
 pub mod metrics;

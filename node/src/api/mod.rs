@@ -1,6 +1,7 @@
 //! The HTTP API of DESIGN §6: routes, error mapping, authentication and serving.
 
 mod auth;
+mod encoding;
 mod error;
 mod history;
 mod routes;

@@ -1,6 +1,7 @@
-//! `GET /v1/subscribe?filter=F[&durable=NAME][&since=MS]`: matching events as WebSocket text
-//! frames (the client sends `{"ack": "<cid>"}` per event) or as Server-Sent Events (`id: <cid>`,
-//! `data: <event JSON>`). A bad filter is a 400 before any upgrade.
+//! `GET /v1/subscribe?filter=F[&durable=NAME][&since=MS][&encoding=json|dag-cbor]`: matching
+//! events as WebSocket frames (JSON text, or with `encoding=dag-cbor` binary CID + block, see
+//! [`super::encoding`]; the client sends `{"ack": "<cid>"}` per event) or as Server-Sent Events
+//! (`id: <cid>`, `data: <event JSON>`). A bad filter is a 400 before any upgrade.
 //!
 //! With `since`, stored events go first, then live ones, with no gap or duplicate at the seam.
 //! With `durable`, the rendezvous set keeps what this subscriber has not acknowledged while it
@@ -23,6 +24,7 @@ use serde_bytes::ByteBuf;
 use tidings_matcher::Filter;
 use tokio::sync::mpsc;
 
+use super::encoding::Encoding;
 use super::{ApiError, AppState};
 use crate::net::history::Ack;
 use crate::pubsub::Router;
@@ -40,6 +42,7 @@ pub(super) struct SubscribeQuery {
     filter: Option<String>,
     durable: Option<String>,
     since: Option<String>,
+    encoding: Option<String>,
 }
 
 /// Checks a durable name: 1-128 of `A-Z a-z 0-9 _ - .`.
@@ -73,6 +76,12 @@ pub(super) async fn subscribe(
     if let Some(name) = &q.durable {
         check_name(name)?;
     }
+    let encoding = Encoding::parse(q.encoding.as_deref())?;
+    if encoding == Encoding::DagCbor && ws.is_err() {
+        return Err(ApiError::bad_request(
+            "encoding=dag-cbor needs a WebSocket: Server-Sent Events carry text only",
+        ));
+    }
     let since = match q.since.as_deref() {
         None => None,
         Some(s) => Some(s.parse::<u64>().map_err(|_| {
@@ -96,7 +105,7 @@ pub(super) async fn subscribe(
     tracing::info!(id = opened.sub.id(), filter = %src, durable = ?q.durable, transport = if ws.is_ok() { "websocket" } else { "sse" }, "subscription opened");
     let router = st.router.clone();
     match ws {
-        Ok(ws) => Ok(ws.on_upgrade(move |socket| websocket(socket, opened, router))),
+        Ok(ws) => Ok(ws.on_upgrade(move |socket| websocket(socket, opened, router, encoding))),
         Err(_) => Ok(sse(opened, router).into_response()),
     }
 }
@@ -148,7 +157,12 @@ impl Feed {
                     if !self.sent.is_empty() && self.sent.remove(&cid) {
                         continue;
                     }
-                    return Item::Event(Backlogged { cid, json, stream });
+                    return Item::Event(Backlogged {
+                        cid,
+                        json,
+                        stream,
+                        block: None,
+                    });
                 }
                 Some(Delivery::Closed(reason)) => return Item::Closed(reason),
                 None => return Item::Closed(CLOSED_REASON.into()),
@@ -208,8 +222,8 @@ fn start(opened: Opened, router: Arc<Router>) -> (u64, Feed, Acks) {
     (sub.id(), Feed::new(sub, backlog), acks)
 }
 
-async fn websocket(mut socket: WebSocket, opened: Opened, router: Arc<Router>) {
-    let (id, mut feed, mut acks) = start(opened, router);
+async fn websocket(mut socket: WebSocket, opened: Opened, router: Arc<Router>, encoding: Encoding) {
+    let (id, mut feed, mut acks) = start(opened, router.clone());
     // Sent, not yet acknowledged: CID → stream position.
     let mut unacked: HashMap<Arc<str>, Arc<StreamPos>> = HashMap::new();
     let mut tick = tokio::time::interval(ACK_FLUSH);
@@ -220,7 +234,14 @@ async fn websocket(mut socket: WebSocket, opened: Opened, router: Arc<Router>) {
                     if acks.durable.is_some() {
                         unacked.insert(b.cid.clone(), b.stream.clone());
                     }
-                    if socket.send(Message::Text(b.json.as_ref().into())).await.is_err() {
+                    let msg = match encoding.message(&router, &b).await {
+                        Ok(m) => m,
+                        Err(reason) => {
+                            close_with(&mut socket, close_code::ERROR, &reason).await;
+                            break;
+                        }
+                    };
+                    if socket.send(msg).await.is_err() {
                         break;
                     }
                 }
@@ -250,8 +271,12 @@ async fn websocket(mut socket: WebSocket, opened: Opened, router: Arc<Router>) {
 }
 
 async fn close(socket: &mut WebSocket, reason: &str) {
+    close_with(socket, close_code::AGAIN, reason).await;
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
-        code: close_code::AGAIN,
+        code,
         reason: reason.into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;

@@ -41,7 +41,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// What the reader hands over.
 enum Item {
-    Event(Event),
+    Event(Box<Event>),
     /// The subscription failed; raised once, then iteration ends.
     Failed(Failure),
     /// Ended by `close()`.
@@ -95,7 +95,7 @@ impl Shared {
         match item {
             Item::Event(e) => {
                 self.events.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(e))
+                Ok(Some(*e))
             }
             Item::Failed(f) => {
                 self.finish();
@@ -251,7 +251,7 @@ async fn read(
             Some(Ok(Message::Binary(b))) => {
                 bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
                 match decode_frame(&b) {
-                    Ok(e) => Item::Event(e),
+                    Ok(e) => Item::Event(Box::new(e)),
                     Err(why) => Item::Failed(Failure::new(Kind::Verification, why)),
                 }
             }

@@ -4,16 +4,35 @@ import datetime
 import os
 import pathlib
 from types import TracebackType
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union, final
 
 __version__: str
 DEFAULT_API: str
 
 # An event body: what JSON can hold, plus bytes (IPLD bytes). A link is {"/": "<cid>"}.
-Body = Any
-Since = Union[int, datetime.datetime, datetime.timedelta]
-Seconds = Union[float, datetime.timedelta]
-StrPath = Union[str, "os.PathLike[str]"]
+_Body = Any
+_Since = Union[int, datetime.datetime, datetime.timedelta]
+_Seconds = Union[float, datetime.timedelta]
+_StrPath = Union[str, "os.PathLike[str]"]
+
+__all__ = [
+    "DEFAULT_API",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "Error",
+    "Event",
+    "Filter",
+    "Node",
+    "NotFound",
+    "Published",
+    "Subscription",
+    "Unauthorized",
+    "Unavailable",
+    "VerificationError",
+    "__version__",
+    "verify",
+]
 
 class Error(Exception):
     """Base class of every tidings error."""
@@ -45,6 +64,7 @@ class Unavailable(Error):
 class VerificationError(Error):
     """Data from the node failed verification here (CID, signature, shape). Never data."""
 
+@final
 class Event:
     """An event verified in this process against its CID and its author's signature."""
 
@@ -63,16 +83,17 @@ class Event:
     @property
     def prev(self) -> List[str]: ...
     @property
-    def body(self) -> Body:
+    def body(self) -> _Body:
         """The payload: bytes as bytes, links as {"/": "<cid>"}."""
     @property
     def block(self) -> bytes:
         """The verified DAG-CBOR block."""
     def to_json(self) -> Dict[str, Any]:
         """As the node's JSON API shows it."""
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
+@final
 class Published:
     """What publish returns."""
 
@@ -87,18 +108,20 @@ class Published:
     def heads(self) -> List[str]: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+@final
 class Filter:
     """A filter in any syntax (text, the seeds' JSON, Mongo-style), parsed by the node's code."""
 
-    def __init__(self, text: str) -> None:
+    def __new__(cls, text: str) -> "Filter":
         """Raises BadRequest (with position) if it does not parse."""
-    def matches(self, topic: str, body: Body) -> bool:
+    def matches(self, topic: str, body: _Body) -> bool:
         """Whether an event on topic with body matches, exactly as the node decides."""
     @property
     def root(self) -> str: ...
     @property
     def text(self) -> str: ...
 
+@final
 class Subscription(Iterator[Event], AsyncIterator[Event]):
     """Verified events as they are published; iterate with for or async for."""
 
@@ -131,48 +154,50 @@ class Subscription(Iterator[Event], AsyncIterator[Event]):
     @property
     def received_events(self) -> int: ...
 
+@final
 class Client:
     """A client of a node's HTTP API; every Event it returns was verified here."""
 
-    def __init__(self, api: Optional[str] = None, token: Optional[str] = None) -> None:
+    def __new__(cls, api: Optional[str] = None, token: Optional[str] = None) -> "Client":
         """api defaults to TIDINGS_API, then http://127.0.0.1:7700; token to TIDINGS_TOKEN."""
     @property
     def api(self) -> str: ...
-    def publish(self, topic: str, body: Body) -> Published: ...
+    def publish(self, topic: str, body: _Body) -> Published: ...
     def get(self, cid: str) -> Event: ...
     def heads(self, topic: str) -> List[str]: ...
     def status(self) -> Dict[str, Any]: ...
     def subscribe(
-        self, filter: str, durable: Optional[str] = None, since: Optional[Since] = None
+        self, filter: str, durable: Optional[str] = None, since: Optional[_Since] = None
     ) -> Subscription: ...
     def delete_durable(self, name: str) -> None: ...
     def fetch(
         self,
         cid: str,
-        until: Sequence[str] = (),
+        until: Sequence[str] = ...,
         progress: Optional[Callable[[Dict[str, Any]], Any]] = None,
     ) -> Dict[str, Any]: ...
-    def export_car(self, topic: str, path: StrPath) -> Dict[str, Any]: ...
-    def import_car(self, path: StrPath) -> Dict[str, Any]: ...
+    def export_car(self, topic: str, path: _StrPath) -> Dict[str, Any]: ...
+    def import_car(self, path: _StrPath) -> Dict[str, Any]: ...
 
+@final
 class Node:
     """A full node on its own threads in this process; a context manager."""
 
-    def __init__(
-        self,
-        data_dir: Optional[StrPath] = None,
+    def __new__(
+        cls,
+        data_dir: Optional[_StrPath] = None,
         api: Optional[str] = None,
         listen: Optional[Sequence[str]] = None,
-        bootstrap: Sequence[str] = (),
+        bootstrap: Sequence[str] = ...,
         role: str = "broker",
         replication: int = 3,
         token: Optional[str] = None,
-        sync_interval: Optional[Seconds] = None,
-        durable_expiry: Optional[Seconds] = None,
-        retain_age: Optional[Seconds] = None,
+        sync_interval: Optional[_Seconds] = None,
+        durable_expiry: Optional[_Seconds] = None,
+        retain_age: Optional[_Seconds] = None,
         retain_bytes: Optional[int] = None,
         threads: int = 2,
-    ) -> None: ...
+    ) -> "Node": ...
     @property
     def api(self) -> str: ...
     @property

@@ -72,3 +72,58 @@ def test_car_round_trip(tmp_path):
             with pytest.raises(tidings.BadRequest):
                 d.client().import_car(damaged)
             assert d.client().heads("/hist/car") == []
+
+
+def test_fetch_reports_each_progress_line_the_node_sends():
+    """The node sends a progress line every 250 ms, more than a short real fetch lasts; a
+    stand-in for its /v1/fetch answers with a known sequence of lines instead."""
+    import http.server
+    import json
+    import threading
+
+    lines = [
+        {"progress": {"blocks": 10, "bytes": 1000, "estimate": 30}},
+        {"progress": {"blocks": 20, "bytes": 2000, "estimate": 30}},
+        {"done": {"blocks": 30, "bytes": 3000, "verified": 30, "new_blocks": 30, "held": 0,
+                  "missing": [], "sources": ["p"], "seconds": 0.5, "complete": True}},
+    ]
+    seen = {}
+
+    class Fetch(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen["body"] = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-ndjson")
+            self.end_headers()
+            for line in lines:
+                self.wfile.write((json.dumps(line) + "\n").encode())
+                self.wfile.flush()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fetch)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = tidings.Client("http://127.0.0.1:%d" % server.server_address[1])
+        cid = "bafyreiabjc4z3vq5nyzi4y6kmdeyovzgbzrhvyfypzpvumgt3vgmeweztm"
+        calls = []
+        summary = client.fetch(cid, until=[cid], progress=calls.append)
+        assert seen["body"] == {"cid": cid, "until": [cid]}
+        assert calls == [
+            {"blocks": 10, "bytes": 1000, "estimate": 30},
+            {"blocks": 20, "bytes": 2000, "estimate": 30},
+            {"blocks": 30, "bytes": 3000, "estimate": 30},
+        ]
+        assert summary["verified"] == 30 and summary["complete"]
+        # A stream that ends without its summary is an error, not a result.
+        lines[:] = lines[:1]
+        with pytest.raises(tidings.Unavailable):
+            client.fetch(cid)
+        # So is a node-side failure.
+        lines[:] = [{"error": "no peer answered"}]
+        with pytest.raises(tidings.Unavailable) as e:
+            client.fetch(cid)
+        assert "no peer answered" in str(e.value)
+    finally:
+        server.shutdown()

@@ -190,7 +190,7 @@ async def run(base: pathlib.Path, edits: int, name: str) -> int:
     cai.attach(c)
     await sees_brokers(c, 4)
     # One Yjs update per event, as typed. Its node links the heads it had before it went
-    # away, so the first of these forks the stream; the answers say what the heads are.
+    # away, so these may fork the stream; the answers say what the heads are.
     back_heads = [len((await cai.publish(u)).heads) for u in offline]
     await cai.follow(durable="writer-cai")  # the durable kept what it missed
     await until("all four to converge after the merge", lambda: same(writers + [dee]))

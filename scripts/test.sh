@@ -11,11 +11,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 pip install -r ipld-schema/tests/interop/requirements.txt
 cargo test --workspace
-# maturin builds into the workspace's target/ with the test build's profile (dev: dependencies
-# at opt-level 2, as the tests above run them) instead of release: the same code, a few minutes
-# less to build (figures in bindings/python/README.md). The suite runs against an embedded node
-# and the target/debug/tidings that cargo test built.
+# Installed exactly as a user does (maturin, release, into the workspace's target/, so a second
+# run reuses it): it shares few artifacts with the test build above, whose dev-dependencies
+# change the features of tokio and others, and a dev-profile build measured no cheaper (figures
+# in bindings/python/README.md). The suite runs against an embedded node and the
+# target/debug/tidings that cargo test built.
 pip install -r bindings/python/tests/requirements.txt
-MATURIN_PEP517_ARGS="--profile dev" pip install --force-reinstall --no-deps ./bindings/python
+pip install --force-reinstall --no-deps ./bindings/python
 python3 -m pytest -q bindings/python/tests examples/tests
 scripts/fuzz-smoke.sh

@@ -3,11 +3,20 @@
 # and clippy. Installs what the tests need itself, since CI starts from a clean checkout:
 #   1. the independent Python IPLD implementation the interop test checks our blocks against;
 #   2. the workspace's tests (unit, property, interop, real-process);
-#   3. the fuzz smoke: every fuzz target for 25 s from its seeds (installs cargo-fuzz if missing).
+#   3. the Python binding, built from this checkout, with its pytest suite and the examples' tests;
+#   4. the fuzz smoke: every fuzz target for 25 s from its seeds (installs cargo-fuzz if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 pip install -r ipld-schema/tests/interop/requirements.txt
 cargo test --workspace
+# Installed exactly as a user does (maturin, release, into the workspace's target/, so a second
+# run reuses it): it shares few artifacts with the test build above, whose dev-dependencies
+# change the features of tokio and others, and a dev-profile build measured no cheaper (figures
+# in bindings/python/README.md). The suite runs against an embedded node and the
+# target/debug/tidings that cargo test built.
+pip install -r bindings/python/tests/requirements.txt
+pip install --force-reinstall --no-deps ./bindings/python
+python3 -m pytest -q bindings/python/tests examples/tests
 scripts/fuzz-smoke.sh

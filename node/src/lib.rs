@@ -7,6 +7,7 @@ pub mod age;
 pub mod api;
 pub mod client;
 pub mod crypto;
+pub mod embed;
 pub mod history;
 pub mod identity;
 pub mod metrics;

@@ -2,6 +2,7 @@
 
 mod auth;
 mod cors;
+mod encoding;
 mod error;
 mod history;
 pub mod resume;

@@ -1,6 +1,7 @@
-//! `GET /v1/subscribe?filter=F[&durable=NAME][&since=MS]`: matching events as WebSocket text
-//! frames (the client sends `{"ack": "<cid>"}` per event) or as Server-Sent Events (`id: <cid>`,
-//! `data: <event JSON>`). A bad filter is a 400 before any upgrade.
+//! `GET /v1/subscribe?filter=F[&durable=NAME][&since=MS][&encoding=json|dag-cbor]`: matching
+//! events as WebSocket frames (JSON text, or with `encoding=dag-cbor` binary CID + block, see
+//! [`super::encoding`]; the client sends `{"ack": "<cid>"}` per event) or as Server-Sent Events
+//! (`id: <cid>`, `data: <event JSON>`). A bad filter is a 400 before any upgrade.
 //!
 //! With `since` (ms, or an age like `15m`), stored events go first, then live ones, with no gap
 //! or duplicate at the seam. With `durable`, the rendezvous set keeps what this subscriber has
@@ -25,6 +26,7 @@ use serde_bytes::ByteBuf;
 use tidings_matcher::Filter;
 use tokio::sync::mpsc;
 
+use super::encoding::Encoding;
 use super::resume::{Resume, Stream};
 use super::{ApiError, AppState};
 use crate::metrics::{Metrics, SubKind, Transport};
@@ -53,6 +55,8 @@ pub(super) struct SubscribeQuery {
     since: Option<String>,
     /// `Last-Event-ID` for clients that cannot set headers (browsers' WebSocket).
     last_event_id: Option<String>,
+    /// `json` (default) or `dag-cbor` (WebSocket only).
+    encoding: Option<String>,
 }
 
 /// Checks a durable name: 1-128 of `A-Z a-z 0-9 _ - .`.
@@ -87,6 +91,12 @@ pub(super) async fn subscribe(
         .map_err(|e| ApiError::bad_request(format!("bad filter: {}", e.pointed(&src))))?;
     if let Some(name) = &q.durable {
         check_name(name)?;
+    }
+    let encoding = Encoding::parse(q.encoding.as_deref())?;
+    if encoding == Encoding::DagCbor && ws.is_err() {
+        return Err(ApiError::bad_request(
+            "encoding=dag-cbor needs a WebSocket: Server-Sent Events carry text only",
+        ));
     }
     let since = match q.since.as_deref() {
         None => None,
@@ -135,6 +145,7 @@ pub(super) async fn subscribe(
         stream: st.sent.open(&src, q.durable.as_deref()),
         transport,
         kind,
+        encoding,
     };
     match ws {
         Ok(ws) => Ok(ws.on_upgrade(move |socket| websocket(socket, opened, conn))),
@@ -150,6 +161,8 @@ struct Conn {
     stream: Stream,
     transport: Transport,
     kind: SubKind,
+    /// How events are framed over a WebSocket.
+    encoding: Encoding,
 }
 
 /// How a subscription starts: what to ask of history, an extra replay, what not to send.
@@ -325,6 +338,7 @@ impl Feed {
                             json,
                             stream,
                             time,
+                            block: None,
                         },
                         Some(matched),
                     );
@@ -427,8 +441,15 @@ async fn websocket(mut socket: WebSocket, opened: Opened, mut conn: Conn) {
                     if acks.durable.is_some() {
                         unacked.insert(b.cid.clone(), b.stream.clone());
                     }
+                    let msg = match conn.encoding.message(&conn.router, &b).await {
+                        Ok(m) => m,
+                        Err(reason) => {
+                            close_with(&mut socket, close_code::ERROR, &reason).await;
+                            break;
+                        }
+                    };
                     // A client that reads nothing for this long is as gone as a silent one.
-                    let send = socket.send(Message::Text(b.json.as_ref().into()));
+                    let send = socket.send(msg);
                     if !matches!(tokio::time::timeout(SILENT_FOR, send).await, Ok(Ok(()))) {
                         break;
                     }
@@ -478,8 +499,12 @@ async fn websocket(mut socket: WebSocket, opened: Opened, mut conn: Conn) {
 }
 
 async fn close(socket: &mut WebSocket, reason: &str) {
+    close_with(socket, close_code::AGAIN, reason).await;
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
-        code: close_code::AGAIN,
+        code,
         reason: reason.into(),
     };
     let _ = socket.send(Message::Close(Some(frame))).await;

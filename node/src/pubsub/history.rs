@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use libp2p::PeerId;
-use tidings_ipld_schema::{Cid, Event, json as ipld_json};
+use tidings_ipld_schema::{Block, Cid, Event, json as ipld_json};
 use tidings_matcher::Filter;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -51,6 +51,9 @@ pub struct Backlogged {
     pub stream: Arc<(Vec<u8>, String, u64)>,
     /// The event's `time` (ms since the epoch, the author's clock).
     pub time: u64,
+    /// The event's block, when at hand (history read from the rendezvous set, which may not
+    /// be stored here); `None` for live events, which are in this node's store.
+    pub block: Option<Arc<[u8]>>,
 }
 
 /// A durable subscription held by one connection.
@@ -282,6 +285,7 @@ impl Router {
         }))
         .await;
         let mut events: HashMap<Cid, Event> = HashMap::new();
+        let mut blocks: HashMap<Cid, Arc<[u8]>> = HashMap::new();
         let mut acked: HashMap<(Vec<u8>, String), u64> = HashMap::new();
         let mut answered = 0;
         for (m, r) in reads {
@@ -292,8 +296,9 @@ impl Router {
                         let e = acked.entry((a.author.into_vec(), a.topic)).or_default();
                         *e = (*e).max(a.seq);
                     }
-                    for (cid, ev) in evs {
-                        events.entry(cid).or_insert(ev);
+                    for (block, ev) in evs {
+                        blocks.entry(block.cid).or_insert_with(|| block.data.into());
+                        events.entry(block.cid).or_insert(ev);
                     }
                 }
                 Err(e) => tracing::warn!(member = %m, error = %e, "history not read from member"),
@@ -324,6 +329,7 @@ impl Router {
                 json: ipld_json::event_to_json(&cid, &e).to_string().into(),
                 stream: Arc::new((e.author.clone(), e.topic.clone(), e.seq)),
                 time: e.time,
+                block: blocks.remove(&cid),
             })
             .collect())
     }
@@ -335,7 +341,7 @@ impl Router {
         src: &str,
         durable: Option<String>,
         since: Option<u64>,
-    ) -> Result<(Vec<(Cid, Event)>, Vec<Ack>), String> {
+    ) -> Result<(Vec<(Block, Event)>, Vec<Ack>), String> {
         let mut cursor = 0;
         let mut out = Vec::new();
         loop {
@@ -353,8 +359,7 @@ impl Router {
                     acked,
                 } => {
                     for (cid, data) in events {
-                        let (block, event) = verify_wire(&cid, data.into_vec())?;
-                        out.push((block.cid, event));
+                        out.push(verify_wire(&cid, data.into_vec())?);
                     }
                     match next {
                         Some(n) if n > cursor => cursor = n,

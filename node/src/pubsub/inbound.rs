@@ -24,9 +24,8 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
         match msg {
             Inbound::Publish { peer, req, reply } => {
                 tokio::spawn(async move {
-                    let (cid, data) = (req.cid.into_vec(), req.block.into_vec());
-                    let verified = crate::crypto::run(move || verify_wire(&cid, data)).await;
-                    let resp = match verified {
+                    // One block: verified here (see crate::crypto for why).
+                    let resp = match verify_wire(&req.cid, req.block.into_vec()) {
                         Ok((block, event)) => {
                             let resp = router.serve_publish(&block, &event).await;
                             let m = router.metrics();

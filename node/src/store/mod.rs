@@ -168,9 +168,10 @@ impl Store {
     }
 
     /// Stores this node's own new event, signed with the links [`Store::next_links`] gave, in
-    /// the next group commit; fails with [`StoreError::Conflict`] (nothing stored) if the
-    /// author's stream moved on meanwhile. Callers serialise their appends per topic.
-    pub async fn append_signed(&self, block: Block, event: Event) -> Result<(), StoreError> {
+    /// the next group commit, and returns the topic's heads right after it; fails with
+    /// [`StoreError::Conflict`] (nothing stored) if the author's stream moved on meanwhile.
+    /// Callers serialise their appends per topic.
+    pub async fn append_signed(&self, block: Block, event: Event) -> Result<Vec<Cid>, StoreError> {
         let bytes = block.data.len();
         self.writer
             .run(bytes, move |_, t| {
@@ -183,7 +184,9 @@ impl Store {
                     )));
                 }
                 t.apply_event(&block, &event)?;
-                Ok(())
+                let mut heads = t.heads_of(&event.topic)?;
+                heads.sort();
+                Ok(heads)
             })
             .await
     }
@@ -225,6 +228,21 @@ impl Store {
         };
         txn.commit().map_err(db)?;
         Ok(summary)
+    }
+
+    /// A publish taken as the topic's primary: stored (holes recorded: the set keeps whole
+    /// streams) in the next group commit; the topic's heads right after.
+    pub async fn insert_publish(&self, block: Block, event: Event) -> Result<Vec<Cid>, StoreError> {
+        let bytes = block.data.len();
+        self.writer
+            .run(bytes, move |_, t| {
+                t.set_note_holes(true);
+                t.apply_event(&block, &event)?;
+                let mut heads = t.heads_of(&event.topic)?;
+                heads.sort();
+                Ok(heads)
+            })
+            .await
     }
 
     /// [`Store::insert_keeping`] in the next group commit: the hot paths' way in (replicas,

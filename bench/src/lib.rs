@@ -10,3 +10,4 @@ pub mod procs;
 pub mod proxy;
 pub mod report;
 pub mod stats;
+pub mod subscribers;

@@ -252,6 +252,15 @@ fn us(v: f64) -> String {
     }
 }
 
+/// A ratio: two decimals below 10, whole numbers with separators above.
+fn times(r: f64) -> String {
+    if r >= 10.0 {
+        format!("{}×", thousands(r))
+    } else {
+        format!("{r:.2}×")
+    }
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
@@ -350,13 +359,13 @@ pub fn section(run: Option<&RunInfo>, phases: &[Phase], file: &str) -> String {
     if let (Some(b), Some(m)) = (ok("baseline"), ok("subscribers")) {
         let _ = writeln!(
             s,
-            "What {} subscribers cost the publisher: publish p50 {:.2}× and p99 {:.2}× the \
+            "What {} subscribers cost the publisher: publish p50 {} and p99 {} the \
              baseline's (one subscriber, same events, same run). The node held {} more resident \
              memory with them open ({} before, {} after subscribing, peak {}); opening them took \
              {:.1} s.\n",
             thousands(m.subscribers as f64),
-            m.publish_p50_us / b.publish_p50_us,
-            m.publish_p99_us / b.publish_p99_us,
+            times(m.publish_p50_us / b.publish_p50_us),
+            times(m.publish_p99_us / b.publish_p99_us),
             mib(m.rss_subscribed.saturating_sub(m.rss_before)),
             mib(m.rss_before),
             mib(m.rss_subscribed),
@@ -542,6 +551,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("publish p50 1.50× and p99 1.50×"), "{text}");
+        assert_eq!(
+            (times(375.04), times(0.904)),
+            ("375×".into(), "0.90×".into())
+        );
         assert!(text.contains("| 2,048 B |"), "{text}");
         // Again: the section is replaced, not added.
         report(&readme, &jsonl)?;

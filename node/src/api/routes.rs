@@ -270,6 +270,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         leases,
         delivered_local,
         too_slow,
+        commits: st.router.store().commit_stats(),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

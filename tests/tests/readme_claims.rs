@@ -1,7 +1,9 @@
 //! Claims of the README and docs/ that no other test exercised: `--help` of every command,
-//! a positive `GET /v1/car` export and `GET /v1/blocks/{cid}`, and `since` given as an age.
+//! a positive `GET /v1/car` export and `GET /v1/blocks/{cid}`, `since` given as an age, a
+//! durable subscription over SSE, and hostile bodies to `POST /v1/fetch`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
@@ -175,5 +177,104 @@ fn since_as_an_age_replays_what_is_that_recent() -> Result<()> {
     let r = reqwest::blocking::get(sub("5 parsecs")?)?;
     ensure!(r.status() == 400, "bad since: {}", r.status());
     ensure!(r.text()?.contains("since"), "the error should name since");
+    Ok(())
+}
+
+#[test]
+fn a_durable_subscription_over_sse_gets_what_it_missed() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = NodeProcess::start(&dir.path().join("n"), &[])?;
+    let api = node.api();
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", node.api),
+        &[("filter", "/sd/**"), ("durable", "sse-d")],
+    )?;
+    let (sock, rx) = sse_subscribe(&url)?;
+    // Live: publish until one arrives (the subscription takes effect a moment after its answer).
+    let live = tidings_tests::poll(Duration::from_secs(20), || {
+        let (s, v) = api.publish("/sd/x", &json!({"live": true})).ok()?;
+        let cid = (s == 200).then(|| v["cid"].as_str().map(str::to_string))??;
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if line.contains(&cid) {
+                return Some(());
+            }
+        }
+        None
+    });
+    ensure!(live.is_some(), "nothing arrived on the durable SSE stream");
+    // While it is held, the name is taken.
+    let r = reqwest::blocking::get(url.clone())?;
+    ensure!(r.status() == 409, "a second connection: {}", r.status());
+    drop(r);
+    // Away: the node has seen the connection go before the events are published.
+    sock.shutdown(std::net::Shutdown::Both)?;
+    tidings_tests::poll(Duration::from_secs(20), || {
+        (node.status().ok()?["subscriptions"].as_u64()? == 0).then_some(())
+    })
+    .context("the node never saw the SSE connection close")?;
+    let mut missed = Vec::new();
+    for i in 0..5 {
+        let (s, v) = api.publish("/sd/x", &json!({"i": i}))?;
+        ensure!(s == 200, "publish: {s} {v}");
+        missed.push(v["cid"].as_str().context("cid")?.to_string());
+    }
+    // Back over SSE with the same name: what it missed, in order, then live (the sentinel).
+    let (_sock, rx) = sse_subscribe(&url)?;
+    let (s, v) = api.publish("/sd/x", &json!({"sentinel": true}))?;
+    ensure!(s == 200, "sentinel: {s} {v}");
+    let end = v["cid"].as_str().context("cid")?.to_string();
+    let got = collect_until(&rx, &[end], "durable over SSE")?;
+    ensure!(got == missed, "got {got:?}, want what it missed {missed:?}");
+    Ok(())
+}
+
+#[test]
+fn hostile_bodies_to_fetch_are_refused_and_the_node_carries_on() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = NodeProcess::start(&dir.path().join("n"), &[])?;
+    let api = node.api();
+    let (s, v) = api.publish("/hf/x", &json!({"n": 1}))?;
+    ensure!(s == 200, "publish: {s} {v}");
+    let cid = v["cid"].as_str().context("cid")?.to_string();
+    let long_until = json!({"cid": cid, "until": vec![cid.clone(); 100_000]}).to_string();
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        ("empty", vec![], &[400]),
+        ("not JSON", b"{cid: nope".to_vec(), &[400]),
+        ("no cid", br#"{"until": []}"#.to_vec(), &[400]),
+        ("cid not a string", br#"{"cid": 5}"#.to_vec(), &[400]),
+        ("not a CID", br#"{"cid": "bafy-not-a-cid"}"#.to_vec(), &[400]),
+        ("bad until", format!(r#"{{"cid": "{cid}", "until": ["x"]}}"#).into_bytes(), &[400]),
+        ("until not a list", format!(r#"{{"cid": "{cid}", "until": "{cid}"}}"#).into_bytes(), &[400]),
+        ("unknown field", format!(r#"{{"cid": "{cid}", "x": 1}}"#).into_bytes(), &[400]),
+        ("deep nesting", deep.into_bytes(), &[400]),
+        ("too large", long_until.into_bytes(), &[413, 400]),
+        ("binary", vec![0xff, 0x00, 0xfe, 0x81], &[400]),
+    ];
+    for (what, body, want) in cases {
+        let r = api
+            .request(reqwest::Method::POST, "/v1/fetch")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()?;
+        let code = r.status().as_u16();
+        let text = r.text()?;
+        ensure!(want.contains(&code), "{what}: {code} {text}");
+        ensure!(
+            text.contains("error"),
+            "{what}: the refusal should say why: {text}"
+        );
+    }
+    ensure!(node.status().is_ok(), "the node stopped answering");
+    // And a good one still works: the event is held already.
+    let r = api
+        .request(reqwest::Method::POST, "/v1/fetch")
+        .body(json!({ "cid": cid }).to_string())
+        .send()?;
+    ensure!(r.status() == 200, "a good fetch: {}", r.status());
+    ensure!(
+        r.text()?.contains("\"complete\":true"),
+        "a fetch of a held event is complete"
+    );
     Ok(())
 }

@@ -22,7 +22,9 @@ fn routes(cid: &str, car: &[u8]) -> Vec<(Method, String, Vec<u8>, u16)> {
         (
             Method::POST,
             "/v1/publish".into(),
-            json!({"topic": TOPIC, "body": {"n": 2}}).to_string().into_bytes(),
+            json!({"topic": TOPIC, "body": {"n": 2}})
+                .to_string()
+                .into_bytes(),
             200,
         ),
         (Method::GET, format!("/v1/events/{cid}"), vec![], 200),
@@ -96,10 +98,7 @@ fn every_route_is_refused_without_the_token_and_works_with_it() -> Result<()> {
     drop(ws);
 
     // A real SSE request: refused without the token, a stream of events with it.
-    let sse = reqwest::Url::parse(&format!(
-        "{}/v1/subscribe?filter=%2Fauth%2F**",
-        bare.base()
-    ))?;
+    let sse = reqwest::Url::parse(&format!("{}/v1/subscribe?filter=%2Fauth%2F**", bare.base()))?;
     let refused = tidings_tests::sse_subscribe_with(&sse, None);
     ensure!(
         refused

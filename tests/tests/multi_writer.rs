@@ -75,7 +75,12 @@ fn two_writers_fork_a_topic_and_a_later_event_joins_the_branches_everywhere() ->
         poll(Duration::from_secs(20), || {
             (heads(&n.api()).ok()? == fork).then_some(())
         })
-        .with_context(|| format!("{name}'s heads never showed the fork: {:?}", heads(&n.api())))?;
+        .with_context(|| {
+            format!(
+                "{name}'s heads never showed the fork: {:?}",
+                heads(&n.api())
+            )
+        })?;
     }
 
     // w1 learns of w2's branch (a fetch), and its next event links both.
@@ -88,7 +93,10 @@ fn two_writers_fork_a_topic_and_a_later_event_joins_the_branches_everywhere() ->
         p.len() == 2 && parents == fork,
         "the joining event's prev is {p:?}, want both heads"
     );
-    ensure!(p[0] == x1, "its author's own previous event comes first: {p:?}");
+    ensure!(
+        p[0] == x1,
+        "its author's own previous event comes first: {p:?}"
+    );
 
     // Every node ends with the one head: the brokers by replication, the other writer and the
     // third node by fetching it (which walks both branches).
@@ -101,7 +109,11 @@ fn two_writers_fork_a_topic_and_a_later_event_joins_the_branches_everywhere() ->
     }
     let done = fetch(&w2.api(), &x2)?;
     ensure!(done["complete"] == json!(true), "w2's fetch: {done}");
-    ensure!(heads(&w2.api())? == one, "w2's heads: {:?}", heads(&w2.api()));
+    ensure!(
+        heads(&w2.api())? == one,
+        "w2's heads: {:?}",
+        heads(&w2.api())
+    );
     let done = fetch(&third.api(), &x2)?;
     ensure!(
         done["complete"] == json!(true) && done["new_blocks"] == json!(3),

@@ -19,7 +19,11 @@ const RETAIN: &[&str] = &[
     "1s",
 ];
 
-fn broker(dir: &std::path::Path, name: &str, bootstrap: Option<&NodeProcess>) -> Result<NodeProcess> {
+fn broker(
+    dir: &std::path::Path,
+    name: &str,
+    bootstrap: Option<&NodeProcess>,
+) -> Result<NodeProcess> {
     let addr = bootstrap.map(NodeProcess::p2p_addr).transpose()?;
     let mut args = RETAIN.to_vec();
     if let Some(a) = &addr {
@@ -61,7 +65,9 @@ fn ws_take(ws: &mut Ws, n: usize) -> Result<Vec<String>> {
         if let tungstenite::Message::Text(t) = msg {
             let v: Value = serde_json::from_str(t.as_str())?;
             let cid = v["cid"].as_str().context("cid")?.to_string();
-            ws.send(tungstenite::Message::text(json!({ "ack": cid }).to_string()))?;
+            ws.send(tungstenite::Message::text(
+                json!({ "ack": cid }).to_string(),
+            ))?;
             got.push(cid);
         }
     }
@@ -99,8 +105,10 @@ fn retention_keeps_heads_own_events_and_durable_backlogs_and_sync_chases_no_prun
             if let tungstenite::Message::Text(t) = msg
                 && t.contains(&cid)
             {
-                ws.send(tungstenite::Message::text(json!({ "ack": cid }).to_string()))
-                    .ok()?;
+                ws.send(tungstenite::Message::text(
+                    json!({ "ack": cid }).to_string(),
+                ))
+                .ok()?;
                 return Some(cid);
             }
         }

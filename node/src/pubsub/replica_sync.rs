@@ -282,9 +282,9 @@ impl Router {
             // What is missing is older than the event above it. Past this node's retention it
             // would be removed here at once, and the members (which prune alike) have removed
             // it: asking them again every round would find nothing, for ever.
-            if retain_age.is_some_and(|age| {
-                now_ms().saturating_sub(hole.time) > age.as_millis() as u64
-            }) {
+            if retain_age
+                .is_some_and(|age| now_ms().saturating_sub(hole.time) > age.as_millis() as u64)
+            {
                 let store = self.store().clone();
                 match blocking(move || Ok(store.drop_hole(&missing)?)).await {
                     Ok(_) => {

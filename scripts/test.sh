@@ -13,6 +13,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -r ipld-schema/tests/interop/requirements.txt
 NATS_SERVER="$(bench/nats-server.sh)"
 export NATS_SERVER
+# Builds target/debug/tidings with the `test-faults` feature (tests/ enables it, and features
+# unify across the workspace), so no second build of the node: the release build of the binding
+# below has none of the switches, which its test_release_build.py checks.
 cargo test --workspace
 # Installed exactly as a user does (maturin, release, into the workspace's target/, so a second
 # run reuses it): it shares few artifacts with the test build above, whose dev-dependencies

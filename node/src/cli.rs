@@ -9,10 +9,17 @@ use tidings_node::client::Client;
 use tidings_node::net::Role;
 use tidings_node::net::rendezvous::DEFAULT_REPLICATION;
 
+/// `tidings --version`: a build with the test-only fault switches says so, which is how the
+/// real-process tests check they run the binary they need.
+#[cfg(feature = "test-faults")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test-faults)");
+#[cfg(not(feature = "test-faults"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// tidings: content-based publish/subscribe over IPLD. Every event is a signed, content-addressed
 /// block; a single node with its embedded store is a complete network.
 #[derive(Parser, Debug)]
-#[command(name = "tidings", version, propagate_version = true)]
+#[command(name = "tidings", version = VERSION, propagate_version = true)]
 #[command(after_help = "Start a node:        tidings node\n\
 Publish an event:    tidings pub /stocks/euronext/CTT '{\"price\": 5.55, \"order\": \"buy\"}'\n\
 Subscribe:           tidings sub '/stocks/** where order = \"buy\" and price < 10'\n\

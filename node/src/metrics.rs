@@ -42,6 +42,10 @@ pub struct Metrics {
     pub sync_events: AtomicU64,
     /// Holes in authors' chains filled by replica sync.
     pub sync_holes: AtomicU64,
+    /// Hole fetches no member could answer (each is asked for again later).
+    pub sync_hole_misses: AtomicU64,
+    /// Holes dropped unfetched: older than `--retain-age`, so retention has removed them.
+    pub sync_holes_pruned: AtomicU64,
     /// Durable records taken in by replica sync.
     pub sync_durables: AtomicU64,
     /// Open API subscriptions by transport and kind.
@@ -182,7 +186,7 @@ impl Metrics {
             head(out, name, help, kind);
             let _ = writeln!(out, "{name} {v}");
         };
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "tidings_published_events_total",
                 "Events published through this node's API and acknowledged.",
@@ -237,6 +241,16 @@ impl Metrics {
                 "tidings_replica_sync_holes_filled_total",
                 "Holes in authors' chains filled by replica sync.",
                 &self.sync_holes,
+            ),
+            (
+                "tidings_replica_sync_hole_misses_total",
+                "Fetches of a hole in an author's chain that no member could answer (asked again later).",
+                &self.sync_hole_misses,
+            ),
+            (
+                "tidings_replica_sync_holes_pruned_total",
+                "Holes in authors' chains dropped unfetched: older than --retain-age, so pruned.",
+                &self.sync_holes_pruned,
             ),
             (
                 "tidings_replica_sync_durables_total",

@@ -28,6 +28,16 @@ pub fn tidings_bin() -> PathBuf {
     profile_dir.join(format!("tidings{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// Whether `bin` was built with the `test-faults` feature (its `--version` says so).
+pub fn has_test_faults(bin: &Path) -> Result<bool> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    ensure!(out.status.success(), "{} --version failed", bin.display());
+    Ok(String::from_utf8_lossy(&out.stdout).contains("(test-faults)"))
+}
+
 /// Polls `f` until it returns `Some` or `timeout` passes.
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -89,7 +99,19 @@ impl NodeProcess {
         let bin = tidings_bin();
         if !bin.exists() {
             bail!(
-                "{} not found: build it with `cargo build -p tidings-node` or set TIDINGS_BIN",
+                "{} not found: build it with `cargo build -p tidings-node --features test-faults` \
+                 or set TIDINGS_BIN",
+                bin.display()
+            );
+        }
+        // A build without the switches ignores them, and a test relying on one would pass
+        // for the wrong reason or fail for one that is hard to see.
+        if env.iter().any(|(k, _)| k.starts_with("TIDINGS_TEST_")) {
+            ensure!(
+                has_test_faults(&bin)?,
+                "{} was built without the `test-faults` feature, so it ignores the test-only \
+                 switches this test sets: build it with `cargo build -p tidings-node --features \
+                 test-faults` (`cargo test --workspace` does)",
                 bin.display()
             );
         }
@@ -355,6 +377,14 @@ pub fn ws_durable(api: &str, filter: &str, durable: &str, read_timeout: Duration
 /// A plain HTTP/1.1 SSE client on a raw socket, so the test can cut the connection itself.
 /// Returns the socket (to shut down) and the `data:` lines; fails unless the answer is 200.
 pub fn sse_subscribe(url: &reqwest::Url) -> Result<(TcpStream, mpsc::Receiver<String>)> {
+    sse_subscribe_with(url, None)
+}
+
+/// [`sse_subscribe`] sending `Authorization: Bearer <token>` if given.
+pub fn sse_subscribe_with(
+    url: &reqwest::Url,
+    token: Option<&str>,
+) -> Result<(TcpStream, mpsc::Receiver<String>)> {
     let addr = format!(
         "{}:{}",
         url.host_str().context("host")?,
@@ -362,9 +392,12 @@ pub fn sse_subscribe(url: &reqwest::Url) -> Result<(TcpStream, mpsc::Receiver<St
     );
     let mut stream = TcpStream::connect(addr)?;
     let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: tidings\r\nAccept: text/event-stream\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: tidings\r\nAccept: text/event-stream\r\n{auth}\r\n"
     )?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut status = String::new();
@@ -561,6 +594,43 @@ pub fn collect(rx: &mpsc::Receiver<String>, want: usize, who: &str) -> Result<Ve
         let v: Value =
             serde_json::from_str(&line).with_context(|| format!("{who}: bad line {line}"))?;
         got.push(v["cid"].as_str().context("cid")?.to_string());
+    }
+    Ok(got)
+}
+
+/// Collects event CIDs until every one of `sentinels` has arrived (or fails at the deadline);
+/// returns the others, in arrival order. A test publishes its sentinels after its last event,
+/// each on a stream (author and topic) whose events it follows, so anything extra or duplicate
+/// that was coming has come by then: delivery keeps each stream's order. No silence is taken
+/// for success, whatever the machine's speed.
+pub fn collect_until(
+    rx: &mpsc::Receiver<String>,
+    sentinels: &[String],
+    who: &str,
+) -> Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut waiting: std::collections::HashSet<&String> = sentinels.iter().collect();
+    let mut got = Vec::new();
+    while !waiting.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).with_context(|| {
+            format!(
+                "{who}: {} of {} sentinels never came (after {} events)",
+                waiting.len(),
+                sentinels.len(),
+                got.len()
+            )
+        })?;
+        let v: Value =
+            serde_json::from_str(&line).with_context(|| format!("{who}: bad line {line}"))?;
+        let cid = v["cid"].as_str().context("cid")?.to_string();
+        if !waiting.remove(&cid) {
+            ensure!(
+                !sentinels.contains(&cid),
+                "{who}: sentinel {cid} delivered twice"
+            );
+            got.push(cid);
+        }
     }
     Ok(got)
 }

@@ -42,6 +42,7 @@ fn sigkill_during_publish_loses_no_acknowledged_event() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("node");
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut kills = 0;
 
     for round in 0..rounds {
@@ -62,7 +63,8 @@ fn sigkill_during_publish_loses_no_acknowledged_event() -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for w in 0..2u64 {
-            let (api, stop, acked) = (node.api(), stop.clone(), acked.clone());
+            let (api, stop, acked, failures) =
+                (node.api(), stop.clone(), acked.clone(), failures.clone());
             let mut wrng = StdRng::seed_from_u64(seed ^ (round << 8) ^ w);
             workers.push(std::thread::spawn(move || {
                 let mut i = 0u64;
@@ -70,13 +72,22 @@ fn sigkill_during_publish_loses_no_acknowledged_event() -> Result<()> {
                     let topic = TOPICS[wrng.random_range(0..TOPICS.len())];
                     let body = json!({"worker": w, "round": round, "i": i, "price": wrng.random_range(1.0..20.0)});
                     i += 1;
-                    // Anything but a 200 with a CID is not acknowledged and promises nothing.
-                    if let Ok((200, v)) = api.publish(topic, &body) {
-                        let (Some(cid), Some(seq)) = (v["cid"].as_str(), v["seq"].as_u64()) else {
-                            continue;
-                        };
-                        if let Ok(mut a) = acked.lock() {
-                            a.push(Acked { topic, seq, cid: cid.to_string() });
+                    // A request the kill cut (no answer) promises nothing. An answer is the
+                    // node's word: a 200 must carry the CID and seq, and anything else (a 5xx
+                    // from a store in trouble, a 4xx for a valid event) is a failure.
+                    let Ok((status, v)) = api.publish(topic, &body) else {
+                        continue;
+                    };
+                    match (status, v["cid"].as_str(), v["seq"].as_u64()) {
+                        (200, Some(cid), Some(seq)) => {
+                            if let Ok(mut a) = acked.lock() {
+                                a.push(Acked { topic, seq, cid: cid.to_string() });
+                            }
+                        }
+                        _ => {
+                            if let Ok(mut f) = failures.lock() {
+                                f.push(format!("round {round}: publish to {topic}: {status} {v}"));
+                            }
                         }
                     }
                 }
@@ -96,6 +107,16 @@ fn sigkill_during_publish_loses_no_acknowledged_event() -> Result<()> {
         for w in workers {
             let _ = w.join();
         }
+        let failed = failures
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clone();
+        ensure!(
+            failed.is_empty(),
+            "the node answered publishes with failures (seed {seed:#x}):\n{}\n{}",
+            failed.join("\n"),
+            node.log()
+        );
     }
 
     let node = NodeProcess::start(&data, &[])?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 use tidings_tests::{
-    Api, collect, line_channel, poll, signal_and_wait, sse_subscribe, tidings_bin,
+    Api, collect_until, line_channel, poll, signal_and_wait, sse_subscribe, tidings_bin,
 };
 
 /// A running `tidings devnet` and what it printed.
@@ -159,12 +159,19 @@ fn the_readme_tour_runs_on_a_devnet_and_sigterm_stops_every_node() -> Result<()>
             want.push(v["cid"].as_str().context("cid")?.to_string());
         }
     }
-    let got = collect(&rx, want.len(), "devnet subscriber")?;
-    ensure!(got == want, "subscriber got {got:?}, want {want:?}");
-    // Nothing else arrives: the lime was filtered out in the network.
+    // Sentinels after the last event of each stream: the lime's (a wrongly delivered lime would
+    // come before it) and the pear's. Nothing but the two ripe events may come before them.
+    let mut sentinels = Vec::new();
+    for (api, topic) in [(&apis[1], "/fruits/lime"), (&apis[0], "/fruits/pear")] {
+        let (code, v) = api.publish(topic, &json!({ "ripe": true, "sentinel": true }))?;
+        ensure!(code == 200, "publish sentinel {topic}: {code} {v}");
+        sentinels.push(v["cid"].as_str().context("cid")?.to_string());
+    }
+    let got = collect_until(&rx, &sentinels, "devnet subscriber")?;
     ensure!(
-        rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "an unmatched event arrived"
+        got == want,
+        "subscriber got {got:?} before the sentinels, want {want:?} (the lime is filtered out \
+         in the network)"
     );
 
     let status = devnet.stop_with(libc::SIGTERM, Duration::from_secs(30))?;

@@ -90,11 +90,9 @@ fn dropped_deliveries_are_repaired_from_the_dag_in_order() -> Result<()> {
     wait_lease(&a)?;
     // a publishes: its own stream, seq = i. A third do not match the filter at all.
     let want = publish_range(&a.api(), "/gap/x", 1..=203, 3)?;
-    let got = tidings_tests::collect(&rx, want.len(), "gap subscriber")?;
-    ensure!(
-        rx.recv_timeout(Duration::from_millis(300)).is_err(),
-        "an event beyond the expected ones arrived"
-    );
+    // The sentinel follows on the same stream: nothing but `want` may come before it.
+    let end = sentinel(&a.api(), "/gap/x")?;
+    let got = tidings_tests::collect_until(&rx, &[end], "gap subscriber")?;
     same_order(&got, &want, "gap subscriber")?;
     let metrics = reqwest::blocking::get(format!("{}/metrics", b.api))?.text()?;
     let repaired = metrics
@@ -125,7 +123,7 @@ fn a_durable_whose_first_deliveries_of_a_stream_were_lost_gets_them_repaired() -
     // would never come back from the backlog, so the repair must reach back to seq 1.
     let got = ws_take(&mut ws, want.len())?;
     same_order(&got, &want, "durable subscriber")?;
-    ws_quiet(&mut ws)?;
+    ws_until_sentinel(&mut ws, &a.api(), "/first/x")?;
     ensure!(b.log().contains("gap repaired"), "b's log should say so");
     Ok(())
 }
@@ -177,15 +175,29 @@ fn ws_take(ws: &mut Ws, n: usize) -> Result<Vec<String>> {
     Ok(got)
 }
 
-/// Asserts no further event arrives for a moment.
-fn ws_quiet(ws: &mut Ws) -> Result<()> {
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
+/// Publishes a sentinel (matching `keep = true`) on `topic`, the stream the subscriber follows,
+/// and reads until it arrives: any other event before it is an extra or a duplicate, and a
+/// read error (a closed or timed-out socket) is a failure, not silence.
+fn ws_until_sentinel(ws: &mut Ws, api: &tidings_tests::Api, topic: &str) -> Result<()> {
+    let sentinel = sentinel(api, topic)?;
+    loop {
+        let msg = ws.read().context("waiting for the sentinel")?;
+        if let tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str())?;
+            ensure!(
+                v["cid"].as_str() == Some(sentinel.as_str()),
+                "an extra or duplicate event before the sentinel: {t}"
+            );
+            return Ok(());
+        }
     }
-    match ws.read() {
-        Ok(tungstenite::Message::Text(t)) => anyhow::bail!("unexpected extra event {t}"),
-        _ => Ok(()),
-    }
+}
+
+/// Publishes `{"keep": true, "sentinel": true}` to `topic`; its CID.
+fn sentinel(api: &tidings_tests::Api, topic: &str) -> Result<String> {
+    let (s, v) = api.publish(topic, &serde_json::json!({"keep": true, "sentinel": true}))?;
+    ensure!(s == 200, "publish sentinel: {s} {v}");
+    Ok(v["cid"].as_str().context("cid")?.to_string())
 }
 
 /// Publishes `{"i": i, "keep": i % skip_every != 0}` for each `i` in `range` to `topic` (the
@@ -274,7 +286,7 @@ fn a_durable_subscriber_gets_what_it_missed_in_order_then_live_events() -> Resul
         ws_take(&mut ws, live.len())? == live,
         "live events after the backlog"
     );
-    ws_quiet(&mut ws)?;
+    ws_until_sentinel(&mut ws, &publisher, "/dur/x")?;
     ws.close(None)?;
     let _ = ws.read();
 
@@ -333,11 +345,8 @@ fn a_replay_during_a_steady_publish_stream_has_no_gap_and_no_duplicate() -> Resu
         .lock()
         .map_err(|_| anyhow::anyhow!("lock"))?
         .clone();
-    let got = tidings_tests::collect(&rx, want.len(), "replay")?;
+    let end = sentinel(&nodes[1].api(), "/rep/x")?;
+    let got = tidings_tests::collect_until(&rx, &[end], "replay")?;
     same_order(&got, &want, "replay")?;
-    ensure!(
-        rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "a duplicate or extra event arrived after the last one"
-    );
     Ok(())
 }

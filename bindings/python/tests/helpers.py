@@ -28,7 +28,8 @@ def tidings_bin() -> str:
     if found:
         return found
     raise RuntimeError(
-        "no tidings binary: run `cargo build -p tidings-node` first, or set TIDINGS_BIN"
+        "no tidings binary: run `cargo build -p tidings-node --features test-faults` first, "
+        "or set TIDINGS_BIN"
     )
 
 

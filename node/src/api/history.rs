@@ -25,10 +25,12 @@ struct FetchBody {
     /// Where to stop (held already, or not wanted).
     #[serde(default)]
     until: Vec<String>,
-    /// Verify without storing (benchmarks).
+    /// Verify without storing (benchmarks; only in builds with the `test-faults` feature).
+    #[cfg(feature = "test-faults")]
     #[serde(default)]
     verify_only: bool,
-    /// One request per block: the benchmarks' baseline.
+    /// One request per block: the benchmarks' baseline (only with `test-faults`).
+    #[cfg(feature = "test-faults")]
     #[serde(default)]
     per_block: bool,
 }
@@ -62,7 +64,9 @@ pub(super) async fn fetch(
     let opts = FetchOptions {
         want: vec![want],
         until,
+        #[cfg(feature = "test-faults")]
         verify_only: req.verify_only,
+        #[cfg(feature = "test-faults")]
         per_block: req.per_block,
         ..FetchOptions::default()
     };

@@ -135,6 +135,10 @@ struct Round {
     routed: u64,
     durables: u64,
     holes: u64,
+    /// Hole fetches nobody could answer.
+    misses: u64,
+    /// Holes dropped as older than retention.
+    pruned: u64,
     taken_over: u64,
 }
 
@@ -206,6 +210,8 @@ impl Router {
             let m = self.metrics();
             Metrics::add(&m.sync_events, r.pulled);
             Metrics::add(&m.sync_holes, r.holes);
+            Metrics::add(&m.sync_hole_misses, r.misses);
+            Metrics::add(&m.sync_holes_pruned, r.pruned);
             Metrics::add(&m.sync_durables, r.durables);
             if r.pulled + r.durables + r.holes + r.taken_over > 0 {
                 tracing::info!(
@@ -270,8 +276,25 @@ impl Router {
                 Vec::new()
             }
         };
+        let retain_age = self.history_config().retain_age;
         for hole in holes {
             let missing = hole.missing;
+            // What is missing is older than the event above it. Past this node's retention it
+            // would be removed here at once, and the members (which prune alike) have removed
+            // it: asking them again every round would find nothing, for ever.
+            if retain_age
+                .is_some_and(|age| now_ms().saturating_sub(hole.time) > age.as_millis() as u64)
+            {
+                let store = self.store().clone();
+                match blocking(move || Ok(store.drop_hole(&missing)?)).await {
+                    Ok(_) => {
+                        tracing::debug!(topic = %hole.topic, seq = hole.seq, "replica sync: hole older than retention dropped");
+                        round.pruned += 1;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "replica sync: cannot drop a hole"),
+                }
+                continue;
+            }
             let outcome = self.fill_hole(hole).await;
             if let Ok(mut r) = self.sync_state().retry.lock() {
                 match outcome {
@@ -279,8 +302,10 @@ impl Router {
                     HoleFill::Fetched | HoleFill::Closed => r.filled(&missing),
                 }
             }
-            if outcome == HoleFill::Fetched {
-                round.holes += 1;
+            match outcome {
+                HoleFill::Fetched => round.holes += 1,
+                HoleFill::Nothing => round.misses += 1,
+                HoleFill::Closed => {}
             }
         }
         round

@@ -147,16 +147,20 @@ type Routed = (Block, Event, u64);
 
 /// Env var of a test-only delivery fault: deliveries of events whose `seq` is a multiple of
 /// this are dropped on arrival.
+#[cfg(feature = "test-faults")]
 pub const DROP_DELIVERIES_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD";
 /// Env var of a test-only delivery fault: deliveries of events whose `seq` is below this are
 /// dropped on arrival (a stream's first deliveries lost).
+#[cfg(feature = "test-faults")]
 pub const DROP_DELIVERIES_BELOW_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_SEQ_BELOW";
 /// Env var of a test-only delivery fault: set to 1, the faults above drop only the first
 /// delivery of each event, as a primary that died before delivering would; a later delivery
 /// of the same event (from the primary that took over) gets through.
+#[cfg(feature = "test-faults")]
 pub const DROP_DELIVERIES_ONCE_ENV: &str = "TIDINGS_TEST_DROP_DELIVERIES_ONCE";
 
 /// The test-only delivery faults, read from the environment once.
+#[cfg(feature = "test-faults")]
 #[derive(Debug, Default)]
 struct DropDeliveries {
     seq_mod: Option<u64>,
@@ -165,6 +169,7 @@ struct DropDeliveries {
     once: Option<std::sync::Mutex<std::collections::HashSet<Cid>>>,
 }
 
+#[cfg(feature = "test-faults")]
 impl DropDeliveries {
     fn from_env() -> DropDeliveries {
         let read = |name: &str| {
@@ -187,6 +192,24 @@ impl DropDeliveries {
             Some(dropped) if chosen => dropped.lock().is_ok_and(|mut d| d.insert(*cid)),
             _ => chosen,
         }
+    }
+}
+
+/// Without the `test-faults` feature no delivery is ever dropped, and the environment is not
+/// read: release builds carry no fault switch.
+#[cfg(not(feature = "test-faults"))]
+#[derive(Debug, Default)]
+struct DropDeliveries;
+
+#[cfg(not(feature = "test-faults"))]
+impl DropDeliveries {
+    fn from_env() -> DropDeliveries {
+        DropDeliveries
+    }
+
+    #[inline(always)]
+    fn drops(&self, _cid: &Cid, _seq: u64) -> bool {
+        false
     }
 }
 

@@ -34,6 +34,8 @@ pub struct ChainHole {
     pub above: Cid,
     /// Its seq.
     pub seq: u64,
+    /// Its time (ms since the epoch, by its author's clock): the missing events are older.
+    pub time: u64,
     /// The newest event of the stream held below the hole (seq, CID), if any.
     pub below: Option<(u64, Cid)>,
 }
@@ -83,6 +85,21 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the recorded hole whose first missing block is `missing` (nothing to fetch any
+    /// more: retention would remove what it lacks). Returns whether there was one.
+    pub fn drop_hole(&self, missing: &Cid) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let had = {
+            let mut holes = txn.open_table(HOLES).map_err(db)?;
+            holes
+                .remove(missing.to_bytes().as_slice())
+                .map_err(db)?
+                .is_some()
+        };
+        txn.commit().map_err(db)?;
+        Ok(had)
+    }
+
     /// Recorded holes (see [`Store::insert_replicas`]) that `keep` accepts (given the root and
     /// the missing CID), at most `limit`, with the author and topic of the event above each. A
     /// hole whose upper event is gone (retention) is left out.
@@ -122,6 +139,7 @@ impl Store {
                 topic: event.topic,
                 above: parse_cid(above)?,
                 seq: event.seq,
+                time: event.time,
                 below,
             });
         }

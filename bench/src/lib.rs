@@ -2,6 +2,7 @@
 //! and the report.
 
 pub mod harness;
+pub mod machine;
 pub mod orders;
 pub mod peers;
 pub mod plot;
@@ -9,3 +10,4 @@ pub mod procs;
 pub mod proxy;
 pub mod report;
 pub mod stats;
+pub mod subscribers;

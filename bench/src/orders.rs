@@ -43,6 +43,9 @@ pub struct Order {
     pub body: String,
     /// Whether the body passes `price < 10 and order = "buy"`.
     pub useful: bool,
+    /// The body's `price` in cents (1..=10,000), as generated: what an oracle compares with,
+    /// independent of any JSON parser or matcher.
+    pub price_cents: u32,
 }
 
 impl Order {
@@ -91,6 +94,7 @@ pub fn orders(seed: u64, first: u64, count: usize) -> Vec<Order> {
                 topic_index: ei * SYMBOLS + si,
                 body,
                 useful: buy && cents < 1000,
+                price_cents: cents,
             }
         })
         .collect()
@@ -107,6 +111,7 @@ pub fn probe(k: u64) -> Order {
             PROBE_BASE + k
         ),
         useful: true,
+        price_cents: 0,
     }
 }
 
@@ -160,6 +165,10 @@ mod tests {
         assert!((0.04..0.06).contains(&share), "useful share {share}");
         for o in a.iter().take(2000) {
             assert_eq!(useful(o.body.as_bytes()), o.useful, "{}", o.body);
+            let price = serde_json::from_str::<serde_json::Value>(&o.body).unwrap()["price"]
+                .as_f64()
+                .unwrap();
+            assert_eq!((price * 100.0).round() as u32, o.price_cents, "{}", o.body);
             assert_eq!(body_id(o.body.as_bytes()), Some(o.id));
             assert!(serde_json::from_str::<serde_json::Value>(&o.body).is_ok());
         }

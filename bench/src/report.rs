@@ -61,9 +61,10 @@ pub const SCENARIOS: [(&str, &str); 7] = [
 ];
 
 /// Table order of the systems.
-pub const SYSTEMS: [&str; 7] = [
+pub const SYSTEMS: [&str; 8] = [
     "nats",
     "jetstream",
+    "jetstream-sync",
     "mqtt-qos0",
     "mqtt-qos1",
     "gossipsub",
@@ -420,7 +421,7 @@ pub fn markdown(machine: Option<&Machine>, records: &[Record], jsonl_name: &str)
         s,
         "## What the systems promise (not like for like, on purpose)\n"
     );
-    s.push_str(SEMANTICS);
+    s.push_str(&semantics(machine));
     let _ = runs;
     s
 }
@@ -438,7 +439,7 @@ fn ratio(r: f64) -> String {
 fn scenario_note(sc: &str, window: usize, fanout: usize, rate: f64, srate: f64) -> String {
     match sc {
         "throughput" => format!(
-            "One publisher, one subscriber on the wildcard (`stocks.>`, `stocks/#`, `/stocks/**`). Publishing as fast as each system takes it: systems without acknowledgements publish from one lane (the client buffers); acknowledging peers (JetStream, QoS 1) from {window} lanes, one publish awaiting its ack in each; tidings from the number of lanes in the table (its best: its throughput levels off at 4–16 requests in flight and falls beyond, see persist-window). Each lane owns its topics (tidings orders events per author and topic). delivered/s = deliveries ÷ (first publish → last delivery). Latencies on this row are under full load, queueing included."
+            "One publisher, one subscriber on the wildcard (`stocks.>`, `stocks/#`, `/stocks/**`). Publishing as fast as each system takes it: systems without acknowledgements publish from one lane (the client buffers); acknowledging peers (JetStream, QoS 1) from {window} lanes, one publish awaiting its ack in each; tidings from the number of lanes in the table (`--tidings-lanes`; persist-window shows it at {window} as well). Each lane owns its topics (tidings orders events per author and topic). delivered/s = deliveries ÷ (first publish → last delivery). Latencies on this row are under full load, queueing included."
         ),
         "fanout" => format!(
             "As throughput, with {fanout} subscribers on the wildcard, each its own connection (tidings-3: spread over the 3 nodes; gossipsub: {fanout} subscriber swarms dialing the publisher's). delivered/s counts every subscriber's deliveries."
@@ -454,18 +455,40 @@ fn scenario_note(sc: &str, window: usize, fanout: usize, rate: f64, srate: f64) 
         "filter" => "The subscriber wants `price < 10 and order = \"buy\"` (≈5% of events). tidings evaluates it in the network (`/stocks/** where price < 10 and order = \"buy\"`); the peers cannot filter on content, so their subscriber takes every event and parses and tests each body itself. bytes/useful = bytes the subscriber's TCP connection received (counted by a loopback proxy, protocol framing included) ÷ useful events delivered; delivered/s counts useful events only. unwanted = deliveries that fail the filter (must be 0 for tidings).".into(),
         "persist-1" => "Publish-with-acknowledgement, one publish in flight, one subscriber verifying delivery. Only the systems that acknowledge publishes.".into(),
         "persist-window" => format!(
-            "As above with {window} publishes in flight for every system (tidings too, though fewer suit it better: see throughput)."
+            "As above with {window} publishes in flight for every system, tidings included."
         ),
         _ => String::new(),
     }
 }
 
-const SEMANTICS: &str = "\
-- **nats**: core publish/subscribe; nothing acknowledged or stored; a subscriber that falls behind \
-  is cut off as a slow consumer and loses messages.
-- **jetstream**: a file-stored stream (`stocks.>`); a publish returns once the server acknowledged \
-  it, after writing it to its file store (nats-server 2.9 does not fsync per message); subscribers \
-  read through JetStream ordered consumers.
+/// What each system's acknowledgement and delivery mean. JetStream's default sync depends on
+/// the nats-server version the run used (from the machine line).
+fn semantics(machine: Option<&Machine>) -> String {
+    let version = machine.map_or("", |m| m.nats_server.as_str());
+    let modern = crate::peers::nats::parse_version(version)
+        .is_some_and(|(a, b, _)| (a, b) >= crate::peers::nats::SYNC_ALWAYS_SINCE);
+    let default_sync = if modern {
+        "it fsyncs the file store every `sync_interval`, 2 minutes by default, not per message, \
+         so an acknowledged message can be lost to a power cut or kernel crash"
+    } else {
+        "this nats-server (before 2.10) has no `sync_interval` and does not fsync per message"
+    };
+    let ran = if version.is_empty() {
+        String::new()
+    } else {
+        format!(" ({version})")
+    };
+    format!(
+        "\
+- **nats**: core publish/subscribe{ran}; nothing acknowledged or stored; a subscriber that falls \
+  behind is cut off as a slow consumer and loses messages.
+- **jetstream**: a file-stored stream (`stocks.>`), the server's default sync; a publish returns \
+  once the server acknowledged it, after writing it to its file store (the page cache): \
+  {default_sync}; subscribers read through JetStream ordered consumers.
+- **jetstream-sync**: the same with `sync_interval: always` in the server's configuration (the \
+  driver checks that `/varz` reports `sync_always: true`): the server fsyncs each write to the \
+  stream before it acknowledges, the same durability promise as tidings-1 (one process, fsync \
+  before the ack; tidings-3 adds replication to a majority of three, which no NATS row here has).
 - **mqtt-qos0 / mqtt-qos1**: mosquitto; QoS 1 publishes return on PUBACK; persistence on for QoS 1, \
   but mosquitto writes its database only at shutdown and every 30 minutes, not before PUBACK; a \
   persistent QoS 1 session queues at most 1,000 messages, then drops.
@@ -473,9 +496,12 @@ const SEMANTICS: &str = "\
   validation); nothing acknowledged or stored; queues drop when full.
 - **tidings-1 / tidings-3**: `tidings node` processes; a publish is an HTTP request that returns \
   only once a majority of the root's rendezvous set (1 of 1, 2 of 3) holds the signed event \
-  durably (redb commit with fsync, per event); events stay stored and fetchable by CID; \
-  subscriptions (SSE here) are matched in the network, content filters included.
-";
+  durably (redb commit with fsync; commits are grouped, so one fsync may cover many events, each \
+  answered only after it); events stay stored and fetchable by CID; subscriptions (SSE here) are \
+  matched in the network, content filters included.
+"
+    )
+}
 
 /// Writes `RESULTS.md` into `bench_dir` and the plots into `bench_dir/results/`.
 pub fn write(bench_dir: &Path, jsonl: &Path) -> Result<()> {
@@ -657,6 +683,14 @@ mod tests {
         assert!(page.contains("| bytes per useful event (filter) | 0.0500× |"));
         assert!(page.contains("1 failed: server gone"));
         assert!(page.contains("3 / 0 of 300"));
+        // What JetStream's default sync means depends on the server the run used.
+        assert!(page.contains("**jetstream-sync**: the same with `sync_interval: always`"));
+        let mut old = machine.clone();
+        old.nats_server = "nats-server: v2.9.10".into();
+        assert!(markdown(Some(&old), &recs, "x").contains("before 2.10) has no `sync_interval`"));
+        let mut new = machine.clone();
+        new.nats_server = "nats-server: v2.15.1".into();
+        assert!(markdown(Some(&new), &recs, "x").contains("2 minutes by default"));
         let plots = plots(m.as_ref(), &recs);
         assert_eq!(plots.len(), 3);
         assert!(plots.iter().all(|(_, svg)| svg.contains("tidings-3")));

@@ -1,11 +1,18 @@
-//! Smoke test of the whole compare driver against real servers. Ignored by default: it needs
-//! nats-server and mosquitto installed (`bench/compare.sh` installs them) and the tidings binary
-//! built. Run with `cargo test --release -p tidings-bench --test compare_smoke -- --ignored`.
+//! Smoke tests of the compare driver against real servers.
+//!
+//! `quick_run_writes_results_and_report` runs every system and is ignored by default: it needs
+//! mosquitto and a current nats-server (`bench/compare.sh` installs both) and the release tidings
+//! binary. Run it with `cargo test --release -p tidings-bench --test compare_smoke -- --ignored`.
+//!
+//! The jetstream-sync tests run in CI: they need the nats-server `bench/nats-server.sh` installs
+//! (scripts/test.sh runs it and exports `NATS_SERVER`; without `NATS_SERVER` they look where
+//! that script puts it, and fail with the command to run if it is not there).
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[test]
-#[ignore = "needs nats-server, mosquitto and a built tidings binary"]
+#[ignore = "needs nats-server 2.10+, mosquitto and a built tidings binary"]
 fn quick_run_writes_results_and_report() {
     let out = tempfile::tempdir().expect("temp dir");
     let status = Command::new(env!("CARGO_BIN_EXE_compare"))
@@ -19,6 +26,7 @@ fn quick_run_writes_results_and_report() {
     for sys in [
         "nats",
         "jetstream",
+        "jetstream-sync",
         "mqtt-qos0",
         "mqtt-qos1",
         "gossipsub",
@@ -34,4 +42,85 @@ fn quick_run_writes_results_and_report() {
     for svg in ["throughput.svg", "latency.svg", "filter.svg"] {
         assert!(out.path().join("results").join(svg).exists(), "{svg}");
     }
+}
+
+/// The nats-server `bench/nats-server.sh` installs (or `$NATS_SERVER`).
+fn nats_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-tools/nats-server-2.15.1/bin/nats-server");
+    assert!(
+        p.exists(),
+        "no nats-server 2.10+: run `bench/nats-server.sh` once (it installs one under target/) \
+         or set NATS_SERVER"
+    );
+    p
+}
+
+/// jetstream-sync and jetstream side by side in their quickest form: both run, lose nothing,
+/// and the driver has checked on each server's /varz that it syncs as its row says (a row whose
+/// server does not fsync before the ack fails instead of being measured).
+#[test]
+fn jetstream_sync_runs_beside_jetstream() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .env("NATS_SERVER", nats_server())
+        .args(["--quick", "--secs", "0.3", "--grace", "5", "--out"])
+        .arg(out.path())
+        .args([
+            "--systems",
+            "jetstream,jetstream-sync",
+            "--scenarios",
+            "persist-1,throughput",
+        ])
+        .output()
+        .expect("running compare");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "compare failed: {}\n{log}",
+        run.status
+    );
+    let page = std::fs::read_to_string(out.path().join("RESULTS.md")).expect("RESULTS.md");
+    assert!(!page.contains("failed:"), "a measurement failed:\n{page}");
+    for sys in ["jetstream", "jetstream-sync"] {
+        let rows: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {sys} | 1 |")))
+            .collect();
+        assert_eq!(rows.len(), 2, "{sys}: one row per scenario:\n{page}");
+        for r in rows {
+            assert!(r.contains("| 0 / 0 of "), "{sys} lost or duplicated: {r}");
+        }
+    }
+    assert!(page.contains("| nats-server | nats-server: v2."), "{page}");
+}
+
+/// An old nats-server (2.9, no `sync_interval`) is refused before anything is measured, with
+/// the reason, rather than measured as if it synced.
+#[test]
+fn jetstream_sync_refuses_a_server_without_sync_interval() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fake = dir.path().join("nats-server");
+    std::fs::write(&fake, "#!/bin/sh\necho 'nats-server: v2.9.10'\n").expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let run = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .env("NATS_SERVER", &fake)
+        .args(["--quick", "--systems", "jetstream-sync", "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .expect("running compare");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "an old server was accepted: {err}");
+    assert!(
+        err.contains("needs nats-server 2.10 or later") && err.contains("v2.9.10"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out/results").exists(), "measured anyway");
 }

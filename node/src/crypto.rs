@@ -57,10 +57,17 @@ pub async fn verify_wire_batch(
     if n < INLINE_BELOW {
         return verify_wire_now(blocks);
     }
-    run(move || verify_wire_now(blocks)).await.unwrap_or_else(|| {
-        tracing::error!(blocks = n, "bug: verification panicked; the blocks are refused");
-        (0..n).map(|_| Err("verification failed".to_string())).collect()
-    })
+    run(move || verify_wire_now(blocks))
+        .await
+        .unwrap_or_else(|| {
+            tracing::error!(
+                blocks = n,
+                "bug: verification panicked; the blocks are refused"
+            );
+            (0..n)
+                .map(|_| Err("verification failed".to_string()))
+                .collect()
+        })
 }
 
 /// [`verify_wire_batch`] on the calling thread.

@@ -12,6 +12,12 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command};
 
+// The node allocates small, short-lived buffers for every event on many threads (requests,
+// blocks, JSON, messages): glibc's malloc took 14% of its CPU under load; mimalloc is built for
+// exactly that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Like any Unix filter, a client command stops quietly when its reader goes away (`tidings

@@ -149,6 +149,8 @@ pub struct Snapshot {
     pub delivered_local: u64,
     /// Local subscribers cut off as too slow.
     pub too_slow: u64,
+    /// The store's group commits.
+    pub commits: crate::store::CommitStats,
 }
 
 impl Metrics {
@@ -329,6 +331,20 @@ impl Metrics {
             &mut out,
             "tidings_match_deliver_seconds",
             "From matching an event on this node to writing it to the subscriber's connection.",
+        );
+        single(
+            &mut out,
+            "tidings_store_commits_total",
+            "Store transactions committed (each one fsync) by the group committer.",
+            "counter",
+            snap.commits.commits,
+        );
+        single(
+            &mut out,
+            "tidings_store_commit_operations_total",
+            "Writes (publishes, replicas, deliveries, fetched blocks, acks) those commits held: divided by the commits, how many share one fsync.",
+            "counter",
+            snap.commits.operations,
         );
         if let Some(s) = snap.store {
             single(

@@ -8,12 +8,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use tidings_bench::harness::{Meta, Plan, Publisher, Subscribers, measure};
+use tidings_bench::machine::{self as host, first_line, now_utc};
 use tidings_bench::orders::{Order, TOPICS, orders};
 use tidings_bench::peers::{Started, System, gossipsub, mqtt, nats, tidings};
 use tidings_bench::plot::thousands;
@@ -55,16 +55,18 @@ usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
                [--seed S (7)] [--grace S (10)] [--systems a,b,..] [--scenarios x,y,..]
                [--out DIR (bench/)] [--report FILE.jsonl]
 
-  --window W   publishes in flight for the acknowledging peers (JetStream, QoS 1), and for
-               every acknowledging system in persist-window
-  --tidings-lanes L  publishes in flight for tidings outside persist-window: its throughput
-               levels off at 4-16 (one fsync'd redb commit per event) and falls beyond
+  --window W   publishes in flight for the acknowledging peers (JetStream, QoS 1) in every
+               scenario, and for every acknowledging system, tidings included, in persist-window
+  --tidings-lanes L  publishes in flight for tidings in the scenarios other than persist-*
+               (throughput, fanout, latency, filter); 16 was its best before group commit, when
+               its throughput levelled off at 4-16 and fell beyond; persist-window shows it at W
   --quick      smoke test: 1 run, 1 s and at most 20000 events per measurement, 3 s grace;
                output to /tmp/tidings-compare-quick unless --out is given
   --report F   only regenerate DIR/RESULTS.md and the plots from F
-systems:   nats jetstream mqtt-qos0 mqtt-qos1 gossipsub tidings-1 tidings-3
+systems:   nats jetstream jetstream-sync mqtt-qos0 mqtt-qos1 gossipsub tidings-1 tidings-3
 scenarios: throughput fanout latency latency-sustained filter persist-1 persist-window
-env: TIDINGS_BIN, NATS_SERVER, MOSQUITTO (binaries; default: built / on PATH or /usr/sbin)";
+env: TIDINGS_BIN, NATS_SERVER, MOSQUITTO (binaries; default: built / on PATH or /usr/sbin;
+     bench/compare.sh sets NATS_SERVER to the nats-server it installs, needed for jetstream-sync)";
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
@@ -249,8 +251,13 @@ async fn run_cell(
     };
     let w = work.path();
     match sys {
-        System::Nats | System::JetStream => {
-            let st = nats::start(sys == System::JetStream, &mut subs, w).await?;
+        System::Nats | System::JetStream | System::JetStreamSync => {
+            let mode = match sys {
+                System::Nats => nats::Mode::Core,
+                System::JetStream => nats::Mode::JetStream,
+                _ => nats::Mode::JetStreamSync,
+            };
+            let st = nats::start(mode, &mut subs, w).await?;
             run_with(st, events, &plan, subs, meta).await
         }
         System::MqttQos0 | System::MqttQos1 => {
@@ -269,71 +276,7 @@ async fn run_cell(
     }
 }
 
-fn first_line(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-fn read_trim(p: &str) -> String {
-    std::fs::read_to_string(p)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// (YYYY-MM-DD HH:MM:SS, YYYYMMDD-HHMMSS) in UTC, from the system clock.
-fn now_utc() -> (String, String) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    (
-        format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}"),
-        format!("{y:04}{m:02}{d:02}-{hh:02}{mm:02}{ss:02}"),
-    )
-}
-
 fn machine(a: &Args, date: String) -> Machine {
-    let cpuinfo = read_trim("/proc/cpuinfo");
-    let cpu = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let memory = read_trim("/proc/meminfo")
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_default();
     let bin = |name: &str, env: &str| {
         tidings_bench::procs::find_binary(name, env)
             .map(|p| p.display().to_string())
@@ -347,27 +290,14 @@ fn machine(a: &Args, date: String) -> Machine {
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
             .join(" "),
-        cpu,
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel: format!(
-            "{} {}",
-            std::env::consts::OS,
-            read_trim("/proc/sys/kernel/osrelease")
-        ),
-        memory,
-        loadavg_at_start: read_trim("/proc/loadavg"),
+        cpu: host::cpu_model(),
+        cores: host::cores(),
+        kernel: host::kernel(),
+        memory: host::memory(),
+        loadavg_at_start: host::loadavg(),
         nats_server: first_line(&bin("nats-server", "NATS_SERVER"), &["--version"]),
         mosquitto: mosq,
-        tidings_commit: first_line(
-            "git",
-            &[
-                "-C",
-                env!("CARGO_MANIFEST_DIR"),
-                "rev-parse",
-                "--short",
-                "HEAD",
-            ],
-        ),
+        tidings_commit: host::tidings_commit(),
         runs: a.runs,
         seed: a.seed,
         budget_s: a.secs,
@@ -415,7 +345,10 @@ async fn main() -> Result<()> {
     for sys in &a.systems {
         match sys {
             System::Nats | System::JetStream => {
-                tidings_bench::procs::find_binary("nats-server", "NATS_SERVER")?;
+                nats::server_for(nats::Mode::Core)?;
+            }
+            System::JetStreamSync => {
+                nats::server_for(nats::Mode::JetStreamSync)?;
             }
             System::MqttQos0 | System::MqttQos1 => {
                 tidings_bench::procs::find_binary("mosquitto", "MOSQUITTO")?;
@@ -506,5 +439,53 @@ fn failed(a: &Args, sys: System, scenario: &str, sh: &Shape, run: u32, error: St
         max_us: f64::NAN,
         error: Some(error),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> Args {
+        Args {
+            quick: false,
+            runs: 1,
+            secs: 1.0,
+            max_events: 10,
+            window: 256,
+            rate: 1.0,
+            sustained_rate: 1.0,
+            fanout: 10,
+            tidings_lanes: 16,
+            seed: 7,
+            grace: 1.0,
+            systems: System::ALL.to_vec(),
+            scenarios: Vec::new(),
+            out_dir: PathBuf::new(),
+            report_only: None,
+        }
+    }
+
+    #[test]
+    fn every_acknowledging_system_runs_persist_window_at_the_window() {
+        let a = args();
+        for sys in System::ALL {
+            assert!(
+                HELP.contains(sys.name()),
+                "{} missing from --help",
+                sys.name()
+            );
+            assert_eq!(System::from_name(sys.name()), Some(sys));
+            let pw = shape(&a, "persist-window", sys);
+            assert_eq!(pw.is_some(), sys.acked(), "{sys:?}");
+            if let Some(pw) = pw {
+                assert_eq!(pw.lanes, 256, "{sys:?}");
+            }
+        }
+        assert!(System::JetStreamSync.acked() && System::JetStreamSync.nats());
+        let lanes = |sys| shape(&a, "throughput", sys).map(|s| s.lanes);
+        assert_eq!(lanes(System::Tidings1), Some(16));
+        assert_eq!(lanes(System::JetStreamSync), Some(256));
+        assert_eq!(lanes(System::Nats), Some(1));
     }
 }

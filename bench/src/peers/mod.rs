@@ -23,8 +23,12 @@ pub struct Started<P> {
 pub enum System {
     /// nats-server, core publish/subscribe (no acknowledgement, nothing stored).
     Nats,
-    /// nats-server with JetStream: file-stored stream, acknowledged publish, ordered consumers.
+    /// nats-server with JetStream: file-stored stream, acknowledged publish, ordered consumers;
+    /// the server's default sync (fsync on a timer, not before the ack).
     JetStream,
+    /// The same with `sync_interval: always`: the server fsyncs before it acknowledges, the
+    /// durability tidings promises.
+    JetStreamSync,
     /// mosquitto, QoS 0 both ways.
     MqttQos0,
     /// mosquitto with persistence, QoS 1 both ways (PUBACK), persistent subscriber session.
@@ -38,9 +42,10 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         System::Nats,
         System::JetStream,
+        System::JetStreamSync,
         System::MqttQos0,
         System::MqttQos1,
         System::Gossipsub,
@@ -48,10 +53,12 @@ impl System {
         System::Tidings3,
     ];
 
+    /// The name on the command line and in the results.
     pub fn name(self) -> &'static str {
         match self {
             System::Nats => "nats",
             System::JetStream => "jetstream",
+            System::JetStreamSync => "jetstream-sync",
             System::MqttQos0 => "mqtt-qos0",
             System::MqttQos1 => "mqtt-qos1",
             System::Gossipsub => "gossipsub",
@@ -64,11 +71,23 @@ impl System {
         System::ALL.into_iter().find(|x| x.name() == s)
     }
 
+    /// Whether it runs on nats-server (and so needs that binary).
+    pub fn nats(self) -> bool {
+        matches!(
+            self,
+            System::Nats | System::JetStream | System::JetStreamSync
+        )
+    }
+
     /// Whether a returned publish means the system acknowledged (and stored) the event.
     pub fn acked(self) -> bool {
         matches!(
             self,
-            System::JetStream | System::MqttQos1 | System::Tidings1 | System::Tidings3
+            System::JetStream
+                | System::JetStreamSync
+                | System::MqttQos1
+                | System::Tidings1
+                | System::Tidings3
         )
     }
 

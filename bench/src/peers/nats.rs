@@ -1,22 +1,25 @@
-//! nats-server, core and JetStream, through the `async-nats` client (it sets TCP_NODELAY).
+//! nats-server, core and JetStream (default sync, and fsync before every ack), through the
+//! `async-nats` client (it sets TCP_NODELAY).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
 use super::Started;
 use crate::harness::{Publisher, Subscribers, record_until_stopped};
+use crate::machine::first_line;
 use crate::orders::Order;
 use crate::procs::{Proc, find_binary, free_port};
 use crate::proxy;
 
 const NATS_CONF: &str = include_str!("../../conf/nats.conf");
 const JETSTREAM_CONF: &str = include_str!("../../conf/jetstream.conf");
+const JETSTREAM_SYNC_CONF: &str = include_str!("../../conf/jetstream-sync.conf");
 const STREAM: &str = "STOCKS";
 const WILDCARD: &str = "stocks.>";
 
@@ -52,28 +55,107 @@ impl Publisher for NatsPublisher {
     }
 }
 
-/// Starts nats-server (with JetStream if `js`) in `work`, the publisher's connection, and one
-/// connection per subscriber: core subscriptions on `stocks.>`, or JetStream ordered consumers
-/// on the stream delivering new messages.
+/// How nats-server runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Core publish/subscribe.
+    Core,
+    /// JetStream, file store, the server's default sync.
+    JetStream,
+    /// JetStream, file store, `sync_interval: always` (fsync before each ack).
+    JetStreamSync,
+}
+
+/// The oldest nats-server that knows `sync_interval` (2.9 refuses the field).
+pub const SYNC_ALWAYS_SINCE: (u32, u32) = (2, 10);
+
+/// `nats-server: v2.15.1` → (2, 15, 1).
+pub fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
+    let v = line.rsplit(['v', ' ']).next()?;
+    let mut it = v.trim().split('.').map(|x| x.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// The nats-server binary (`$NATS_SERVER`, else on `PATH` or in /usr/sbin) and its version
+/// line; fails if `mode` needs a newer server than that.
+pub fn server_for(mode: Mode) -> Result<(std::path::PathBuf, String)> {
+    let bin = find_binary("nats-server", "NATS_SERVER")?;
+    let version = first_line(&bin.display().to_string(), &["--version"]);
+    if mode == Mode::JetStreamSync {
+        let (major, minor, _) = parse_version(&version)
+            .with_context(|| format!("{} --version printed {version:?}", bin.display()))?;
+        ensure!(
+            (major, minor) >= SYNC_ALWAYS_SINCE,
+            "jetstream-sync needs nats-server {}.{} or later (`sync_interval: always`); {} is \
+             {version}: run bench/compare.sh (it installs a current one) or set NATS_SERVER",
+            SYNC_ALWAYS_SINCE.0,
+            SYNC_ALWAYS_SINCE.1,
+            bin.display()
+        );
+    }
+    Ok((bin, version))
+}
+
+/// Whether the server at monitoring port `mport` fsyncs every JetStream write, as its /varz
+/// reports (`jetstream.config.sync_always`, absent before 2.10: false).
+async fn sync_always(mport: u16) -> Result<bool> {
+    let url = format!("http://127.0.0.1:{mport}/varz");
+    let v: serde_json::Value = reqwest::get(&url)
+        .await
+        .with_context(|| format!("GET {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("{url}: not JSON"))?;
+    Ok(v["jetstream"]["config"]["sync_always"]
+        .as_bool()
+        .unwrap_or(false))
+}
+
+/// Starts nats-server in `mode` in `work`, the publisher's connection, and one connection per
+/// subscriber: core subscriptions on `stocks.>`, or JetStream ordered consumers on the stream
+/// delivering new messages. For JetStream, checks on the server's /varz that it syncs as `mode`
+/// says before anything is measured.
 pub async fn start(
-    js: bool,
+    mode: Mode,
     subs: &mut Subscribers,
     work: &Path,
 ) -> Result<Started<NatsPublisher>> {
-    let bin = find_binary("nats-server", "NATS_SERVER")?;
+    let (bin, _) = server_for(mode)?;
+    let js = mode != Mode::Core;
     let port = free_port()?;
+    let mport = free_port()?;
     let conf = work.join("nats.conf");
-    std::fs::write(&conf, if js { JETSTREAM_CONF } else { NATS_CONF })?;
+    std::fs::write(
+        &conf,
+        match mode {
+            Mode::Core => NATS_CONF,
+            Mode::JetStream => JETSTREAM_CONF,
+            Mode::JetStreamSync => JETSTREAM_SYNC_CONF,
+        },
+    )?;
     let mut cmd = Command::new(bin);
-    cmd.arg("-c")
-        .arg(&conf)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    cmd.arg("-c").arg(&conf).args([
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        &mport.to_string(),
+    ]);
     if js {
         cmd.arg("-js").arg("-sd").arg(work.join("jetstream"));
     }
     let mut server = Proc::spawn(cmd, &work.join("nats-server.log"))?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     server.wait_tcp(addr, Duration::from_secs(20)).await?;
+    if js {
+        let want = mode == Mode::JetStreamSync;
+        let got = sync_always(mport).await?;
+        ensure!(
+            got == want,
+            "nats-server reports sync_always = {got}, the {mode:?} configuration wants {want}"
+        );
+    }
 
     let client = async_nats::connect(addr.to_string())
         .await

@@ -68,6 +68,11 @@ impl Node {
         }
     }
 
+    /// The node's process id (its memory and CPU time are read from /proc).
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
     pub fn log(&self) -> String {
         self.proc.log_text()
     }

@@ -272,6 +272,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         leases,
         delivered_local,
         too_slow,
+        commits: st.router.store().commit_stats(),
     };
     let mut text = st.metrics.render(&snap);
     if let Some(ipfs) = st.router.net().ipfs() {

@@ -19,6 +19,7 @@ pub use durable::DurableRecord;
 pub use mirror::LoggedBlock;
 pub use retention::{Limits, Retained};
 pub use streams::{ChainHole, StreamTip};
+pub use writer::CommitStats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,6 +118,11 @@ impl Store {
             db: database,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Group commits since the store opened.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.writer.stats()
     }
 
     /// Path of the database file.

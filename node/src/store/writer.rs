@@ -9,6 +9,7 @@
 //! operation of the batch, since the transaction that held them all is gone.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use redb::{Database, WriteTransaction};
@@ -91,6 +92,24 @@ where
 pub(super) struct Writer {
     tx: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    counts: Arc<Counts>,
+}
+
+/// What the writer has done since the store opened.
+#[derive(Debug, Default)]
+struct Counts {
+    commits: AtomicU64,
+    operations: AtomicU64,
+}
+
+/// Group commits since the store opened: how many, and how many operations they held (their
+/// ratio is how much one fsync is shared).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CommitStats {
+    /// Transactions committed by the writer.
+    pub commits: u64,
+    /// Operations (publishes, inserts, acks) they held.
+    pub operations: u64,
 }
 
 impl Drop for Writer {
@@ -106,14 +125,25 @@ impl Writer {
     /// Starts the writer thread for `db`. It ends when the last [`Writer`] handle is dropped.
     pub(super) fn start(db: Arc<Database>) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
         let thread = std::thread::Builder::new()
             .name("tidings-store-writer".into())
-            .spawn(move || run(&db, &rx))
+            .spawn(move || run(&db, &rx, &c))
             .map_err(|e| StoreError::Commit(format!("cannot start the store writer: {e}")))?;
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
+            counts,
         })
+    }
+
+    /// Group commits so far.
+    pub(super) fn stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.counts.commits.load(Ordering::Relaxed),
+            operations: self.counts.operations.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs `f` in the next group transaction and returns its result once that transaction
@@ -167,7 +197,7 @@ fn stopped() -> StoreError {
 }
 
 /// The writer thread: takes what is queued, commits it as one transaction, answers everyone.
-fn run(database: &Database, rx: &mpsc::Receiver<Box<dyn Job>>) {
+fn run(database: &Database, rx: &mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
     while let Ok(first) = rx.recv() {
         let mut bytes = first.bytes();
         let mut batch = vec![first];
@@ -181,6 +211,10 @@ fn run(database: &Database, rx: &mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         let outcome = commit(database, &mut batch);
+        counts.commits.fetch_add(1, Ordering::Relaxed);
+        counts
+            .operations
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, operations = batch.len(), "store: a group commit failed; nothing of it was acknowledged");
         }

@@ -56,7 +56,8 @@ impl CarStream {
             return Ok(None);
         }
         let mut section = &self.buf[start..end];
-        let cid = Cid::read_bytes(&mut section).map_err(|e| format!("bad CID in a section: {e}"))?;
+        let cid =
+            Cid::read_bytes(&mut section).map_err(|e| format!("bad CID in a section: {e}"))?;
         let data = section.to_vec();
         self.at = end;
         Ok(Some((cid, data)))

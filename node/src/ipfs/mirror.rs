@@ -198,8 +198,8 @@ impl Saver {
     }
 
     async fn save(&mut self, store: &Arc<Store>, cursors: &BTreeMap<String, u64>, idle: bool) {
-        let durable = *cursors != self.durable
-            && (idle || self.last_durable.elapsed() >= SAVE_DURABLY_EVERY);
+        let durable =
+            *cursors != self.durable && (idle || self.last_durable.elapsed() >= SAVE_DURABLY_EVERY);
         let due = *cursors != self.saved && self.last.elapsed() >= SAVE_EVERY;
         if !durable && !due {
             return;

@@ -221,7 +221,10 @@ impl Ipfs {
         let c = &self.counters;
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let mut one = |name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
         one(
             "tidings_ipfs_up",

@@ -64,8 +64,12 @@ pub async fn pin_topic(ipfs: &Ipfs, store: &Arc<Store>, topic: &str) -> Result<P
         let n = blocks.len() as u64;
         let size = blocks.iter().map(|b| b.data.len() as u64).sum();
         let mut out = Vec::new();
-        car::write_car(&mut out, &heads, blocks.into_iter().map(|b| (b.cid, b.data)))
-            .map_err(|e| PinError::Car(e.to_string()))?;
+        car::write_car(
+            &mut out,
+            &heads,
+            blocks.into_iter().map(|b| (b.cid, b.data)),
+        )
+        .map_err(|e| PinError::Car(e.to_string()))?;
         Ok((heads, out, n, size, missing))
     })
     .await

@@ -317,7 +317,9 @@ impl Rpc {
         if status.is_success() {
             return Ok(resp);
         }
-        let body = read_limited(resp, MAX_JSON_ANSWER).await.unwrap_or_default();
+        let body = read_limited(resp, MAX_JSON_ANSWER)
+            .await
+            .unwrap_or_default();
         let message = serde_json::from_slice::<ErrorAnswer>(&body)
             .map(|e| e.message)
             .unwrap_or_else(|_| snippet(&body));
@@ -527,9 +529,15 @@ fn codec_name(codec: u64) -> Option<&'static str> {
 /// Whether an error message of `block/get` means "not found in time" rather than a failure.
 fn not_found(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["timed out", "timeout", "deadline exceeded", "not found", "aborted"]
-        .iter()
-        .any(|s| m.contains(s))
+    [
+        "timed out",
+        "timeout",
+        "deadline exceeded",
+        "not found",
+        "aborted",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
 }
 
 /// A `multipart/form-data` body with `data` as its one file part (what every IPFS RPC call

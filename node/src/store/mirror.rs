@@ -177,7 +177,10 @@ mod tests {
             let got = store.mirror_batch("a", 1, 10, 1 << 20).expect("read");
             assert_eq!(got.len(), 1);
             assert_eq!(got[0].pos, 1);
-            assert_eq!(store.mirror_batch("a", 0, 1, 1 << 20).expect("read").len(), 1);
+            assert_eq!(
+                store.mirror_batch("a", 0, 1, 1 << 20).expect("read").len(),
+                1
+            );
             assert_eq!(store.mirror_batch("a", 0, 10, 1).expect("read").len(), 1);
 
             let mut cursors = BTreeMap::new();

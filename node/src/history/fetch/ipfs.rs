@@ -163,7 +163,9 @@ async fn store(
         Err(RoundError::Store(e)) => Err(e),
         Err(RoundError::BadPeer(why)) | Err(RoundError::Net(why)) => {
             ipfs.counters.refused.fetch_add(1, Ordering::Relaxed);
-            ipfs.note_error(&RpcError::Garbage(format!("a block that fails verification: {why}")));
+            ipfs.note_error(&RpcError::Garbage(format!(
+                "a block that fails verification: {why}"
+            )));
             tracing::warn!(
                 ipfs = %ipfs.rpc().base(),
                 reason = %why,

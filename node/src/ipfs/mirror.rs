@@ -94,7 +94,8 @@ pub async fn run(ipfs: Arc<Ipfs>, store: Arc<Store>) {
             if from >= end {
                 continue;
             }
-            let next = send_batch(&ipfs, &store, &root, from, end).await;
+            let confirmed = cursors.values().sum();
+            let next = send_batch(&ipfs, &store, &root, from, end, confirmed).await;
             let Some(next) = next else { continue };
             let _ = ipfs
                 .counters
@@ -109,13 +110,15 @@ pub async fn run(ipfs: Arc<Ipfs>, store: Arc<Store>) {
 }
 
 /// Sends the batch of `root`'s log that starts at `from`; the position after it once IPFS took
-/// all of it (`None`: the store could not be read; the pass is tried again).
+/// all of it (`None`: the store could not be read; the pass is tried again). `confirmed` is
+/// the sum of the cursors: how many log entries IPFS took.
 async fn send_batch(
     ipfs: &Arc<Ipfs>,
     store: &Arc<Store>,
     root: &str,
     from: u64,
     end: u64,
+    confirmed: u64,
 ) -> Option<u64> {
     let (s, r) = (store.clone(), root.to_string());
     let batch = match blocking(move || s.mirror_batch(&r, from, BATCH, BATCH_BYTES)).await {
@@ -142,21 +145,32 @@ async fn send_batch(
         ipfs.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
         tracing::warn!(%root, skipped, "IPFS mirror: log entries left the store (retention) before IPFS took them");
     }
+    // Blocks that came from IPFS (history it gave) are there already.
+    let before = blocks.len();
+    blocks.retain(|(cid, _)| !ipfs.take_held(cid));
+    let already = (before - blocks.len()) as u64;
     let taken = futures::stream::iter(blocks)
-        .map(|(cid, data)| put_until_taken(ipfs, cid, data))
+        .map(|(cid, data)| put_until_taken(ipfs, store, confirmed, cid, data))
         .buffer_unordered(IN_FLIGHT)
         .filter(|ok| std::future::ready(*ok))
         .count()
         .await;
     ipfs.counters
         .mirrored
-        .fetch_add(taken as u64, Ordering::Relaxed);
+        .fetch_add(taken as u64 + already, Ordering::Relaxed);
     Some(next)
 }
 
 /// Puts one block, trying again with backoff until IPFS takes it with the right CID. False only
-/// for a block IPFS cannot be told the codec of (it is skipped, with a warning).
-async fn put_until_taken(ipfs: &Ipfs, cid: Cid, data: Vec<u8>) -> bool {
+/// for a block IPFS cannot be told the codec of (it is skipped, with a warning). While it
+/// waits, the backlog shown in status and metrics keeps counting what the node stores.
+async fn put_until_taken(
+    ipfs: &Ipfs,
+    store: &Arc<Store>,
+    confirmed: u64,
+    cid: Cid,
+    data: Vec<u8>,
+) -> bool {
     let mut wait = FIRST_RETRY;
     loop {
         match ipfs.rpc().block_put(&cid, &data).await {
@@ -173,6 +187,13 @@ async fn put_until_taken(ipfs: &Ipfs, cid: Cid, data: Vec<u8>) -> bool {
                 ipfs.note_error(&e);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(MAX_RETRY);
+                let s = store.clone();
+                if let Ok(ends) = blocking(move || s.log_ends()).await {
+                    let total: u64 = ends.iter().map(|(_, end)| end).sum();
+                    ipfs.counters
+                        .queued
+                        .store(total.saturating_sub(confirmed), Ordering::Relaxed);
+                }
             }
         }
     }

@@ -12,12 +12,14 @@ pub mod mirror;
 pub mod pin;
 pub mod rpc;
 
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tidings_ipld_schema::Cid;
 
 pub use rpc::{Rpc, RpcError, parse_api_url};
 
@@ -26,6 +28,8 @@ pub use rpc::{Rpc, RpcError, parse_api_url};
 const SKIP_WHEN_DOWN: Duration = Duration::from_secs(5);
 /// While IPFS stays down or faulty, the warning is repeated this often (with the backlog).
 const REWARN: Duration = Duration::from_secs(60);
+/// Most CIDs remembered as fetched from IPFS (so not put back); past it the set starts over.
+const MAX_HELD: usize = 1 << 20;
 
 /// How the backend is doing, as the last calls found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -84,6 +88,9 @@ pub struct Counters {
 pub struct Ipfs {
     rpc: Rpc,
     health: Mutex<Health>,
+    /// Blocks fetched from IPFS: the mirror need not put them back. A hint, lost on restart
+    /// (then they are put again, which IPFS takes as a no-op).
+    held: Mutex<HashSet<Cid>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -102,8 +109,24 @@ impl Ipfs {
                 last_unreachable: None,
                 last_warned: None,
             }),
+            held: Mutex::new(HashSet::new()),
             counters: Counters::default(),
         })
+    }
+
+    /// Notes blocks that came from IPFS, which the mirror then does not put back.
+    pub fn note_held(&self, cids: impl IntoIterator<Item = Cid>) {
+        if let Ok(mut held) = self.held.lock() {
+            if held.len() >= MAX_HELD {
+                held.clear();
+            }
+            held.extend(cids);
+        }
+    }
+
+    /// Whether `cid` came from IPFS (forgotten once asked: the mirror asks once per block).
+    pub fn take_held(&self, cid: &Cid) -> bool {
+        self.held.lock().is_ok_and(|mut h| h.remove(cid))
     }
 
     /// The RPC client.

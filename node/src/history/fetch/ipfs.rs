@@ -150,6 +150,8 @@ async fn store(
     if blocks.is_empty() {
         return Ok(Outcome::Ok);
     }
+    // Whatever of them is stored came from IPFS: the mirror need not put it back.
+    ipfs.note_held(blocks.iter().map(|(cid, _)| *cid));
     let checked = tokio::task::spawn_blocking(move || check(blocks))
         .await
         .map_err(|e| FetchError::Task(e.to_string()))?;

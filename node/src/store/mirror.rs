@@ -160,7 +160,9 @@ mod tests {
             store
                 .insert_events(&[a1.clone(), b1.clone()], std::slice::from_ref(&attachment))
                 .expect("insert");
-            store.insert_events(&[a2.clone()], &[]).expect("insert");
+            store
+                .insert_events(std::slice::from_ref(&a2), &[])
+                .expect("insert");
             assert_eq!(
                 store.log_ends().expect("ends"),
                 vec![("a".to_string(), 2), ("b".to_string(), 1)]

@@ -18,6 +18,9 @@ const GET_WAIT: Duration = Duration::from_secs(3);
 /// `block/get` requests in flight at once.
 const GETS_IN_FLIGHT: usize = 16;
 
+/// What `block/get` answered for one CID.
+type GetAnswer = Result<Option<Vec<u8>>, RpcError>;
+
 /// How asking IPFS ended.
 enum Outcome {
     /// Keep going.
@@ -78,12 +81,11 @@ async fn get_round(
     absent: &mut HashSet<Cid>,
     ctx: &mut Ctx,
 ) -> Result<Outcome, FetchError> {
-    let answers: Vec<(Cid, Result<Option<Vec<u8>>, RpcError>)> =
-        futures::stream::iter(asked.iter().copied())
-            .map(|cid| async move { (cid, ipfs.rpc().block_get(&cid, GET_WAIT).await) })
-            .buffered(GETS_IN_FLIGHT)
-            .collect()
-            .await;
+    let answers: Vec<(Cid, GetAnswer)> = futures::stream::iter(asked.iter().copied())
+        .map(|cid| async move { (cid, ipfs.rpc().block_get(&cid, GET_WAIT).await) })
+        .buffered(GETS_IN_FLIGHT)
+        .collect()
+        .await;
     let mut got = Vec::new();
     let mut failed = None;
     for (cid, answer) in answers {

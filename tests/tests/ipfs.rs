@@ -615,3 +615,32 @@ fn ipfs_stopped_mid_stream_and_the_node_killed_the_mirror_catches_up_and_loses_n
     );
     Ok(())
 }
+
+#[test]
+fn pin_without_a_backend_and_a_bad_ipfs_api_say_what_to_do() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = NodeProcess::start(dir.path(), &[])?;
+    let (s, v) = node.api().publish("/news/x", &json!({"i": 1}))?;
+    ensure!(s == 200, "{s} {v}");
+    let (ok, out, err) = tidings(&["pin", "/news/x", "--api", &node.api])?;
+    ensure!(!ok && out.is_empty(), "pin without a backend: {out}");
+    ensure!(
+        err.contains("no IPFS backend") && err.contains("--ipfs-api"),
+        "{err}"
+    );
+    ensure!(node.status()?["ipfs"].is_null());
+
+    // A wrong --ipfs-api is refused before the node starts, saying what it wants.
+    let bad = tempfile::tempdir()?;
+    let (ok, _, err) = tidings(&[
+        "node",
+        "--data",
+        &bad.path().display().to_string(),
+        "--api",
+        "127.0.0.1:0",
+        "--ipfs-api",
+        "https://127.0.0.1:5001",
+    ])?;
+    ensure!(!ok && err.contains("only plain http://"), "{err}");
+    Ok(())
+}

@@ -133,6 +133,18 @@ impl JsIpfs {
         }
     }
 
+    /// SIGSTOP or SIGCONT: a stalled IPFS (connections open, nothing answered) and back.
+    fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let c = self.child.as_ref().context("not running")?;
+        let pid = libc::pid_t::try_from(c.id())?;
+        // SAFETY: kill(2) on our own child, not reaped while `self` holds it.
+        ensure!(
+            unsafe { libc::kill(pid, sig) } == 0,
+            "kill({pid}, {sig}) failed"
+        );
+        Ok(())
+    }
+
     /// A clean stop (SIGTERM), as an operator stops it.
     fn stop(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
@@ -563,6 +575,21 @@ fn ipfs_stopped_mid_stream_and_the_node_killed_the_mirror_catches_up_and_loses_n
     publish_n(&node, topic, 0, 20)?;
     wait_drained(&node, 20)?;
 
+    // A stalled IPFS (SIGSTOP: it accepts connections and answers nothing) slows no publish.
+    ipfs.signal(libc::SIGSTOP)?;
+    for i in 1000..1010 {
+        let t = Instant::now();
+        let (s, v) = node.api().publish("/news/stall", &json!({"n": i}))?;
+        ensure!(s == 200, "publish while IPFS is stalled: {s} {v}");
+        ensure!(
+            t.elapsed() < Duration::from_secs(2),
+            "a publish waited {:?}",
+            t.elapsed()
+        );
+    }
+    ipfs.signal(libc::SIGCONT)?;
+    wait_drained(&node, 30)?;
+
     ipfs.stop()?;
     // Publishing goes on, at its own pace, while IPFS is away.
     for i in 20..60 {
@@ -604,9 +631,11 @@ fn ipfs_stopped_mid_stream_and_the_node_killed_the_mirror_catches_up_and_loses_n
     publish_n(&node, topic, 60, 10)?;
 
     ipfs.restart()?;
-    wait_drained(&node, 50)?;
-    let blocks = node_blocks(&node, topic)?;
+    wait_drained(&node, 50)?; // counted since the restart: the 40 and the 10
+    let mut blocks = node_blocks(&node, topic)?;
     ensure!(blocks.len() == 70, "{} blocks held", blocks.len());
+    blocks.extend(node_blocks(&node, "/news/stall")?);
+    ensure!(blocks.len() == 80, "{} blocks held", blocks.len());
     assert_in_ipfs(&ipfs, &blocks)?;
     ensure!(
         node.log().contains("IPFS is back") || node.log().contains("IPFS reachable"),

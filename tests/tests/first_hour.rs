@@ -510,6 +510,14 @@ fn metrics_count_a_known_sequence_of_publishes_refusals_and_deliveries() -> Resu
         );
     }
     ensure!(series(&text, "tidings_store_bytes").is_some_and(|b| b > 0.0));
+    // Five publishes went through the store's writer; however they were grouped, each commit
+    // carried at least one write and all five were carried.
+    let commits = series(&text, "tidings_store_commits_total").unwrap_or(0.0);
+    let ops = series(&text, "tidings_store_commit_operations_total").unwrap_or(0.0);
+    ensure!(
+        commits >= 1.0 && ops >= 5.0 && ops >= commits,
+        "commits {commits}, operations {ops}\n{text}"
+    );
     ensure!(series(&text, "tidings_publish_ack_seconds_bucket{le=\"+Inf\"}") == Some(5.0));
     ws.close(None)?;
     // The subscriber is counted until it is gone.

@@ -50,7 +50,7 @@ const SCENARIOS: [&str; 7] = [
 
 const HELP: &str = "\
 usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
-               [--window W (256)] [--tidings-lanes L (16)] [--rate R (5000)]
+               [--window W (256)] [--tidings-lanes L (256)] [--rate R (5000)]
                [--sustained-rate R (200)] [--fanout K (10)]
                [--seed S (7)] [--grace S (10)] [--systems a,b,..] [--scenarios x,y,..]
                [--out DIR (bench/)] [--report FILE.jsonl]
@@ -58,8 +58,8 @@ usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
   --window W   publishes in flight for the acknowledging peers (JetStream, QoS 1) in every
                scenario, and for every acknowledging system, tidings included, in persist-window
   --tidings-lanes L  publishes in flight for tidings in the scenarios other than persist-*
-               (throughput, fanout, latency, filter); 16 was its best before group commit, when
-               its throughput levelled off at 4-16 and fell beyond; persist-window shows it at W
+               (throughput, fanout, latency, filter); 256 like the peers' window, since group
+               commit amortises more the more are in flight (before it, 16 was best)
   --quick      smoke test: 1 run, 1 s and at most 20000 events per measurement, 3 s grace;
                output to /tmp/tidings-compare-quick unless --out is given
   --report F   only regenerate DIR/RESULTS.md and the plots from F
@@ -78,7 +78,7 @@ fn parse_args() -> Result<Args> {
         rate: 5000.0,
         sustained_rate: 200.0,
         fanout: 10,
-        tidings_lanes: 16,
+        tidings_lanes: 256,
         seed: 7,
         grace: 10.0,
         systems: System::ALL.to_vec(),
@@ -456,7 +456,7 @@ mod tests {
             rate: 1.0,
             sustained_rate: 1.0,
             fanout: 10,
-            tidings_lanes: 16,
+            tidings_lanes: 256,
             seed: 7,
             grace: 1.0,
             systems: System::ALL.to_vec(),

@@ -17,7 +17,7 @@ use tidings_matcher::Filter;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::local::Subscription;
-use super::router::{PublishError, Router, blocking, now_ms, verify_wire};
+use super::router::{PublishError, Router, blocking, now_ms};
 use crate::history::durable::{self as member, MAX_PAGE};
 use crate::net::history::{Ack, HistoryRequest, HistoryResponse};
 use crate::net::rendezvous;
@@ -358,8 +358,14 @@ impl Router {
                     next,
                     acked,
                 } => {
-                    for (cid, data) in events {
-                        out.push(verify_wire(&cid, data.into_vec())?);
+                    // A page is verified as one batch on the crypto pool; one bad block
+                    // refuses the member's whole answer, as a single bad block does.
+                    let wire = events
+                        .into_iter()
+                        .map(|(cid, data)| (cid.into_vec(), data.into_vec()))
+                        .collect();
+                    for checked in crate::crypto::verify_wire_batch(wire).await {
+                        out.push(checked?);
                     }
                     match next {
                         Some(n) if n > cursor => cursor = n,

@@ -2,6 +2,7 @@
 //! and the report.
 
 pub mod harness;
+pub mod headline;
 pub mod machine;
 pub mod orders;
 pub mod peers;

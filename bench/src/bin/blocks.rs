@@ -5,6 +5,9 @@
 //! Measures, over the same seeded ≈200-byte stock-order bodies:
 //! - build: JSON -> IPLD, canonical DAG-CBOR encode, sha2-256 CID, ed25519 sign (`Event::sign_block`);
 //! - verify: hash check, strict decode, re-encode check, ed25519 verify (`verify`);
+//! - batch verify: the same checks with one ed25519 batch verification per 256 blocks
+//!   (`verify_batch`, as a node verifies blocks that arrive together), on one core and split
+//!   over every core;
 //! - baselines over the very same block bytes: raw SHA-256 (the limit to approach for hashing),
 //!   and raw ed25519 sign / verify of the signing bytes (the floor set by the signature).
 //!
@@ -16,7 +19,7 @@ use sha2::{Digest, Sha256};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use tidings_ipld_schema::json::json_to_ipld;
-use tidings_ipld_schema::{Block, Event, Keypair, verify};
+use tidings_ipld_schema::{Block, Event, Keypair, verify, verify_batch};
 
 /// SplitMix64: a tiny seeded generator, so the workload is identical run to run.
 struct SplitMix(u64);
@@ -95,6 +98,10 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
+/// Blocks per ed25519 batch verification (a node verifies a message in one batch per core,
+/// a replicate or deliver message holding up to 1,024 or 256 events).
+const BATCH: usize = 256;
+
 /// Runs `f` `reps` times and returns the median duration.
 fn median(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
     let mut times = Vec::with_capacity(reps);
@@ -155,6 +162,32 @@ fn main() -> Result<()> {
         signing.push(Event::decode(&b.data)?.signing_bytes()?);
     }
 
+    // 2b. decode + batch verify, on one core and on every core (contiguous parts, each verified
+    // in batches), as a node verifies a replicate, deliver or fetch message.
+    let batch_of = |part: &[Block]| -> Result<()> {
+        for chunk in part.chunks(BATCH) {
+            for r in verify_batch(chunk.iter().map(|b| (&b.cid, b.data.as_slice()))) {
+                black_box(r?);
+            }
+        }
+        Ok(())
+    };
+    let batch_one = median(args.reps, || batch_of(&blocks))?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let batch_all = median(args.reps, || {
+        std::thread::scope(|s| {
+            let parts: Vec<_> = blocks
+                .chunks(blocks.len().div_ceil(cores))
+                .map(|part| s.spawn(move || batch_of(part)))
+                .collect();
+            for p in parts {
+                p.join()
+                    .map_err(|_| anyhow::anyhow!("a verifying thread panicked"))??;
+            }
+            Ok(())
+        })
+    })?;
+
     // Baseline: raw SHA-256 over the same block bytes. One pass is milliseconds, so repeat
     // the pass to get a measurable interval and report per pass.
     let passes = 20;
@@ -191,6 +224,9 @@ fn main() -> Result<()> {
         "avg_block_bytes": block_bytes as f64 / n as f64,
         "build_encode_hash_sign_events_per_s": per_sec(n, build),
         "decode_verify_events_per_s": per_sec(n, check),
+        "decode_batch_verify_events_per_s": per_sec(n, batch_one),
+        "decode_batch_verify_all_cores_events_per_s": per_sec(n, batch_all),
+        "cores": cores,
         "baseline_sha256_blocks_per_s": per_sec(n, sha),
         "baseline_sha256_mb_per_s": mb(block_bytes, sha),
         "baseline_ed25519_sign_per_s": per_sec(n, ed_sign),
@@ -216,6 +252,13 @@ fn main() -> Result<()> {
         "  decode+verify           {:>12.0} events/s   (baseline: ed25519 verify alone {:>8.0}/s)",
         f("decode_verify_events_per_s"),
         f("baseline_ed25519_verify_per_s")
+    );
+    println!(
+        "  decode+batch verify     {:>12.0} events/s   ({:.2}x single verify; on all {} cores {:.0}/s)",
+        f("decode_batch_verify_events_per_s"),
+        f("decode_batch_verify_events_per_s") / f("decode_verify_events_per_s"),
+        cores,
+        f("decode_batch_verify_all_cores_events_per_s")
     );
     println!(
         "  baseline raw SHA-256    {:>12.0} blocks/s   {:.1} MB/s over the same block bytes",

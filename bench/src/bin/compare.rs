@@ -339,6 +339,7 @@ async fn main() -> Result<()> {
     if let Some(jsonl) = &a.report_only {
         report::write(&a.out_dir, jsonl)?;
         println!("wrote {}", a.out_dir.join("RESULTS.md").display());
+        readme_headline(&a, jsonl)?;
         return Ok(());
     }
     // Fail early, before minutes of measuring, if a server is missing.
@@ -414,11 +415,26 @@ async fn main() -> Result<()> {
     }
     drop(out);
     report::write(&a.out_dir, &jsonl)?;
+    readme_headline(&a, &jsonl)?;
     println!(
         "results: {}\nreport:  {}",
         jsonl.display(),
         a.out_dir.join("RESULTS.md").display()
     );
+    Ok(())
+}
+
+/// The repository README's headline comparison, regenerated from `jsonl` when the page was
+/// written into the repository's `bench/` (not for a `--quick` run or another `--out`), and only
+/// from a run of every system (a partial run would drop rows from the headline).
+fn readme_headline(a: &Args, jsonl: &Path) -> Result<()> {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if a.out_dir != bench || a.systems.len() != System::ALL.len() {
+        return Ok(());
+    }
+    let readme = bench.join("../README.md");
+    tidings_bench::headline::write(&readme, jsonl)?;
+    println!("wrote the headline figures into {}", readme.display());
     Ok(())
 }
 

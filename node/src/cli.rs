@@ -240,6 +240,18 @@ An event this node does not hold: `tidings fetch CID` fetches it from the networ
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Import a topic's stream into the node's IPFS backend and pin its heads; prints the heads.
+    #[command(after_help = "Example:\n  tidings pin /stocks/euronext/CTT\n  \
+ipfs dag get <HEAD>/prev/0        # then any IPFS tool walks the stream back from a head\n\n\
+Needs a node started with --ipfs-api URL (or TIDINGS_IPFS_API). The stream as the node holds it\n\
+goes to IPFS as a CAR file (dag/import), its heads pinned recursively, so IPFS keeps all of\n\
+its history; run it again after new events to pin the new heads.")]
+    Pin {
+        /// The topic.
+        topic: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Show the node's peer id, role, addresses, peers, rendezvous roots, subscriptions and store.
     #[command(
         after_help = "Examples:\n  tidings status\n  tidings status --json   # the API's /v1/status"
@@ -309,6 +321,17 @@ pub struct NodeArgs {
     /// and refused for 10 minutes as a flooder.
     #[arg(long, value_name = "N", default_value_t = tidings_node::net::limits::DEFAULT_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     pub peer_request_rate: u32,
+    /// An IPFS node's HTTP RPC, as http://HOST:PORT or its multiaddr (/ip4/127.0.0.1/tcp/5001):
+    /// every block stored here is mirrored into it (never delaying a publish), and history no
+    /// tidings peer has is fetched from it and verified. `tidings pin TOPIC` pins a stream there.
+    #[arg(long, env = "TIDINGS_IPFS_API", value_name = "URL", value_parser = parse_ipfs_api)]
+    pub ipfs_api: Option<String>,
+}
+
+/// Checks `--ipfs-api` when the command line is read, so a typo is refused before anything
+/// starts.
+fn parse_ipfs_api(s: &str) -> Result<String, String> {
+    tidings_node::ipfs::parse_api_url(s)
 }
 
 /// A duration on the command line: `90s`, `15m`, `12h`, `7d`.

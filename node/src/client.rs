@@ -277,6 +277,16 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/ipfs/pin`: the topic's stream imported into the node's IPFS backend and its
+    /// heads pinned.
+    pub async fn pin(&self, topic: &str) -> Result<Value, ClientError> {
+        self.json(
+            self.req(reqwest::Method::POST, "/v1/ipfs/pin")
+                .json(&serde_json::json!({ "topic": topic })),
+        )
+        .await
+    }
+
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Value, ClientError> {
         self.json(self.req(reqwest::Method::GET, "/v1/status"))

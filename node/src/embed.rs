@@ -53,6 +53,7 @@ impl NodeConfig {
             },
             history: HistoryConfig::default(),
             cors_origins: Vec::new(),
+            ipfs_api: None,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod embed;
 pub mod history;
 pub mod identity;
+pub mod ipfs;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -89,6 +89,7 @@ async fn run_node(args: cli::NodeArgs) -> Result<()> {
             durable_expiry: args.durable_expiry.0,
             sync_interval: args.sync_interval.0,
         },
+        ipfs_api: args.ipfs_api,
     })
     .await?;
     println!(

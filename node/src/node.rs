@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub net: NetConfig,
     /// Retention and durable-subscription expiry.
     pub history: crate::history::HistoryConfig,
+    /// An IPFS node's HTTP RPC (`http://HOST:PORT` or its multiaddr): every stored block is
+    /// mirrored into it, and history no peer has is asked of it. `None`: no IPFS backend.
+    pub ipfs_api: Option<String>,
 }
 
 /// Why a node could not start.
@@ -81,6 +84,9 @@ pub enum NodeError {
     /// A `--cors-origin` is not an origin.
     #[error(transparent)]
     Cors(#[from] crate::api::CorsError),
+    /// `--ipfs-api` is not an address the RPC client can use.
+    #[error("--ipfs-api: {0}")]
+    IpfsApi(String),
     /// A non-loopback API without a token would let anyone publish as this node.
     #[error(
         "the API address {0} is not loopback: set a bearer token with --token or TIDINGS_TOKEN"
@@ -128,6 +134,12 @@ impl Node {
         if !config.api.ip().is_loopback() && config.token.is_none() {
             return Err(NodeError::TokenRequired(config.api));
         }
+        let ipfs = match &config.ipfs_api {
+            Some(url) => Some(Arc::new(
+                crate::ipfs::Ipfs::new(url).map_err(NodeError::IpfsApi)?,
+            )),
+            None => None,
+        };
         // The API port first, then libp2p's: a taken port is refused before anything starts.
         let listener = tokio::net::TcpListener::bind(config.api)
             .await
@@ -155,6 +167,9 @@ impl Node {
         let store = Arc::new(store);
         let metrics = Arc::new(Metrics::default());
         let (network, inbound_rx, swarm_task) = net::start(keypair.clone(), config.net.clone())?;
+        if let Some(ipfs) = &ipfs {
+            network.set_ipfs(ipfs.clone());
+        }
         // `api.addr` means the node is up: by then `/v1/status` lists where it listens, which
         // others bootstrap from (devnet, tests).
         if !config.net.listen.is_empty() && !network.wait_listening(LISTEN_WAIT).await {
@@ -167,7 +182,7 @@ impl Node {
             network.clone(),
             config.history,
         ));
-        let background = vec![
+        let mut background = vec![
             swarm_task,
             tokio::spawn(crate::history::serve::serve(network, store.clone())),
             tokio::spawn(inbound::serve(router.clone(), inbound_rx)),
@@ -176,6 +191,9 @@ impl Node {
             tokio::spawn(router.clone().route_queued()),
             tokio::spawn(router.clone().sync_replicas(config.history.sync_interval)),
         ];
+        if let Some(ipfs) = ipfs {
+            background.push(tokio::spawn(crate::ipfs::mirror::run(ipfs, store.clone())));
+        }
 
         write_api_addr(&dir, addr).map_err(dir_err)?;
 

@@ -130,6 +130,7 @@ async fn start(dir: &std::path::Path, bootstrap: Vec<libp2p::Multiaddr>) -> Resu
             request_rate: tidings_node::net::limits::DEFAULT_RATE,
         },
         history: Default::default(),
+        ipfs_api: None,
     })
     .await?)
 }

@@ -5,6 +5,7 @@ mod cors;
 mod encoding;
 mod error;
 mod history;
+mod ipfs;
 pub mod resume;
 mod routes;
 mod subscribe;
@@ -65,6 +66,7 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
         )
         .route("/v1/subscribe", get(subscribe::subscribe))
         .route("/v1/fetch", post(history::fetch))
+        .route("/v1/ipfs/pin", post(ipfs::pin))
         .route("/v1/durable/{name}", delete(subscribe::delete_durable))
         .route("/v1/status", get(routes::status))
         .route("/metrics", get(routes::metrics))

@@ -227,6 +227,7 @@ pub(super) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
     let dir = net.directory();
     let subscriptions = st.router.local().len();
     let leases = st.router.remote().len();
+    let ipfs = net.ipfs().map(|i| i.status());
     blocking(move || {
         let stats = router.store().stats()?;
         let serving = serving_roots(&router)?;
@@ -243,6 +244,7 @@ pub(super) async fn status(State(st): State<AppState>) -> Result<Json<Value>, Ap
             "subscriptions": subscriptions,
             "leases": leases,
             "store": stats,
+            "ipfs": ipfs,
         })))
     })
     .await
@@ -272,11 +274,11 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         too_slow,
         commits: st.router.store().commit_stats(),
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(&snap),
-    )
-        .into_response()
+    let mut text = st.metrics.render(&snap);
+    if let Some(ipfs) = st.router.net().ipfs() {
+        ipfs.render_metrics(&mut text);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Unknown routes.

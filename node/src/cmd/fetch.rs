@@ -83,8 +83,12 @@ fn fetch_summary(done: &Value, as_json: bool) -> Result<()> {
             .get("sources")
             .and_then(Value::as_array)
             .map_or(0, |a| a.len());
+        let from_ipfs = match n("ipfs_blocks") {
+            0 => String::new(),
+            b => format!(" and IPFS ({b} blocks)"),
+        };
         println!(
-            "fetched {} blocks ({:.1} MB) from {sources} peer(s) in {:.2} s: {} verified, {} new, {} held already; {}",
+            "fetched {} blocks ({:.1} MB) from {sources} peer(s){from_ipfs} in {:.2} s: {} verified, {} new, {} held already; {}",
             n("blocks"),
             n("bytes") as f64 / 1e6,
             done.get("seconds").and_then(Value::as_f64).unwrap_or(0.0),
@@ -100,7 +104,7 @@ fn fetch_summary(done: &Value, as_json: bool) -> Result<()> {
     }
     if !missing.is_empty() {
         bail!(
-            "history incomplete: no peer asked had {} block(s), first {}",
+            "history incomplete: no peer asked (nor IPFS, if the node has a backend) had {} block(s), first {}",
             missing.len(),
             missing[0]
         );

@@ -144,6 +144,27 @@ pub async fn run_client(command: Command) -> Result<()> {
             json,
             client,
         } => fetch::run(&client.client()?, &cid, &until, json).await,
+        Command::Pin { topic, client } => {
+            let v = client.client()?.pin(&topic).await?;
+            let heads: Vec<&str> = v
+                .get("heads")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            for h in &heads {
+                println!("{h}");
+            }
+            let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+            eprintln!(
+                "pinned {topic} in IPFS: {} blocks, {} bytes, {} head(s)",
+                n("blocks"),
+                n("bytes"),
+                heads.len()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -69,10 +69,48 @@ pub fn summary(v: &Value) -> String {
             bytes(sn("bytes"))
         ),
     ));
+    if let Some(ipfs) = v.get("ipfs").filter(|i| i.is_object()) {
+        lines.push(("ipfs", ipfs_line(ipfs)));
+    }
     lines
         .into_iter()
         .map(|(k, v)| format!("{k:<14}{v}\n"))
         .collect()
+}
+
+/// `up at http://127.0.0.1:5001: 12 blocks mirrored, 0 queued`, or, when it fails,
+/// `DOWN for 42 s at http://...: 310 blocks queued (cannot reach IPFS: ...)`.
+fn ipfs_line(i: &Value) -> String {
+    let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("?");
+    let n = |k: &str| i.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let state = s("state");
+    let mut line = match state {
+        "up" | "starting" => format!(
+            "{state} at {}: {} blocks mirrored, {} queued",
+            s("api"),
+            n("mirrored"),
+            n("queued")
+        ),
+        _ => format!(
+            "{} for {} s at {}: {} blocks queued, {} mirrored ({})",
+            state.to_uppercase(),
+            n("state_secs"),
+            s("api"),
+            n("queued"),
+            n("mirrored"),
+            s("error")
+        ),
+    };
+    for (k, what) in [
+        ("fetched", "fetched from it"),
+        ("refused", "refused from it"),
+        ("skipped", "left the store before it took them"),
+    ] {
+        if n(k) > 0 {
+            line.push_str(&format!("; {} {what}", n(k)));
+        }
+    }
+    line
 }
 
 /// `512 B`, `1.6 kB`, `4.2 MB`, `1.1 GB`.
@@ -108,5 +146,26 @@ mod tests {
              subscriptions 1 here, 2 leases held as rendezvous\n\
              store         4 blocks, 1.6 kB\n"
         );
+    }
+
+    #[test]
+    fn the_ipfs_line_says_the_state_and_the_backlog() {
+        let mut v = serde_json::json!({"ipfs": {
+            "api": "http://127.0.0.1:5001", "state": "up", "error": null, "state_secs": 3,
+            "queued": 0, "mirrored": 12, "skipped": 0, "fetched": 0, "refused": 0
+        }});
+        assert!(summary(&v).ends_with(
+            "ipfs          up at http://127.0.0.1:5001: 12 blocks mirrored, 0 queued\n"
+        ));
+        v["ipfs"]["state"] = "down".into();
+        v["ipfs"]["state_secs"] = 42.into();
+        v["ipfs"]["queued"] = 310.into();
+        v["ipfs"]["refused"] = 1.into();
+        v["ipfs"]["error"] = "cannot reach IPFS: connection failed".into();
+        assert!(summary(&v).ends_with(
+            "ipfs          DOWN for 42 s at http://127.0.0.1:5001: 310 blocks queued, 12 mirrored \
+             (cannot reach IPFS: connection failed); 1 refused from it\n"
+        ));
+        assert!(!summary(&serde_json::json!({"ipfs": null})).contains("ipfs"));
     }
 }

@@ -18,6 +18,8 @@ use tidings_ipld_schema::{Block, Cid, Error as SchemaError, Event, topic, verify
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod ipfs;
+
 use crate::net::batch::{self, Batch};
 use crate::net::fetch::{self, FetchRequest, Frame};
 use crate::net::{Network, Role};
@@ -96,6 +98,9 @@ pub struct FetchSummary {
     pub seconds: f64,
     /// Peers that sent blocks, in the order asked.
     pub sources: Vec<String>,
+    /// Blocks that came from the node's IPFS backend (asked when no peer had them), each
+    /// verified like a peer's.
+    pub ipfs_blocks: u64,
     /// CIDs still missing (nobody asked had them): empty when complete.
     pub missing: Vec<String>,
     /// Whether everything reachable from `want` (down to `until`) is now held.
@@ -240,6 +245,14 @@ pub async fn fetch(
                 break;
             }
         }
+    }
+    // What no tidings peer had: the IPFS backend, unless it failed moments ago.
+    if !need.is_empty()
+        && !opts.per_block
+        && let Some(backend) = net.ipfs()
+        && backend.worth_asking()
+    {
+        need = ipfs::fetch_from(&backend, need, &mut ctx).await?;
     }
     ctx.summary.complete = need.is_empty();
     ctx.summary.missing = need.iter().map(|c| c.to_string()).collect();

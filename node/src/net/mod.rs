@@ -202,6 +202,8 @@ pub struct Network {
     directory: Arc<RwLock<Directory>>,
     streams: libp2p_stream::Control,
     penalties: penalty::Penalties,
+    /// The IPFS backend, when the node has one: history fetches ask it for what no peer has.
+    ipfs: Arc<std::sync::OnceLock<Arc<crate::ipfs::Ipfs>>>,
 }
 
 impl Network {
@@ -227,6 +229,16 @@ impl Network {
     pub async fn penalise(&self, peer: PeerId, why: &str) {
         self.penalties.penalise(peer, why);
         let _ = self.cmd.send(Command::Disconnect(peer)).await;
+    }
+
+    /// Sets the IPFS backend (once, at start-up), which history fetches fall back on.
+    pub fn set_ipfs(&self, ipfs: Arc<crate::ipfs::Ipfs>) {
+        let _ = self.ipfs.set(ipfs);
+    }
+
+    /// The IPFS backend, if the node has one.
+    pub fn ipfs(&self) -> Option<Arc<crate::ipfs::Ipfs>> {
+        self.ipfs.get().cloned()
     }
 
     /// Whether `peer` is serving a penalty.

@@ -152,6 +152,7 @@ pub fn start(
         role: config.role,
         replication: config.replication.max(1),
         directory: directory.clone(),
+        ipfs: Arc::default(),
     };
     let task = Task {
         swarm,

@@ -8,6 +8,7 @@
 
 mod car;
 mod durable;
+mod mirror;
 mod retention;
 mod streams;
 mod tables;
@@ -15,6 +16,7 @@ mod writer;
 
 pub use car::{ImportError, ImportSummary};
 pub use durable::DurableRecord;
+pub use mirror::LoggedBlock;
 pub use retention::{Limits, Retained};
 pub use streams::{ChainHole, StreamTip};
 pub use writer::CommitStats;

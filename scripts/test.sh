@@ -3,7 +3,8 @@
 # and clippy. Installs what the tests need itself, since CI starts from a clean checkout:
 #   1. the independent Python IPLD implementation the interop test checks our blocks against,
 #      and the nats-server (2.15, PyPI, into target/bench-tools/) the jetstream-sync smoke test runs;
-#   2. the workspace's tests (unit, property, interop, real-process);
+#   2. the workspace's tests (unit, property, interop, real-process), among them the web console's
+#      in a headless Chromium (Debian's `chromium`, installed with apt-get if missing);
 #   3. the Python binding, built from this checkout, with its pytest suite and the examples' tests;
 #   4. the fuzz smoke: every fuzz target for 25 s from its seeds (installs cargo-fuzz if missing).
 set -euo pipefail
@@ -13,6 +14,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -r ipld-schema/tests/interop/requirements.txt
 NATS_SERVER="$(bench/nats-server.sh)"
 export NATS_SERVER
+if ! command -v "${CHROMIUM:-chromium}" >/dev/null; then
+    # About 20 s here; --no-install-recommends keeps it to what a headless run needs.
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
 cargo test --workspace
 # Installed exactly as a user does (maturin, release, into the workspace's target/, so a second
 # run reuses it): it shares few artifacts with the test build above, whose dev-dependencies

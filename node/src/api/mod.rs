@@ -1,6 +1,7 @@
 //! The HTTP API (docs/api.md): routes, error mapping, authentication, CORS and serving.
 
 mod auth;
+mod console;
 mod cors;
 mod encoding;
 mod error;
@@ -8,6 +9,7 @@ mod history;
 pub mod resume;
 mod routes;
 mod subscribe;
+mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use axum::Router as HttpRouter;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 
+pub use console::asset_bytes as console_bytes;
 pub use cors::{CorsError, with_cors};
 pub use error::ApiError;
 
@@ -67,6 +70,8 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
         .route("/v1/fetch", post(history::fetch))
         .route("/v1/durable/{name}", delete(subscribe::delete_durable))
         .route("/v1/status", get(routes::status))
+        .route("/v1/topics", get(topics::topics))
+        .route("/v1/stream", get(topics::stream))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -80,4 +85,7 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::count(metrics.clone(), req, next)
         }))
+        // The console's files carry no data, so they load without the token and the page can
+        // ask for it.
+        .merge(console::routes())
 }

@@ -11,12 +11,14 @@ mod durable;
 mod retention;
 mod streams;
 mod tables;
+mod topics;
 mod writer;
 
 pub use car::{ImportError, ImportSummary};
 pub use durable::DurableRecord;
 pub use retention::{Limits, Retained};
 pub use streams::{ChainHole, StreamTip};
+pub use topics::TopicSummary;
 pub use writer::CommitStats;
 
 use std::path::{Path, PathBuf};

@@ -88,6 +88,24 @@ fn console_views_live_latency_filters_and_publish() -> Result<()> {
         .as_str()
         .context("peer id")?
         .to_string();
+    // The page's files, as served: all of them, each confined to this node by its CSP.
+    let mut served = 0;
+    for path in [
+        "/",
+        "/console/app.js",
+        "/console/dag.js",
+        "/console/style.css",
+    ] {
+        let r = reqwest::blocking::get(format!("{}{path}", node.api))?;
+        ensure!(r.status() == 200, "{path}: {}", r.status());
+        let csp = r.headers().get("content-security-policy").cloned();
+        ensure!(
+            csp.is_some_and(|v| v.to_str().is_ok_and(|v| v.contains("connect-src 'self'"))),
+            "{path}: no CSP"
+        );
+        served += r.bytes()?.len();
+    }
+    eprintln!("console: {served} bytes of embedded assets");
     let mut b = Browser::start()?;
     b.navigate(&format!("{}/", node.api))?;
 
@@ -95,9 +113,11 @@ fn console_views_live_latency_filters_and_publish() -> Result<()> {
     b.wait_for("document.body.dataset.ready === 'node'", WAIT)?;
     let shown = b.eval("document.getElementById('node-facts').textContent")?;
     ensure!(shown.as_str().is_some_and(|s| s.contains(&peer)), "{shown}");
+    // Three samples of the counters (a second apart) draw both lines; the warm-up publish
+    // moves the "in" line.
     api.publish("/console/warmup", &json!({"n": 0}))?;
     b.wait_for(
-        "document.querySelectorAll('#rates polyline').length === 2",
+        "[...document.querySelectorAll('#rates polyline')].filter(p => p.points.numberOfItems >= 3).length === 2",
         WAIT,
     )?;
     b.screenshot(&shots().join("node.png"))?;

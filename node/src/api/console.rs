@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 /// The console's files: (name, content type, bytes).
-pub const ASSETS: &[(&str, &str, &[u8])] = &[
+const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -34,11 +34,6 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
 
 /// The page may load and connect to this node only: nothing from elsewhere, no inline script.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-/// Total bytes of the embedded files.
-pub fn asset_bytes() -> usize {
-    ASSETS.iter().map(|(_, _, b)| b.len()).sum()
-}
 
 /// `GET /` and `GET /console/{file}`.
 pub(super) fn routes() -> HttpRouter {

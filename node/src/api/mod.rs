@@ -18,7 +18,6 @@ use axum::Router as HttpRouter;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 
-pub use console::asset_bytes as console_bytes;
 pub use cors::{CorsError, with_cors};
 pub use error::ApiError;
 

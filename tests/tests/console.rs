@@ -209,7 +209,7 @@ fn console_views_live_latency_filters_and_publish() -> Result<()> {
             WAIT,
         )?;
         ensure!(
-            pos == want.to_string(),
+            pos.as_str().and_then(|p| p.parse::<usize>().ok()) == Some(want),
             "{bad}: shown at {pos}, parser says {want}"
         );
         let text = b.eval("document.getElementById('filter-error').textContent")?;

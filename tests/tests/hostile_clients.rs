@@ -728,6 +728,12 @@ fn a_non_loopback_api_needs_the_bearer_token() -> Result<()> {
     for (what, header) in wrong {
         for (method, path, body) in [
             (Method::GET, "/v1/status".to_string(), String::new()),
+            (Method::GET, "/v1/topics".to_string(), String::new()),
+            (
+                Method::GET,
+                format!("/v1/stream?topic={}", query_escape(TOPIC)),
+                String::new(),
+            ),
             (
                 Method::GET,
                 format!("/v1/heads?topic={}", query_escape(TOPIC)),

@@ -1,6 +1,7 @@
 //! The HTTP API (docs/api.md): routes, error mapping, authentication, CORS and serving.
 
 mod auth;
+mod console;
 mod cors;
 mod encoding;
 mod error;
@@ -9,6 +10,7 @@ mod ipfs;
 pub mod resume;
 mod routes;
 mod subscribe;
+mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +71,8 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
         .route("/v1/ipfs/pin", post(ipfs::pin))
         .route("/v1/durable/{name}", delete(subscribe::delete_durable))
         .route("/v1/status", get(routes::status))
+        .route("/v1/topics", get(topics::topics))
+        .route("/v1/stream", get(topics::stream))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -82,4 +86,7 @@ pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::count(metrics.clone(), req, next)
         }))
+        // The console's files carry no data, so they load without the token and the page can
+        // ask for it.
+        .merge(console::routes())
 }

@@ -22,7 +22,7 @@ fn parse_cid(segment: Result<Path<String>, PathRejection>) -> Result<Cid, ApiErr
 }
 
 /// Runs a store read off the async runtime.
-async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+pub(super) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,

@@ -12,6 +12,7 @@ mod mirror;
 mod retention;
 mod streams;
 mod tables;
+mod topics;
 mod writer;
 
 pub use car::{ImportError, ImportSummary};
@@ -19,6 +20,7 @@ pub use durable::DurableRecord;
 pub use mirror::LoggedBlock;
 pub use retention::{Limits, Retained};
 pub use streams::{ChainHole, StreamTip};
+pub use topics::TopicSummary;
 pub use writer::CommitStats;
 
 use std::path::{Path, PathBuf};

@@ -343,8 +343,18 @@ enum Fault {
     Partition(usize),
 }
 
+/// Runs `plan` in a fresh directory; with `TIDINGS_CHAOS_KEEP` set, a failed run keeps it (each
+/// node's `node.log` and store) whatever the failure was, for reading what happened.
 fn run(plan: Plan) -> Result<()> {
     let dir = tempfile::tempdir()?;
+    let result = run_in(dir.path(), plan);
+    if result.is_err() && std::env::var_os("TIDINGS_CHAOS_KEEP").is_some() {
+        eprintln!("chaos: data kept in {}", dir.keep().display());
+    }
+    result
+}
+
+fn run_in(dir: &Path, plan: Plan) -> Result<()> {
     let t0 = Instant::now();
     let mut rng = StdRng::seed_from_u64(plan.seed);
     eprintln!(
@@ -365,13 +375,9 @@ fn run(plan: Plan) -> Result<()> {
         apis: Arc::default(),
     };
     for b in 0..plan.brokers {
-        cluster
-            .members
-            .push(member(format!("b{b}"), "broker", dir.path()));
+        cluster.members.push(member(format!("b{b}"), "broker", dir));
     }
-    cluster
-        .members
-        .push(member("sub".into(), "peer", dir.path()));
+    cluster.members.push(member("sub".into(), "peer", dir));
     let sub = plan.brokers;
     for i in 0..=plan.brokers {
         cluster.start_member(i)?;
@@ -470,7 +476,7 @@ fn run(plan: Plan) -> Result<()> {
             let i = cluster.members.len();
             cluster
                 .members
-                .push(member(format!("b{}", plan.brokers), "broker", dir.path()));
+                .push(member(format!("b{}", plan.brokers), "broker", dir));
             cluster.start_member(i)?;
             joined = true;
             eprintln!(
@@ -580,9 +586,6 @@ fn run(plan: Plan) -> Result<()> {
                 a.at.as_secs_f64()
             );
         }
-        if std::env::var_os("TIDINGS_CHAOS_KEEP").is_some() {
-            eprintln!("chaos: data kept in {}", dir.keep().display());
-        }
         bail!(
             "{} acknowledged matching events never reached a durable subscriber ({lost_total} misses over all subscribers), e.g. {:?}",
             lost.len(),
@@ -667,9 +670,6 @@ fn run(plan: Plan) -> Result<()> {
                 api.base(),
                 s["store"]["blocks"]
             );
-        }
-        if std::env::var_os("TIDINGS_CHAOS_KEEP").is_some() {
-            eprintln!("chaos: data kept in {}", dir.keep().display());
         }
         bail!("the brokers did not converge on the same heads and blocks");
     };

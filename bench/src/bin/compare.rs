@@ -500,7 +500,7 @@ mod tests {
         }
         assert!(System::JetStreamSync.acked() && System::JetStreamSync.nats());
         let lanes = |sys| shape(&a, "throughput", sys).map(|s| s.lanes);
-        assert_eq!(lanes(System::Tidings1), Some(16));
+        assert_eq!(lanes(System::Tidings1), Some(256));
         assert_eq!(lanes(System::JetStreamSync), Some(256));
         assert_eq!(lanes(System::Nats), Some(1));
     }

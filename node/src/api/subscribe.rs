@@ -507,8 +507,24 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
         code,
         reason: reason.into(),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // The closing handshake: wait briefly for the client's Close, reading what it sent before
+    // it, so the socket is not dropped with unread data (the kernel would answer with a reset,
+    // which can destroy the close frame before the client reads it).
+    let _ = tokio::time::timeout(CLOSE_REPLY, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
+
+/// How long a closing WebSocket waits for the client's Close frame.
+const CLOSE_REPLY: Duration = Duration::from_secs(1);
 
 fn sse(
     opened: Opened,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 
 /// Directories that are build output or local state, not the repository's files.
-const SKIP_DIRS: [&str; 7] = [
+const SKIP_DIRS: [&str; 8] = [
     ".git",
     "target",
     "node_modules",
@@ -15,6 +15,8 @@ const SKIP_DIRS: [&str; 7] = [
     "artifacts",
     "tidings-data",
     "__pycache__",
+    // pytest's cache (its README links to pytest's docs), left by a local test run.
+    ".pytest_cache",
 ];
 
 /// Ways files have referred to documents outside the repository.

@@ -251,11 +251,17 @@ pub fn write_between(readme: &Path, begin: &str, end: &str, section: &str) -> Re
     Ok(())
 }
 
-/// The section as it is in `readme` now (between the markers), if it has them.
+/// What `text` holds between the line `begin` and `end` (as [`write_between`] wrote it), if it
+/// has both markers.
+pub fn between<'a>(text: &'a str, begin: &str, end: &str) -> Option<&'a str> {
+    let a = text.find(begin)? + begin.len() + 1;
+    let b = text.find(end)?;
+    text.get(a..b)
+}
+
+/// The headline section as it is in the README's text now, if it has the markers.
 pub fn current(readme_text: &str) -> Option<&str> {
-    let a = readme_text.find(BEGIN)? + BEGIN.len() + 1;
-    let b = readme_text.find(END)?;
-    readme_text.get(a..b)
+    between(readme_text, BEGIN, END)
 }
 
 /// Regenerates the README section from the results file `jsonl`.

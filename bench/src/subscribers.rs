@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -379,30 +379,11 @@ pub fn section(run: Option<&RunInfo>, phases: &[Phase], file: &str) -> String {
 /// Writes `section` between the markers in `readme`: replaces what is between them, or creates
 /// the file with just the section if it does not exist; refuses a file without the markers.
 pub fn write_section(readme: &Path, section: &str) -> Result<()> {
-    let block = format!("{BEGIN}\n{section}{END}");
-    let text = match std::fs::read_to_string(readme) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(readme, format!("{block}\n"))?;
-            return Ok(());
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", readme.display())),
-    };
-    let (Some(a), Some(b)) = (text.find(BEGIN), text.find(END)) else {
-        bail!(
-            "{} has no {BEGIN:?} … {END:?} markers to write the section between",
-            readme.display()
-        );
-    };
-    if b < a {
-        bail!(
-            "{}: the end marker comes before the begin marker",
-            readme.display()
-        );
+    if !readme.exists() {
+        std::fs::write(readme, format!("{BEGIN}\n{section}{END}\n"))?;
+        return Ok(());
     }
-    let out = format!("{}{block}{}", &text[..a], &text[b + END.len()..]);
-    std::fs::write(readme, out)?;
-    Ok(())
+    crate::headline::write_between(readme, BEGIN, END, section)
 }
 
 /// Regenerates the section in `readme` from the results file `jsonl`.

@@ -60,16 +60,11 @@ fn results_page_and_readme_headline_are_generated_from_the_newest_compare_run() 
 fn the_subscribers_section_is_generated_from_its_newest_run() -> Result<()> {
     let jsonl = newest("subscribers")?;
     let readme = std::fs::read_to_string(bench_dir().join("README.md"))?;
-    let a = readme
-        .find(subscribers::BEGIN)
-        .context("bench/README.md has no subscribers markers")?
-        + subscribers::BEGIN.len()
-        + 1;
-    let b = readme.find(subscribers::END).context("no end marker")?;
+    let shown = headline::between(&readme, subscribers::BEGIN, subscribers::END)
+        .context("bench/README.md has no subscribers markers")?;
     let (run, phases) = subscribers::parse(&std::fs::read_to_string(&jsonl)?)?;
     ensure!(
-        readme.get(a..b)
-            == Some(subscribers::section(run.as_ref(), &phases, name(&jsonl)).as_str()),
+        shown == subscribers::section(run.as_ref(), &phases, name(&jsonl)),
         "bench/README.md's subscribers section is not what {} generates",
         name(&jsonl)
     );

@@ -71,13 +71,7 @@ pub async fn run_client(command: Command) -> Result<()> {
         },
         Command::Heads { topic, client } => {
             let v = client.client()?.heads(&topic).await?;
-            let heads: Vec<&str> = v
-                .get("heads")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let heads = head_cids(&v);
             if heads.is_empty() {
                 bail!("no events of {topic} on this node");
             }
@@ -146,13 +140,7 @@ pub async fn run_client(command: Command) -> Result<()> {
         } => fetch::run(&client.client()?, &cid, &until, json).await,
         Command::Pin { topic, client } => {
             let v = client.client()?.pin(&topic).await?;
-            let heads: Vec<&str> = v
-                .get("heads")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let heads = head_cids(&v);
             for h in &heads {
                 println!("{h}");
             }
@@ -172,4 +160,14 @@ pub async fn run_client(command: Command) -> Result<()> {
 pub fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// The `heads` of an API answer (`/v1/heads`, `/v1/ipfs/pin`) as CID strings.
+fn head_cids(v: &Value) -> Vec<&str> {
+    v.get("heads")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }

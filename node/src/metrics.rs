@@ -26,6 +26,10 @@ pub struct Metrics {
     pub gaps_repaired: AtomicU64,
     /// Events recovered by gap repair and handed to local subscribers' filters.
     pub events_repaired: AtomicU64,
+    /// Streams held behind a gap the first repair could not fill (see `pubsub::held`).
+    pub streams_held: AtomicU64,
+    /// Held streams that moved past a gap still not repaired when the hold ran out.
+    pub streams_held_given_up: AtomicU64,
     /// Events delivered to subscriber nodes as a primary (acknowledged by them).
     pub delivered_to_nodes: AtomicU64,
     /// Events a subscriber node was not reached with after every attempt.
@@ -186,7 +190,7 @@ impl Metrics {
             head(out, name, help, kind);
             let _ = writeln!(out, "{name} {v}");
         };
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "tidings_published_events_total",
                 "Events published through this node's API and acknowledged.",
@@ -226,6 +230,16 @@ impl Metrics {
                 "tidings_events_repaired_total",
                 "Events recovered by gap repair.",
                 &self.events_repaired,
+            ),
+            (
+                "tidings_streams_held_total",
+                "Streams whose later events were held behind a gap the first repair could not fill.",
+                &self.streams_held,
+            ),
+            (
+                "tidings_streams_held_given_up_total",
+                "Held streams that moved past a gap still unrepaired when the hold ran out.",
+                &self.streams_held_given_up,
             ),
             (
                 "tidings_replicas_stored_total",

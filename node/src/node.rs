@@ -188,6 +188,7 @@ impl Node {
             tokio::spawn(inbound::serve(router.clone(), inbound_rx)),
             tokio::spawn(router.clone().maintain()),
             tokio::spawn(router.clone().deliver_here()),
+            tokio::spawn(router.clone().retry_held()),
             tokio::spawn(router.clone().route_queued()),
             tokio::spawn(router.clone().sync_replicas(config.history.sync_interval)),
         ];

@@ -322,6 +322,11 @@ impl Router {
             })
             .collect();
         order(&mut list);
+        if durable.is_some() {
+            let filter = Filter::parse(src).map_err(|e| PublishError::BadFilter(e.to_string()))?;
+            list = self.backlog_whole(list, &acked, members, &filter).await;
+            order(&mut list);
+        }
         Ok(list
             .into_iter()
             .map(|(cid, e)| Backlogged {

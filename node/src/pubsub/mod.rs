@@ -1,6 +1,8 @@
 //! Publish, subscribe and deliver decisions: the router, this node's subscriptions, the
 //! subscriptions it holds as a rendezvous member, and delivery in both directions.
 
+mod backlog;
+pub mod held;
 pub mod history;
 pub mod inbound;
 pub mod local;

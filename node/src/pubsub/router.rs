@@ -135,6 +135,8 @@ pub struct Router {
     history: history::HistoryConfig,
     /// Replica sync's roots and holes.
     sync: crate::pubsub::replica_sync::SyncState,
+    /// Streams held behind a gap not repaired yet.
+    held: crate::pubsub::held::Held,
 }
 
 /// (subscriber node, author key, topic).
@@ -255,7 +257,18 @@ impl Router {
             durable_locks: Default::default(),
             history,
             sync: Default::default(),
+            held: Default::default(),
         }
+    }
+
+    /// Streams held behind a gap not repaired yet.
+    pub(crate) fn held(&self) -> &crate::pubsub::held::Held {
+        &self.held
+    }
+
+    /// Duplicate and order bookkeeping of arriving events.
+    pub(crate) fn receiver(&self) -> &Receiver {
+        &self.receiver
     }
 
     /// Replica sync's pending work.
@@ -648,8 +661,33 @@ impl Router {
 
     /// An event delivered by `from` (this node itself when it routed the event as primary): a
     /// gap in its stream is repaired from the DAG first (this node's store, then the network),
-    /// and what was missed reaches local subscribers (through their filters) before it.
+    /// and what was missed reaches local subscribers (through their filters) before it. While
+    /// its stream is held behind a gap not repaired yet, it waits there (see [`held`]).
+    ///
+    /// [`held`]: crate::pubsub::held
     async fn take_delivered(&self, from: PeerId, block: &Block, event: &Event, after: u64) {
+        if self.held.len() > 0
+            && self
+                .held
+                .wait_if_held((from, block.clone(), event.clone(), after))
+                .is_none()
+        {
+            return;
+        }
+        self.arrive_unheld(from, block, event, after, true).await;
+    }
+
+    /// [`Router::take_delivered`] for a stream that is not held. With `may_hold`, a gap the
+    /// repair could not fill completely holds the stream; without it (the events that waited
+    /// behind a gap), the stream moves past what is missing.
+    pub(crate) async fn arrive_unheld(
+        &self,
+        from: PeerId,
+        block: &Block,
+        event: &Event,
+        after: u64,
+        may_hold: bool,
+    ) {
         let arrival = self.receiver.arrive(&block.cid, event, after, false);
         tracing::debug!(cid = %block.cid, seq = event.seq, after, ?arrival, %from, topic = %event.topic, "event arrived");
         match arrival {
@@ -658,38 +696,72 @@ impl Router {
                 tracing::info!(cid = %block.cid, seq = event.seq, topic = %event.topic, "event a repair missed arrived late: delivered out of order")
             }
             Arrival::Gap { last, last_cid } => {
-                // A stream first seen here: the sender's word reaches back only to the event it
-                // names (or nowhere, if it cannot tell); this node's subscriptions know how far
-                // back they still need it.
-                let (floor, since_ms) = match last_cid {
-                    Some(_) => (last, 0),
-                    None => {
-                        self.first_repair_floor(event, last, after == UNKNOWN_AFTER)
-                            .await
-                    }
-                };
-                let (found, complete) = if floor + 1 < event.seq {
-                    self.repair(from, block, event, floor, last_cid, since_ms)
-                        .await
-                } else {
-                    (Vec::new(), true)
-                };
-                // A first-seen stream repaired down to its floor starts where the repair began;
-                // anything the repair missed is logged (and remembered) as a gap.
-                let starts_clean = last_cid.is_none() && complete;
-                let mut prev = starts_clean.then_some(0);
-                for (cid, missed) in found {
-                    let a = prev.unwrap_or(missed.seq.saturating_sub(1));
-                    self.hand_to_local(&cid, &missed, a).await;
-                    prev = Some(missed.seq);
+                let (found, complete) = self
+                    .repair_gap(from, block, event, after, last, last_cid)
+                    .await;
+                if !complete && may_hold {
+                    self.held.hold((from, block.clone(), event.clone(), after));
+                    return;
                 }
-                self.hand_to_local(&block.cid, event, prev.unwrap_or(after))
+                self.hand_repaired(found, complete, last_cid, block, event, after)
                     .await;
                 return;
             }
             Arrival::InOrder => {}
         }
         self.deliver_local(&block.cid, event).await;
+    }
+
+    /// Repairs the gap `event` revealed above `last`: returns what was found, oldest first, and
+    /// whether that is all of it.
+    pub(crate) async fn repair_gap(
+        &self,
+        from: PeerId,
+        block: &Block,
+        event: &Event,
+        after: u64,
+        last: u64,
+        last_cid: Option<Cid>,
+    ) -> (Vec<(Cid, Event)>, bool) {
+        // A stream first seen here: the sender's word reaches back only to the event it names
+        // (or nowhere, if it cannot tell); this node's subscriptions know how far back they
+        // still need it.
+        let (floor, since_ms) = match last_cid {
+            Some(_) => (last, 0),
+            None => {
+                self.first_repair_floor(event, last, after == UNKNOWN_AFTER)
+                    .await
+            }
+        };
+        if floor + 1 < event.seq {
+            self.repair(from, block, event, floor, last_cid, since_ms)
+                .await
+        } else {
+            (Vec::new(), true)
+        }
+    }
+
+    /// Hands a repair's finds, then `event`, to local subscribers in order.
+    pub(crate) async fn hand_repaired(
+        &self,
+        found: Vec<(Cid, Event)>,
+        complete: bool,
+        last_cid: Option<Cid>,
+        block: &Block,
+        event: &Event,
+        after: u64,
+    ) {
+        // A first-seen stream repaired down to its floor starts where the repair began;
+        // anything the repair missed is logged (and remembered) as a gap.
+        let starts_clean = last_cid.is_none() && complete;
+        let mut prev = starts_clean.then_some(0);
+        for (cid, missed) in found {
+            let a = prev.unwrap_or(missed.seq.saturating_sub(1));
+            self.hand_to_local(&cid, &missed, a).await;
+            prev = Some(missed.seq);
+        }
+        self.hand_to_local(&block.cid, event, prev.unwrap_or(after))
+            .await;
     }
 
     /// Fetches the events between `last` and `event` of its (author, topic) stream (none older

@@ -1,0 +1,292 @@
+//! A durable subscription's backlog, whole per stream.
+//!
+//! A returning durable subscriber gets its unacknowledged backlog, read from a majority of the
+//! root's rendezvous set, then live events. Members that were just restarted or cut off can lack
+//! events in the middle of a stream, or not have matched them for the durable yet; if the
+//! backlog skipped them and went on to later ones, the missing events would reach the
+//! subscriber afterwards (by repair or live) behind events of their stream it already has: out
+//! of `seq` order. So each stream of the backlog is rebuilt from its chain: from what the
+//! durable acknowledged (or its first backlog event) up to its newest backlog event, every event
+//! that matches the subscription, with the chain's holes fetched from the network first
+//! (retried for a few seconds). A hole that stays is where the stream's backlog stops: what it
+//! holds back is still unacknowledged, and comes live, in order, once the gap is repaired.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use tidings_ipld_schema::{Cid, Event, json as ipld_json};
+use tidings_matcher::Filter;
+
+use crate::history::{self, Chain};
+use crate::pubsub::router::{Router, blocking};
+use crate::store::Store;
+
+/// How long a backlog waits for the holes in its streams to be fetched before it stops a
+/// stream at one.
+const FILL_FOR: Duration = Duration::from_secs(10);
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+
+/// (author key, topic).
+type StreamKey = (Vec<u8>, String);
+
+/// The first backlog event of a stream whose chain below it (down to the previous backlog
+/// event, or to `floor`) is not whole in `store`: its index in `list`.
+fn first_hole(
+    store: &Store,
+    list: &[(Cid, Event)],
+    idx: &[usize],
+    floor: Option<u64>,
+) -> Option<usize> {
+    let mut below = floor;
+    for &i in idx {
+        let event = &list[i].1;
+        if let Some(b) = below
+            && event.seq > b + 1
+            && !whole_between(store, event, b).unwrap_or(false)
+        {
+            return Some(i);
+        }
+        below = Some(event.seq);
+    }
+    None
+}
+
+/// Whether `store` holds every event of `head`'s stream above seq `down_to` and below `head`.
+fn whole_between(
+    store: &Store,
+    head: &Event,
+    down_to: u64,
+) -> Result<bool, crate::store::StoreError> {
+    let chain = chain_of(head, down_to);
+    let found = history::chain_back(store, head, &chain)?;
+    // chain_back stops at the first block it lacks: whole if it reached down_to + 1.
+    Ok(found.len() as u64 == head.seq - down_to - 1)
+}
+
+fn chain_of(head: &Event, down_to: u64) -> Chain {
+    Chain {
+        author: head.author.clone(),
+        topic: head.topic.clone(),
+        after_seq: down_to,
+        since_ms: 0,
+        whole: false,
+    }
+}
+
+impl Router {
+    /// Rebuilds each stream of the backlog `list` from its chain (see the module docs), first
+    /// fetching its holes from `members` for up to [`FILL_FOR`]; `acked` is the durable's
+    /// acknowledged seq per stream. The result is not in any order yet.
+    pub(crate) async fn backlog_whole(
+        &self,
+        list: Vec<(Cid, Event)>,
+        acked: &HashMap<StreamKey, u64>,
+        members: &[PeerId],
+        filter: &Filter,
+    ) -> Vec<(Cid, Event)> {
+        let mut streams: HashMap<StreamKey, Vec<usize>> = HashMap::new();
+        for (i, (_, e)) in list.iter().enumerate() {
+            streams
+                .entry((e.author.clone(), e.topic.clone()))
+                .or_default()
+                .push(i);
+        }
+        for idx in streams.values_mut() {
+            idx.sort_by_key(|i| list[*i].1.seq);
+        }
+        let began = tokio::time::Instant::now();
+        let mut wait = RETRY_FIRST;
+        loop {
+            let holes = self.backlog_holes(&list, &streams, acked).await;
+            if holes.is_empty() {
+                break;
+            }
+            if began.elapsed() >= FILL_FOR {
+                for (key, i) in holes {
+                    let seq = list[i].1.seq;
+                    tracing::warn!(topic = %key.1, seq, "durable backlog: a gap below this event could not be fetched; the stream's backlog stops here and the rest comes once the gap is repaired");
+                }
+                break;
+            }
+            for (key, i) in &holes {
+                let (cid, event) = &list[*i];
+                let down_to = previous_seq(&list, &streams[key], *i, acked.get(key).copied());
+                let prev_cid = previous_cid(&list, &streams[key], *i);
+                let fetched = history::fetch_chain(
+                    self.net(),
+                    self.store(),
+                    *cid,
+                    prev_cid,
+                    members.to_vec(),
+                    chain_of(event, down_to),
+                    event.seq - down_to,
+                )
+                .await;
+                if let Err(e) = fetched {
+                    tracing::debug!(topic = %key.1, error = %e, "durable backlog: gap fetch failed");
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+        // Each stream rebuilt from its chain, up to its first hole.
+        let store = self.store().clone();
+        let filter = filter.clone();
+        let acked = acked.clone();
+        blocking(move || Ok(rebuild(&store, &list, &streams, &acked, &filter)))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Per stream with a hole, the index of the first backlog event above it.
+    async fn backlog_holes(
+        &self,
+        list: &[(Cid, Event)],
+        streams: &HashMap<StreamKey, Vec<usize>>,
+        acked: &HashMap<StreamKey, u64>,
+    ) -> Vec<(StreamKey, usize)> {
+        let store = self.store().clone();
+        let list = list.to_vec();
+        let streams = streams.clone();
+        let acked = acked.clone();
+        blocking(move || {
+            Ok(streams
+                .iter()
+                .filter_map(|(key, idx)| {
+                    first_hole(&store, &list, idx, acked.get(key).copied())
+                        .map(|i| (key.clone(), i))
+                })
+                .collect())
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
+/// The seq below backlog event `i` of its stream: the previous backlog event's, else the
+/// durable's acknowledged one.
+fn previous_seq(list: &[(Cid, Event)], idx: &[usize], i: usize, floor: Option<u64>) -> u64 {
+    let pos = idx.iter().position(|j| *j == i).unwrap_or(0);
+    match pos {
+        0 => floor.unwrap_or(0),
+        p => list[idx[p - 1]].1.seq,
+    }
+}
+
+/// The CID of the backlog event before `i` in its stream, if any.
+fn previous_cid(list: &[(Cid, Event)], idx: &[usize], i: usize) -> Option<Cid> {
+    let pos = idx.iter().position(|j| *j == i)?;
+    pos.checked_sub(1).map(|p| list[idx[p]].0)
+}
+
+/// Each stream's backlog from its chain: the events above its floor (the acknowledged seq, else
+/// just below its first backlog event) up to its newest backlog event below the first hole,
+/// those that match `filter`, oldest first. Streams follow one another in no set order.
+fn rebuild(
+    store: &Store,
+    list: &[(Cid, Event)],
+    streams: &HashMap<StreamKey, Vec<usize>>,
+    acked: &HashMap<StreamKey, u64>,
+    filter: &Filter,
+) -> Vec<(Cid, Event)> {
+    let mut out = Vec::with_capacity(list.len());
+    for (key, idx) in streams {
+        let Some(&first) = idx.first() else {
+            continue;
+        };
+        let floor = acked
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| list[first].1.seq.saturating_sub(1));
+        // The newest backlog event the chain is whole below.
+        let top = match first_hole(store, list, idx, acked.get(key).copied()) {
+            Some(hole) => match idx.iter().position(|i| *i == hole) {
+                Some(0) | None => continue,
+                Some(p) => idx[p - 1],
+            },
+            None => idx[idx.len() - 1],
+        };
+        let (top_cid, top_event) = &list[top];
+        let below =
+            history::chain_back(store, top_event, &chain_of(top_event, floor)).unwrap_or_default();
+        let owed = below
+            .into_iter()
+            .map(|(b, e)| (b.cid, e))
+            .chain(std::iter::once((*top_cid, top_event.clone())))
+            .filter(|(_, e)| filter.matches(&e.topic, &ipld_json::ipld_to_json(&e.body)));
+        out.extend(owed);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_ipld_schema::{Block, Ipld, Keypair};
+
+    /// Events 1..=n of one author's stream on `/b/x`, body `{"n": seq}`.
+    fn stream(n: u64) -> Vec<(Block, Event)> {
+        let kp = Keypair::ed25519_from_bytes([5; 32]).expect("key");
+        let mut prev = vec![];
+        (1..=n)
+            .map(|seq| {
+                let body = Ipld::Map([("n".to_string(), Ipld::Integer(seq as i128))].into());
+                let (e, b) = Event::sign_block(&kp, "/b/x", body, seq, seq, prev.clone())
+                    .expect("sign");
+                prev = vec![b.cid];
+                (b, e)
+            })
+            .collect()
+    }
+
+    /// `rebuild` of a backlog holding `listed` (seqs) of `stream(n)`, with `stored` (seqs)
+    /// in the store; the seqs it returns.
+    fn rebuilt(n: u64, listed: &[u64], stored: &[u64], acked: Option<u64>, filter: &str) -> Vec<u64> {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let s = stream(n);
+        let held: Vec<(Block, Event)> = s
+            .iter()
+            .filter(|(_, e)| stored.contains(&e.seq))
+            .cloned()
+            .collect();
+        store.insert_events(&held, &[]).expect("insert");
+        let list: Vec<(Cid, Event)> = s
+            .iter()
+            .filter(|(_, e)| listed.contains(&e.seq))
+            .map(|(b, e)| (b.cid, e.clone()))
+            .collect();
+        let key = (s[0].1.author.clone(), s[0].1.topic.clone());
+        let streams: HashMap<StreamKey, Vec<usize>> =
+            [(key.clone(), (0..list.len()).collect())].into();
+        let acked: HashMap<StreamKey, u64> = acked.map(|a| (key, a)).into_iter().collect();
+        let filter = Filter::parse(filter).expect("filter");
+        let mut out: Vec<u64> = rebuild(&store, &list, &streams, &acked, &filter)
+            .into_iter()
+            .map(|(_, e)| e.seq)
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_backlog_missing_matching_events_in_the_middle_gets_them_from_the_chain() {
+        // The members listed 1, 2 and 5; the chain here holds 1-5: 3 and 4 are owed too.
+        assert_eq!(rebuilt(5, &[1, 2, 5], &[1, 2, 3, 4, 5], None, "/b/**"), [1, 2, 3, 4, 5]);
+        // Only what the filter matches.
+        assert_eq!(rebuilt(5, &[2, 4], &[1, 2, 3, 4, 5], None, "/b/** where n != 3"), [2, 4]);
+        // From the acknowledged seq up, even below the first listed event.
+        assert_eq!(rebuilt(6, &[4, 6], &[1, 2, 3, 4, 5, 6], Some(1), "/b/**"), [2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_backlog_stream_stops_below_a_hole_in_its_chain() {
+        // Seq 4 is held nowhere here: the stream's backlog ends at the listed event below it.
+        assert_eq!(rebuilt(6, &[1, 2, 5, 6], &[1, 2, 3, 5, 6], None, "/b/**"), [1, 2]);
+        // A hole between the acknowledged seq and the first listed event: nothing of it.
+        assert_eq!(rebuilt(6, &[4, 5], &[1, 4, 5], Some(1), "/b/**"), Vec::<u64>::new());
+        // Whole: everything listed.
+        assert_eq!(rebuilt(3, &[1, 2, 3], &[1, 2, 3], None, "/b/**"), [1, 2, 3]);
+    }
+}

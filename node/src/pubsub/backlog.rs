@@ -232,8 +232,8 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let body = Ipld::Map([("n".to_string(), Ipld::Integer(seq as i128))].into());
-                let (e, b) = Event::sign_block(&kp, "/b/x", body, seq, seq, prev.clone())
-                    .expect("sign");
+                let (e, b) =
+                    Event::sign_block(&kp, "/b/x", body, seq, seq, prev.clone()).expect("sign");
                 prev = vec![b.cid];
                 (b, e)
             })
@@ -242,7 +242,13 @@ mod tests {
 
     /// `rebuild` of a backlog holding `listed` (seqs) of `stream(n)`, with `stored` (seqs)
     /// in the store; the seqs it returns.
-    fn rebuilt(n: u64, listed: &[u64], stored: &[u64], acked: Option<u64>, filter: &str) -> Vec<u64> {
+    fn rebuilt(
+        n: u64,
+        listed: &[u64],
+        stored: &[u64],
+        acked: Option<u64>,
+        filter: &str,
+    ) -> Vec<u64> {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(&dir.path().join("s.redb")).expect("store");
         let s = stream(n);
@@ -273,19 +279,34 @@ mod tests {
     #[test]
     fn a_backlog_missing_matching_events_in_the_middle_gets_them_from_the_chain() {
         // The members listed 1, 2 and 5; the chain here holds 1-5: 3 and 4 are owed too.
-        assert_eq!(rebuilt(5, &[1, 2, 5], &[1, 2, 3, 4, 5], None, "/b/**"), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            rebuilt(5, &[1, 2, 5], &[1, 2, 3, 4, 5], None, "/b/**"),
+            [1, 2, 3, 4, 5]
+        );
         // Only what the filter matches.
-        assert_eq!(rebuilt(5, &[2, 4], &[1, 2, 3, 4, 5], None, "/b/** where n != 3"), [2, 4]);
+        assert_eq!(
+            rebuilt(5, &[2, 4], &[1, 2, 3, 4, 5], None, "/b/** where n != 3"),
+            [2, 4]
+        );
         // From the acknowledged seq up, even below the first listed event.
-        assert_eq!(rebuilt(6, &[4, 6], &[1, 2, 3, 4, 5, 6], Some(1), "/b/**"), [2, 3, 4, 5, 6]);
+        assert_eq!(
+            rebuilt(6, &[4, 6], &[1, 2, 3, 4, 5, 6], Some(1), "/b/**"),
+            [2, 3, 4, 5, 6]
+        );
     }
 
     #[test]
     fn a_backlog_stream_stops_below_a_hole_in_its_chain() {
         // Seq 4 is held nowhere here: the stream's backlog ends at the listed event below it.
-        assert_eq!(rebuilt(6, &[1, 2, 5, 6], &[1, 2, 3, 5, 6], None, "/b/**"), [1, 2]);
+        assert_eq!(
+            rebuilt(6, &[1, 2, 5, 6], &[1, 2, 3, 5, 6], None, "/b/**"),
+            [1, 2]
+        );
         // A hole between the acknowledged seq and the first listed event: nothing of it.
-        assert_eq!(rebuilt(6, &[4, 5], &[1, 4, 5], Some(1), "/b/**"), Vec::<u64>::new());
+        assert_eq!(
+            rebuilt(6, &[4, 5], &[1, 4, 5], Some(1), "/b/**"),
+            Vec::<u64>::new()
+        );
         // Whole: everything listed.
         assert_eq!(rebuilt(3, &[1, 2, 3], &[1, 2, 3], None, "/b/**"), [1, 2, 3]);
     }

@@ -696,15 +696,30 @@ impl Router {
                 tracing::info!(cid = %block.cid, seq = event.seq, topic = %event.topic, "event a repair missed arrived late: delivered out of order")
             }
             Arrival::Gap { last, last_cid } => {
+                // One repair of a stream at a time: another task's events of this stream wait
+                // behind this one's (see `held`).
+                if may_hold
+                    && self
+                        .held
+                        .claim_or_wait((from, block.clone(), event.clone(), after))
+                        .is_none()
+                {
+                    return;
+                }
                 let (found, complete) = self
                     .repair_gap(from, block, event, after, last, last_cid)
                     .await;
                 if !complete && may_hold {
-                    self.held.hold((from, block.clone(), event.clone(), after));
+                    self.held
+                        .hold_claimed((from, block.clone(), event.clone(), after));
                     return;
                 }
                 self.hand_repaired(found, complete, last_cid, block, event, after)
                     .await;
+                if may_hold {
+                    self.hand_waiting(&(event.author.clone(), event.topic.clone()))
+                        .await;
+                }
                 return;
             }
             Arrival::InOrder => {}
@@ -837,7 +852,7 @@ impl Router {
     /// Matches an event against this node's API subscriptions and queues it for each, waiting
     /// (up to [`SLOW_GRACE`]) for any whose queue is full, so the next event is delivered only
     /// once every subscriber has this one or was cut off.
-    async fn deliver_local(&self, cid: &Cid, event: &Event) {
+    pub(crate) async fn deliver_local(&self, cid: &Cid, event: &Event) {
         if self.local.is_empty() {
             return;
         }

@@ -206,6 +206,8 @@ struct Got {
     topic: String,
     seq: u64,
     keep: bool,
+    /// Which of the subscriber's connections it came on (1 = the first).
+    conn: u64,
 }
 
 /// What every publisher thread shares.
@@ -288,9 +290,13 @@ fn subscriber(
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
-        if let Ok(mut c) = connects.lock() {
-            *c += 1;
-        }
+        let conn = match connects.lock() {
+            Ok(mut c) => {
+                *c += 1;
+                *c
+            }
+            Err(_) => 0,
+        };
         loop {
             if stop.load(Ordering::Relaxed) {
                 let _ = ws.close(None);
@@ -305,6 +311,7 @@ fn subscriber(
                         topic: v["topic"].as_str().unwrap_or_default().to_string(),
                         seq: v["seq"].as_u64().unwrap_or(0),
                         keep: v["body"]["keep"] == true,
+                        conn,
                     };
                     let ack = json!({ "ack": g.cid }).to_string();
                     got.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(g);
@@ -592,6 +599,16 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
             &lost[..lost.len().min(5)]
         );
     }
+    if std::env::var_os("TIDINGS_CHAOS_KEEP").is_some() {
+        // Every delivery, for reading a failure against the nodes' logs.
+        for (name, got) in &gots {
+            let lines: Vec<String> = got
+                .iter()
+                .map(|g| format!("{} {} {} {} {}", g.conn, g.author, g.topic, g.seq, g.cid))
+                .collect();
+            std::fs::write(dir.join(format!("deliveries-{name}.txt")), lines.join("\n"))?;
+        }
+    }
     for (name, got) in &gots {
         ensure!(
             got.iter().all(|g| g.keep && g.topic.starts_with("/chaos/")),
@@ -609,11 +626,12 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
                 .or_insert(0);
             ensure!(
                 g.seq > *l,
-                "on {name}: stream ({}, {}) delivered seq {} after {}",
+                "on {name}: stream ({}, {}) delivered seq {} after {} (on connection {})",
                 g.author,
                 g.topic,
                 g.seq,
-                l
+                l,
+                g.conn
             );
             *l = g.seq;
         }

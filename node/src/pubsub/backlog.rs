@@ -134,9 +134,18 @@ impl Router {
         let store = self.store().clone();
         let filter = filter.clone();
         let acked = acked.clone();
-        blocking(move || Ok(rebuild(&store, &list, &streams, &acked, &filter)))
+        let listed = list.len();
+        let out = blocking(move || Ok(rebuild(&store, &list, &streams, &acked, &filter)))
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if out.len() != listed {
+            tracing::info!(
+                listed,
+                rebuilt = out.len(),
+                "durable backlog rebuilt from the streams' chains"
+            );
+        }
+        out
     }
 
     /// Per stream with a hole, the index of the first backlog event above it.

@@ -793,7 +793,11 @@ impl Router {
         since_ms: u64,
     ) -> (Vec<(Cid, Event)>, bool) {
         let missing = event.seq - last - 1;
-        tracing::info!(topic = %event.topic, from_seq = last + 1, to_seq = event.seq - 1, since_ms, source = %from, "gap in stream: repairing from the DAG");
+        let author = event
+            .author_peer_id()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        tracing::info!(topic = %event.topic, %author, from_seq = last + 1, to_seq = event.seq - 1, since_ms, source = %from, "gap in stream: repairing from the DAG");
         let chain = Chain {
             author: event.author.clone(),
             topic: event.topic.clone(),

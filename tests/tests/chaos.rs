@@ -606,7 +606,9 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
                 .iter()
                 .map(|g| format!("{} {} {} {} {}", g.conn, g.author, g.topic, g.seq, g.cid))
                 .collect();
-            std::fs::write(dir.join(format!("deliveries-{name}.txt")), lines.join("\n"))?;
+            let mut text = lines.join("\n");
+            text.push('\n');
+            std::fs::write(dir.join(format!("deliveries-{name}.txt")), text)?;
         }
     }
     for (name, got) in &gots {

@@ -10,15 +10,21 @@
 //! that matches the subscription, with the chain's holes fetched from the network first
 //! (retried for a few seconds). A hole that stays is where the stream's backlog stops: what it
 //! holds back is still unacknowledged, and comes live, in order, once the gap is repaired.
+//!
+//! A stream's backlog also stops at the last event this node has handed to its subscribers
+//! since it started: what lies beyond is still to come live through the same gap repair as for
+//! any subscriber, in order; sent from the backlog first, it would overtake the live events
+//! below it (a broker restarted moments before its subscriber reconnects is still repairing).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use tidings_ipld_schema::{Cid, Event, json as ipld_json};
+use tidings_ipld_schema::{Block, Cid, Event, json as ipld_json};
 use tidings_matcher::Filter;
 
 use crate::history::{self, Chain};
+use crate::pubsub::receive::UNKNOWN_AFTER;
 use crate::pubsub::router::{Router, blocking};
 use crate::store::Store;
 
@@ -85,6 +91,26 @@ impl Router {
         members: &[PeerId],
         filter: &Filter,
     ) -> Vec<(Cid, Event)> {
+        // What this node has not handed to its subscribers yet comes live, in order, behind
+        // what it has: a backlog event above that point would overtake the live ones below it
+        // (a restarted broker repairing a stream while its subscriber reconnects).
+        let (list, mut later): (Vec<(Cid, Event)>, Vec<(Cid, Event)>) =
+            list.into_iter().partition(|(_, e)| {
+                self.receiver()
+                    .last_seq(&e.author, &e.topic)
+                    .is_none_or(|handed| e.seq <= handed)
+            });
+        // Those go the live way now, through the gap repair from what was handed (this node's
+        // store first): the new subscription is registered, so it gets them behind its backlog,
+        // and none waits for a later event of its stream to reveal it.
+        later.sort_by(|a, b| {
+            (&a.1.author, &a.1.topic, a.1.seq).cmp(&(&b.1.author, &b.1.topic, b.1.seq))
+        });
+        let me = self.net().local_peer();
+        let later: Vec<(Block, Event)> = later
+            .into_iter()
+            .filter_map(|(_, e)| e.to_block().ok().map(|b| (b, e)))
+            .collect();
         let mut streams: HashMap<StreamKey, Vec<usize>> = HashMap::new();
         for (i, (_, e)) in list.iter().enumerate() {
             streams
@@ -134,6 +160,9 @@ impl Router {
         let store = self.store().clone();
         let filter = filter.clone();
         let acked = acked.clone();
+        for (block, event) in &later {
+            self.take_delivered(me, block, event, UNKNOWN_AFTER).await;
+        }
         let listed = list.len();
         let out = blocking(move || Ok(rebuild(&store, &list, &streams, &acked, &filter)))
             .await

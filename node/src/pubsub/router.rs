@@ -665,7 +665,13 @@ impl Router {
     /// its stream is held behind a gap not repaired yet, it waits there (see [`held`]).
     ///
     /// [`held`]: crate::pubsub::held
-    async fn take_delivered(&self, from: PeerId, block: &Block, event: &Event, after: u64) {
+    pub(crate) async fn take_delivered(
+        &self,
+        from: PeerId,
+        block: &Block,
+        event: &Event,
+        after: u64,
+    ) {
         if self.held.len() > 0
             && self
                 .held

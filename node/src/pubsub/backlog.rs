@@ -36,6 +36,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 /// (author key, topic).
 type StreamKey = (Vec<u8>, String);
 
+/// Backlog events with their CIDs.
+type Listed = Vec<(Cid, Event)>;
+
 /// The first backlog event of a stream whose chain below it (down to the previous backlog
 /// event, or to `floor`) is not whole in `store`: its index in `list`.
 fn first_hole(
@@ -94,12 +97,11 @@ impl Router {
         // What this node has not handed to its subscribers yet comes live, in order, behind
         // what it has: a backlog event above that point would overtake the live ones below it
         // (a restarted broker repairing a stream while its subscriber reconnects).
-        let (list, mut later): (Vec<(Cid, Event)>, Vec<(Cid, Event)>) =
-            list.into_iter().partition(|(_, e)| {
-                self.receiver()
-                    .last_seq(&e.author, &e.topic)
-                    .is_none_or(|handed| e.seq <= handed)
-            });
+        let (list, mut later): (Listed, Listed) = list.into_iter().partition(|(_, e)| {
+            self.receiver()
+                .last_seq(&e.author, &e.topic)
+                .is_none_or(|handed| e.seq <= handed)
+        });
         // Those go the live way now, through the gap repair from what was handed (this node's
         // store first): the new subscription is registered, so it gets them behind its backlog,
         // and none waits for a later event of its stream to reveal it.

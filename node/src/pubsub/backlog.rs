@@ -30,7 +30,7 @@ use crate::store::Store;
 
 /// How long a backlog waits for the holes in its streams to be fetched before it stops a
 /// stream at one.
-const FILL_FOR: Duration = Duration::from_secs(10);
+const FILL_FOR: Duration = Duration::from_secs(2);
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 
 /// (author key, topic).
@@ -241,10 +241,11 @@ fn rebuild(
             .unwrap_or_else(|| list[first].1.seq.saturating_sub(1));
         // The newest backlog event the chain is whole below.
         let top = match first_hole(store, list, idx, acked.get(key).copied()) {
-            Some(hole) => match idx.iter().position(|i| *i == hole) {
-                Some(0) | None => continue,
-                Some(p) => idx[p - 1],
-            },
+            // A hole that stays: the stream's listed events as they are (never fewer).
+            Some(_) => {
+                out.extend(idx.iter().map(|i| list[*i].clone()));
+                continue;
+            }
             None => idx[idx.len() - 1],
         };
         let (top_cid, top_event) = &list[top];

@@ -8,8 +8,8 @@
 //! of `seq` order. So each stream of the backlog is rebuilt from its chain: from what the
 //! durable acknowledged (or its first backlog event) up to its newest backlog event, every event
 //! that matches the subscription, with the chain's holes fetched from the network first
-//! (retried for a few seconds). A hole that stays is where the stream's backlog stops: what it
-//! holds back is still unacknowledged, and comes live, in order, once the gap is repaired.
+//! (retried for 2 s). A hole that stays leaves that stream's backlog as the members listed it:
+//! never fewer events than they listed.
 //!
 //! A stream's backlog also stops at the last event this node has handed to its subscribers
 //! since it started: what lies beyond is still to come live through the same gap repair as for
@@ -24,17 +24,15 @@ use tidings_ipld_schema::{Block, Cid, Event, json as ipld_json};
 use tidings_matcher::Filter;
 
 use crate::history::{self, Chain};
+use crate::pubsub::held::StreamKey;
 use crate::pubsub::receive::UNKNOWN_AFTER;
 use crate::pubsub::router::{Router, blocking};
 use crate::store::Store;
 
-/// How long a backlog waits for the holes in its streams to be fetched before it stops a
-/// stream at one.
+/// How long a backlog waits for the holes in its streams to be fetched before it sends a
+/// stream with a hole as the members listed it.
 const FILL_FOR: Duration = Duration::from_secs(2);
 const RETRY_FIRST: Duration = Duration::from_millis(200);
-
-/// (author key, topic).
-type StreamKey = (Vec<u8>, String);
 
 /// Backlog events with their CIDs.
 type Listed = Vec<(Cid, Event)>;
@@ -133,7 +131,7 @@ impl Router {
             if began.elapsed() >= FILL_FOR {
                 for (key, i) in holes {
                     let seq = list[i].1.seq;
-                    tracing::warn!(topic = %key.1, seq, "durable backlog: a gap below this event could not be fetched; the stream's backlog stops here and the rest comes once the gap is repaired");
+                    tracing::warn!(topic = %key.1, seq, "durable backlog: a gap below this event could not be fetched; the stream's backlog goes as the members listed it");
                 }
                 break;
             }
@@ -158,7 +156,7 @@ impl Router {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
-        // Each stream rebuilt from its chain, up to its first hole.
+        // Each stream rebuilt from its chain (as listed, if a hole stays).
         let store = self.store().clone();
         let filter = filter.clone();
         let acked = acked.clone();
@@ -221,8 +219,9 @@ fn previous_cid(list: &[(Cid, Event)], idx: &[usize], i: usize) -> Option<Cid> {
 }
 
 /// Each stream's backlog from its chain: the events above its floor (the acknowledged seq, else
-/// just below its first backlog event) up to its newest backlog event below the first hole,
-/// those that match `filter`, oldest first. Streams follow one another in no set order.
+/// just below its first backlog event) up to its newest backlog event, those that match
+/// `filter`, oldest first; a stream whose chain has a hole, as listed. Streams follow one
+/// another in no set order.
 fn rebuild(
     store: &Store,
     list: &[(Cid, Event)],
@@ -239,29 +238,19 @@ fn rebuild(
             .get(key)
             .copied()
             .unwrap_or_else(|| list[first].1.seq.saturating_sub(1));
-        // The newest backlog event the chain is whole below.
-        let top = match first_hole(store, list, idx, acked.get(key).copied()) {
-            // A hole that stays: the stream's listed events as they are (never fewer).
-            Some(_) => {
-                out.extend(idx.iter().map(|i| list[*i].clone()));
-                continue;
-            }
-            None => idx[idx.len() - 1],
-        };
-        let (top_cid, top_event) = &list[top];
+        // A hole that stays: the stream's listed events as they are (never fewer).
+        if first_hole(store, list, idx, acked.get(key).copied()).is_some() {
+            out.extend(idx.iter().map(|i| list[*i].clone()));
+            continue;
+        }
+        let (top_cid, top_event) = &list[idx[idx.len() - 1]];
         let below =
             history::chain_back(store, top_event, &chain_of(top_event, floor)).unwrap_or_default();
-        let owed: Vec<(Cid, Event)> = below
+        let owed = below
             .into_iter()
             .map(|(b, e)| (b.cid, e))
             .chain(std::iter::once((*top_cid, top_event.clone())))
-            .filter(|(_, e)| filter.matches(&e.topic, &ipld_json::ipld_to_json(&e.body)))
-            .collect();
-        if owed.len() < idx.len() {
-            // Only a hole above the first listed event stops a stream short of what was
-            // listed; say where, for whoever reads why a backlog shrank.
-            tracing::info!(topic = %key.1, floor, listed = idx.len(), first = list[first].1.seq, last = list[idx[idx.len() - 1]].1.seq, top = top_event.seq, owed = owed.len(), "durable backlog: a stream stops below a hole");
-        }
+            .filter(|(_, e)| filter.matches(&e.topic, &ipld_json::ipld_to_json(&e.body)));
         out.extend(owed);
     }
     out
@@ -380,7 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn a_backlog_stream_stops_below_a_hole_in_its_chain() {
+    fn a_backlog_stream_with_a_hole_in_its_chain_goes_as_listed() {
         // Seq 4 is held nowhere here: the stream's listed events stay as they are.
         assert_eq!(
             rebuilt(6, &[1, 2, 5, 6], &[1, 2, 3, 5, 6], None, "/b/**"),

@@ -1,6 +1,6 @@
 //! Delivery queues at the primary: one per subscriber node, drained by one task that sends
 //! batches in order and waits for each answer, so a node receives events in the order the
-//! primary matched them.
+//! primary matched them. A batch that cannot be delivered is retried (see [`GIVE_UP_AFTER`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,8 +17,21 @@ use crate::net::deliver::{DeliverRequest, DeliverResponse};
 
 /// Most events in one deliver request, within [`crate::net::batch::MESSAGE_BUDGET`] bytes.
 const BATCH: Budget = Budget::items(256);
-/// Attempts per batch before it is given up (the subscriber's gap repair then fetches it).
-const ATTEMPTS: u32 = 5;
+/// How long a batch is retried before it is given up. A subscriber's node repairs a gap only
+/// when a later event of the stream reaches it, so a batch given up while its node is briefly
+/// unreachable (a partition, a restart) is lost to that node's live subscribers if it held the
+/// last events of their streams: it is retried for as long as a partition or restart
+/// plausibly lasts.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
+/// How long a batch is tried for a node whose last batch was given up.
+const GONE_TRY: Duration = Duration::from_millis(750);
+/// The longest wait between two attempts.
+const MAX_DELAY: Duration = Duration::from_secs(1);
+/// A batch failing this long is logged at warn, once.
+const WARN_AFTER: Duration = Duration::from_secs(1);
+/// A destination with this many events queued behind a failing batch is given up at once: the
+/// queue must not grow without bound for a node that is gone.
+const MAX_WAITING: usize = 65_536;
 
 /// (CID bytes, block bytes, `after`) of one queued event; see [`DeliverRequest::after`].
 type Item = (ByteBuf, ByteBuf, u64);
@@ -69,6 +82,9 @@ async fn worker(
 ) {
     // The event that did not fit in the last batch: the first of the next.
     let mut carry = None;
+    // The last batch was given up: the next ones get a short try until one goes through, so a
+    // node that is gone does not hold every later batch for the whole retry time.
+    let mut gone = false;
     loop {
         let first = match carry.take() {
             Some(e) => e,
@@ -90,11 +106,17 @@ async fn worker(
             .map(|(c, b, a)| ((c, b), a))
             .unzip();
         let req = DeliverRequest { events, after };
+        let began = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(50);
-        for attempt in 1..=ATTEMPTS {
+        let mut warned = false;
+        for attempt in 1u32.. {
             match net.deliver(peer, req.clone()).await {
                 Ok(DeliverResponse::Ok) => {
+                    gone = false;
                     Metrics::add(&metrics.delivered_to_nodes, n as u64);
+                    if warned {
+                        tracing::info!(%peer, events = n, attempt, "delivery through after retrying");
+                    }
                     break;
                 }
                 Ok(DeliverResponse::Refused(why)) => {
@@ -102,14 +124,24 @@ async fn worker(
                     tracing::warn!(%peer, events = n, reason = %why, "delivery refused");
                     break;
                 }
-                Err(e) if attempt == ATTEMPTS => {
+                Err(e)
+                    if began.elapsed() >= if gone { GONE_TRY } else { GIVE_UP_AFTER }
+                        || rx.len() >= MAX_WAITING =>
+                {
+                    gone = true;
                     Metrics::add(&metrics.deliveries_given_up, n as u64);
-                    tracing::warn!(%peer, events = n, error = %e, "delivery given up; the subscriber must repair the gap");
+                    tracing::warn!(%peer, events = n, attempt, waiting = rx.len(), error = %e, "delivery given up; the subscriber must repair the gap");
+                    break;
                 }
                 Err(e) => {
-                    tracing::debug!(%peer, attempt, error = %e, "delivery failed, retrying");
+                    if !warned && began.elapsed() >= WARN_AFTER {
+                        warned = true;
+                        tracing::warn!(%peer, events = n, attempt, error = %e, "delivery failing; still retrying");
+                    } else {
+                        tracing::debug!(%peer, attempt, error = %e, "delivery failed, retrying");
+                    }
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(MAX_DELAY);
                 }
             }
         }

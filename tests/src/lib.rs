@@ -40,6 +40,18 @@ pub fn has_test_faults(bin: &Path) -> Result<bool> {
     Ok(String::from_utf8_lossy(&out.stdout).contains("(test-faults)"))
 }
 
+/// Holds off the other heavy tests of the same test binary while the guard lives. Cargo runs a
+/// binary's tests in parallel threads (one per core by default); a test that starts three or
+/// more node processes takes this first, so two such tests never run at once (on the 2-core CI
+/// machine two of them put 8 nodes under their fixed deadlines together). A test that failed
+/// while holding it does not stop the others.
+pub fn one_heavy_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Polls `f` until it returns `Some` or `timeout` passes.
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

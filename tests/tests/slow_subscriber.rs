@@ -333,7 +333,9 @@ impl Staller {
             // The node drops a WebSocket that takes nothing for 45 s without a close frame: on
             // a machine too slow to fill the queue well within that, this says so.
             let stalled = stalled.elapsed();
-            while let Some(g) = next().with_context(|| format!("after a stall of {stalled:.1?}"))? {
+            while let Some(g) =
+                next().map_err(|e| anyhow::anyhow!("{e:#} (after a stall of {stalled:.1?})"))?
+            {
                 got.push(g);
             }
             Ok(got)

@@ -5,6 +5,8 @@
 //! crate has integration tests.
 
 pub mod cdp;
+pub mod oracle;
+pub mod workloads;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -302,6 +302,8 @@ struct Got {
     topic: String,
     seq: u64,
     keep: bool,
+    /// Which of the subscriber's connections it came on (1 = the first).
+    conn: u64,
 }
 
 /// What every publisher thread shares.
@@ -384,9 +386,13 @@ fn subscriber(
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
-        if let Ok(mut c) = connects.lock() {
-            *c += 1;
-        }
+        let conn = match connects.lock() {
+            Ok(mut c) => {
+                *c += 1;
+                *c
+            }
+            Err(_) => 0,
+        };
         loop {
             if stop.load(Ordering::Relaxed) {
                 let _ = ws.close(None);
@@ -401,6 +407,7 @@ fn subscriber(
                         topic: v["topic"].as_str().unwrap_or_default().to_string(),
                         seq: v["seq"].as_u64().unwrap_or(0),
                         keep: v["body"]["keep"] == true,
+                        conn,
                     };
                     let ack = json!({ "ack": g.cid }).to_string();
                     got.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(g);
@@ -706,6 +713,18 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
             &lost[..lost.len().min(5)]
         );
     }
+    if std::env::var_os("TIDINGS_CHAOS_KEEP").is_some() {
+        // Every delivery, for reading a failure against the nodes' logs.
+        for (name, got) in &gots {
+            let lines: Vec<String> = got
+                .iter()
+                .map(|g| format!("{} {} {} {} {}", g.conn, g.author, g.topic, g.seq, g.cid))
+                .collect();
+            let mut text = lines.join("\n");
+            text.push('\n');
+            std::fs::write(dir.join(format!("deliveries-{name}.txt")), text)?;
+        }
+    }
     for (name, got) in &gots {
         ensure!(
             got.iter().all(|g| g.keep && g.topic.starts_with("/chaos/")),
@@ -723,11 +742,12 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
                 .or_insert(0);
             ensure!(
                 g.seq > *l,
-                "on {name}: stream ({}, {}) delivered seq {} after {}",
+                "on {name}: stream ({}, {}) delivered seq {} after {} (on connection {})",
                 g.author,
                 g.topic,
                 g.seq,
-                l
+                l,
+                g.conn
             );
             *l = g.seq;
         }

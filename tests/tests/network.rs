@@ -1,6 +1,6 @@
 //! Real node processes on loopback forming a network: brokers and a peer, subscriptions on
 //! different nodes in all three filter syntaxes, events published from every node. Each
-//! subscriber must get exactly the events the linear oracle expects, once each, in `seq` order
+//! subscriber must get exactly the events the oracle expects, once each, in `seq` order
 //! per (author, topic); roots spread over brokers; killing a node never stops the others.
 
 use std::collections::{BTreeSet, HashMap};
@@ -11,55 +11,9 @@ use anyhow::{Context, Result, bail, ensure};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
-use tidings_matcher::Filter;
+use tidings_tests::oracle::Filter;
+use tidings_tests::workloads::network::{FILTERS, ROOTS, body};
 use tidings_tests::{NodeProcess, poll, sse_subscribe};
-
-const ROOTS: [&str; 8] = [
-    "stocks", "fruits", "docs", "news", "chat", "iot", "games", "logs",
-];
-
-const FILTERS: [&str; 6] = [
-    r#"/stocks/** where order = "buy" and price < 10"#,
-    r#"{"topic": "/stocks/**", "order": "sell", "number": ">50"}"#,
-    r#"{"topic": "/fruits/*", "ripe": {"$eq": true}}"#,
-    "/docs/**",
-    r#"{"topic": "/news/**", "$or": [{"score": {"$gte": 90}}, {"tag": {"$in": ["a", "b"]}}]}"#,
-    "/chat/room1 where msg exists",
-];
-
-fn body(rng: &mut StdRng, root: &str, i: usize) -> (String, Value) {
-    let sym = ["A", "B", "C"][rng.random_range(0..3)];
-    let topic = match root {
-        "stocks" => format!("/stocks/x/{sym}"),
-        "fruits" => format!("/fruits/{}", ["apple", "lime"][rng.random_range(0..2)]),
-        "docs" => format!(
-            "/docs/d{}/p{}",
-            rng.random_range(0..3),
-            rng.random_range(0..2)
-        ),
-        "chat" => format!("/chat/room{}", rng.random_range(1..3)),
-        r => format!("/{r}/t{}", rng.random_range(0..2)),
-    };
-    let number: Value = if rng.random_bool(0.1) {
-        json!(rng.random_range(0..100).to_string())
-    } else {
-        json!(rng.random_range(0..100))
-    };
-    let tag = ["a", "b", "c"][rng.random_range(0..3)];
-    let mut b = json!({
-        "i": i,
-        "order": if rng.random_bool(0.5) { "buy" } else { "sell" },
-        "price": rng.random_range(0..2000) as f64 / 100.0,
-        "number": number,
-        "ripe": rng.random_bool(0.5),
-        "score": rng.random_range(0..100),
-        "tag": tag,
-    });
-    if rng.random_bool(0.5) {
-        b["msg"] = json!("hi");
-    }
-    (topic, b)
-}
 
 /// Starts `brokers` brokers and `peers` peer-role nodes joined through the first broker, and
 /// waits until every node knows every broker.

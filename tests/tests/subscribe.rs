@@ -1,5 +1,5 @@
 //! Subscriptions on a real node process: WebSocket, SSE and `tidings sub` subscribers with
-//! filters in all three syntaxes receive exactly the events the linear oracle expects, once
+//! filters in all three syntaxes receive exactly the events the oracle expects, once
 //! each, in publish order; disconnecting removes their entries.
 
 use std::process::{Command, Stdio};
@@ -7,60 +7,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
-use tidings_matcher::Filter;
+use tidings_tests::oracle::Filter;
+use tidings_tests::workloads::subscribe::{FILTERS, events};
 use tidings_tests::{NodeProcess, collect, line_channel, poll, sse_subscribe, tidings_bin};
-
-const FILTERS: [&str; 6] = [
-    // text
-    r#"/stocks/** where order = "buy" and price < 10"#,
-    // the seeds' JSON form
-    r#"{"topic": "/stocks/**", "exchange": "Euronext Lisboa", "order": "buy", "number": ">50", "price": "<10"}"#,
-    // Mongo-style
-    r#"{"topic": "/stocks/*/CTT", "price": {"$gte": 5}, "order": {"$in": ["buy", "sell"]}}"#,
-    "/fruits/citrus/**",
-    r#"/stocks/nyse/* where number > 500 or not (order = "sell")"#,
-    r#"{"topic": "/stocks/**", "$or": [{"symbol": {"$prefix": "A"}}, {"price": {"$lt": 2}}]}"#,
-];
-
-const EXCHANGES: [&str; 3] = ["Euronext Lisboa", "nyse", "lse"];
-const SYMBOLS: [&str; 4] = ["CTT", "AAPL", "EDP", "ABC"];
-
-/// Seeded events: stock orders with numbers and prices sometimes as numeric strings, plus fruit.
-fn events(seed: u64, n: usize) -> Vec<(String, Value)> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    for i in 0..n {
-        if rng.random_range(0..5) == 0 {
-            let t = ["/fruits/citrus/orange", "/fruits/citrus", "/fruits/apple"]
-                [rng.random_range(0..3)];
-            out.push((t.to_string(), json!({"i": i, "ripe": rng.random_bool(0.5)})));
-            continue;
-        }
-        let ex = EXCHANGES[rng.random_range(0..EXCHANGES.len())];
-        let sym = SYMBOLS[rng.random_range(0..SYMBOLS.len())];
-        let number: Value = match rng.random_range(0..10) {
-            0 => json!(rng.random_range(0..1000).to_string()),
-            _ => json!(rng.random_range(0..1000)),
-        };
-        let price: f64 = (rng.random_range(0..2000) as f64) / 100.0;
-        let price: Value = match rng.random_range(0..10) {
-            0 => json!(format!("{price}")),
-            1 => json!(true), // a type mismatch: never matches a numeric comparison
-            _ => json!(price),
-        };
-        let mut body =
-            json!({"i": i, "exchange": ex, "symbol": sym, "number": number, "price": price});
-        if rng.random_range(0..8) != 0 {
-            body["order"] = json!(if rng.random_bool(0.5) { "buy" } else { "sell" });
-        }
-        let topic = format!("/stocks/{}/{sym}", ex.split(' ').next().unwrap_or(ex));
-        out.push((topic, body));
-    }
-    out
-}
 
 #[test]
 fn websocket_sse_and_cli_subscribers_get_exactly_the_matching_events() -> Result<()> {
@@ -128,7 +78,7 @@ fn websocket_sse_and_cli_subscribers_get_exactly_the_matching_events() -> Result
     })
     .context("subscriptions never all registered")?;
 
-    // Publish, and compute what each filter must receive with the linear oracle.
+    // Publish, and compute what each filter must receive with the oracle.
     let evs = events(0x5eed_0003, 400);
     let mut expected: Vec<Vec<String>> = vec![Vec::new(); FILTERS.len()];
     // A last event per filter that it certainly matches: whatever a subscriber received beyond

@@ -8,27 +8,34 @@
 //! of `seq` order. So each stream of the backlog is rebuilt from its chain: from what the
 //! durable acknowledged (or its first backlog event) up to its newest backlog event, every event
 //! that matches the subscription, with the chain's holes fetched from the network first
-//! (retried for a few seconds). A hole that stays is where the stream's backlog stops: what it
-//! holds back is still unacknowledged, and comes live, in order, once the gap is repaired.
+//! (retried for 2 s). A hole that stays leaves that stream's backlog as the members listed it:
+//! never fewer events than they listed.
+//!
+//! A stream's backlog also stops at the last event this node has handed to its subscribers
+//! since it started: what lies beyond is still to come live through the same gap repair as for
+//! any subscriber, in order; sent from the backlog first, it would overtake the live events
+//! below it (a broker restarted moments before its subscriber reconnects is still repairing).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use tidings_ipld_schema::{Cid, Event, json as ipld_json};
+use tidings_ipld_schema::{Block, Cid, Event, json as ipld_json};
 use tidings_matcher::Filter;
 
 use crate::history::{self, Chain};
+use crate::pubsub::held::StreamKey;
+use crate::pubsub::receive::UNKNOWN_AFTER;
 use crate::pubsub::router::{Router, blocking};
 use crate::store::Store;
 
-/// How long a backlog waits for the holes in its streams to be fetched before it stops a
-/// stream at one.
-const FILL_FOR: Duration = Duration::from_secs(10);
+/// How long a backlog waits for the holes in its streams to be fetched before it sends a
+/// stream with a hole as the members listed it.
+const FILL_FOR: Duration = Duration::from_secs(2);
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 
-/// (author key, topic).
-type StreamKey = (Vec<u8>, String);
+/// Backlog events with their CIDs.
+type Listed = Vec<(Cid, Event)>;
 
 /// The first backlog event of a stream whose chain below it (down to the previous backlog
 /// event, or to `floor`) is not whole in `store`: its index in `list`.
@@ -85,6 +92,25 @@ impl Router {
         members: &[PeerId],
         filter: &Filter,
     ) -> Vec<(Cid, Event)> {
+        // What this node has not handed to its subscribers yet comes live, in order, behind
+        // what it has: a backlog event above that point would overtake the live ones below it
+        // (a restarted broker repairing a stream while its subscriber reconnects).
+        let (list, mut later): (Listed, Listed) = list.into_iter().partition(|(_, e)| {
+            self.receiver()
+                .last_seq(&e.author, &e.topic)
+                .is_none_or(|handed| e.seq <= handed)
+        });
+        // Those go the live way now, through the gap repair from what was handed (this node's
+        // store first): the new subscription is registered, so it gets them behind its backlog,
+        // and none waits for a later event of its stream to reveal it.
+        later.sort_by(|a, b| {
+            (&a.1.author, &a.1.topic, a.1.seq).cmp(&(&b.1.author, &b.1.topic, b.1.seq))
+        });
+        let me = self.net().local_peer();
+        let later: Vec<(Block, Event)> = later
+            .into_iter()
+            .filter_map(|(_, e)| e.to_block().ok().map(|b| (b, e)))
+            .collect();
         let mut streams: HashMap<StreamKey, Vec<usize>> = HashMap::new();
         for (i, (_, e)) in list.iter().enumerate() {
             streams
@@ -105,7 +131,7 @@ impl Router {
             if began.elapsed() >= FILL_FOR {
                 for (key, i) in holes {
                     let seq = list[i].1.seq;
-                    tracing::warn!(topic = %key.1, seq, "durable backlog: a gap below this event could not be fetched; the stream's backlog stops here and the rest comes once the gap is repaired");
+                    tracing::warn!(topic = %key.1, seq, "durable backlog: a gap below this event could not be fetched; the stream's backlog goes as the members listed it");
                 }
                 break;
             }
@@ -130,13 +156,25 @@ impl Router {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
-        // Each stream rebuilt from its chain, up to its first hole.
+        // Each stream rebuilt from its chain (as listed, if a hole stays).
         let store = self.store().clone();
         let filter = filter.clone();
         let acked = acked.clone();
-        blocking(move || Ok(rebuild(&store, &list, &streams, &acked, &filter)))
+        for (block, event) in &later {
+            self.take_delivered(me, block, event, UNKNOWN_AFTER).await;
+        }
+        let listed = list.len();
+        let out = blocking(move || Ok(rebuild(&store, &list, &streams, &acked, &filter)))
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if out.len() != listed {
+            tracing::info!(
+                listed,
+                rebuilt = out.len(),
+                "durable backlog rebuilt from the streams' chains"
+            );
+        }
+        out
     }
 
     /// Per stream with a hole, the index of the first backlog event above it.
@@ -181,8 +219,9 @@ fn previous_cid(list: &[(Cid, Event)], idx: &[usize], i: usize) -> Option<Cid> {
 }
 
 /// Each stream's backlog from its chain: the events above its floor (the acknowledged seq, else
-/// just below its first backlog event) up to its newest backlog event below the first hole,
-/// those that match `filter`, oldest first. Streams follow one another in no set order.
+/// just below its first backlog event) up to its newest backlog event, those that match
+/// `filter`, oldest first; a stream whose chain has a hole, as listed. Streams follow one
+/// another in no set order.
 fn rebuild(
     store: &Store,
     list: &[(Cid, Event)],
@@ -199,15 +238,12 @@ fn rebuild(
             .get(key)
             .copied()
             .unwrap_or_else(|| list[first].1.seq.saturating_sub(1));
-        // The newest backlog event the chain is whole below.
-        let top = match first_hole(store, list, idx, acked.get(key).copied()) {
-            Some(hole) => match idx.iter().position(|i| *i == hole) {
-                Some(0) | None => continue,
-                Some(p) => idx[p - 1],
-            },
-            None => idx[idx.len() - 1],
-        };
-        let (top_cid, top_event) = &list[top];
+        // A hole that stays: the stream's listed events as they are (never fewer).
+        if first_hole(store, list, idx, acked.get(key).copied()).is_some() {
+            out.extend(idx.iter().map(|i| list[*i].clone()));
+            continue;
+        }
+        let (top_cid, top_event) = &list[idx[idx.len() - 1]];
         let below =
             history::chain_back(store, top_event, &chain_of(top_event, floor)).unwrap_or_default();
         let owed = below
@@ -232,8 +268,8 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let body = Ipld::Map([("n".to_string(), Ipld::Integer(seq as i128))].into());
-                let (e, b) = Event::sign_block(&kp, "/b/x", body, seq, seq, prev.clone())
-                    .expect("sign");
+                let (e, b) =
+                    Event::sign_block(&kp, "/b/x", body, seq, seq, prev.clone()).expect("sign");
                 prev = vec![b.cid];
                 (b, e)
             })
@@ -242,7 +278,13 @@ mod tests {
 
     /// `rebuild` of a backlog holding `listed` (seqs) of `stream(n)`, with `stored` (seqs)
     /// in the store; the seqs it returns.
-    fn rebuilt(n: u64, listed: &[u64], stored: &[u64], acked: Option<u64>, filter: &str) -> Vec<u64> {
+    fn rebuilt(
+        n: u64,
+        listed: &[u64],
+        stored: &[u64],
+        acked: Option<u64>,
+        filter: &str,
+    ) -> Vec<u64> {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(&dir.path().join("s.redb")).expect("store");
         let s = stream(n);
@@ -273,19 +315,68 @@ mod tests {
     #[test]
     fn a_backlog_missing_matching_events_in_the_middle_gets_them_from_the_chain() {
         // The members listed 1, 2 and 5; the chain here holds 1-5: 3 and 4 are owed too.
-        assert_eq!(rebuilt(5, &[1, 2, 5], &[1, 2, 3, 4, 5], None, "/b/**"), [1, 2, 3, 4, 5]);
+        assert_eq!(
+            rebuilt(5, &[1, 2, 5], &[1, 2, 3, 4, 5], None, "/b/**"),
+            [1, 2, 3, 4, 5]
+        );
         // Only what the filter matches.
-        assert_eq!(rebuilt(5, &[2, 4], &[1, 2, 3, 4, 5], None, "/b/** where n != 3"), [2, 4]);
+        assert_eq!(
+            rebuilt(5, &[2, 4], &[1, 2, 3, 4, 5], None, "/b/** where n != 3"),
+            [2, 4]
+        );
         // From the acknowledged seq up, even below the first listed event.
-        assert_eq!(rebuilt(6, &[4, 6], &[1, 2, 3, 4, 5, 6], Some(1), "/b/**"), [2, 3, 4, 5, 6]);
+        assert_eq!(
+            rebuilt(6, &[4, 6], &[1, 2, 3, 4, 5, 6], Some(1), "/b/**"),
+            [2, 3, 4, 5, 6]
+        );
+    }
+
+    /// Seeded random backlogs over a whole chain: the rebuild never drops a listed event.
+    #[test]
+    fn a_whole_chain_keeps_every_listed_event() {
+        // A small seeded generator (splitmix64): the node crate has no rand.
+        let mut state = 14u64;
+        let mut next = move |below: u64| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % below
+        };
+        for _ in 0..200 {
+            let n = 1 + next(39);
+            let all: Vec<u64> = (1..=n).collect();
+            let acked = (next(2) == 0).then(|| next(n));
+            let listed: Vec<u64> = all
+                .iter()
+                .copied()
+                .filter(|s| acked.is_none_or(|a| *s > a) && next(5) < 2)
+                .collect();
+            if listed.is_empty() {
+                continue;
+            }
+            let got = rebuilt(n, &listed, &all, acked, "/b/**");
+            for s in &listed {
+                assert!(
+                    got.contains(s),
+                    "n={n} acked={acked:?} listed={listed:?} got={got:?}"
+                );
+            }
+            let floor = acked.unwrap_or(listed[0] - 1);
+            let top = listed[listed.len() - 1];
+            assert_eq!(got, ((floor + 1)..=top).collect::<Vec<_>>());
+        }
     }
 
     #[test]
-    fn a_backlog_stream_stops_below_a_hole_in_its_chain() {
-        // Seq 4 is held nowhere here: the stream's backlog ends at the listed event below it.
-        assert_eq!(rebuilt(6, &[1, 2, 5, 6], &[1, 2, 3, 5, 6], None, "/b/**"), [1, 2]);
-        // A hole between the acknowledged seq and the first listed event: nothing of it.
-        assert_eq!(rebuilt(6, &[4, 5], &[1, 4, 5], Some(1), "/b/**"), Vec::<u64>::new());
+    fn a_backlog_stream_with_a_hole_in_its_chain_goes_as_listed() {
+        // Seq 4 is held nowhere here: the stream's listed events stay as they are.
+        assert_eq!(
+            rebuilt(6, &[1, 2, 5, 6], &[1, 2, 3, 5, 6], None, "/b/**"),
+            [1, 2, 5, 6]
+        );
+        // A hole between the acknowledged seq and the first listed event: the same.
+        assert_eq!(rebuilt(6, &[4, 5], &[1, 4, 5], Some(1), "/b/**"), [4, 5]);
         // Whole: everything listed.
         assert_eq!(rebuilt(3, &[1, 2, 3], &[1, 2, 3], None, "/b/**"), [1, 2, 3]);
     }

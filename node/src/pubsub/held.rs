@@ -9,7 +9,10 @@
 //! [`HOLD_MAX`] waiting events) does the stream move past what is still missing, as before: then
 //! the gap is logged, and a missing event that turns up later is still delivered (late).
 //!
-//! Other streams are not held up: only the held stream's events wait.
+//! Other streams are not held up: only the held stream's events wait. The same queue serialises
+//! repairs: while one task repairs a gap in a stream and hands out what it found, the stream's
+//! other arrivals (another primary's delivery, this node's own routing) wait behind it, so two
+//! repairs of one stream never interleave their events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,19 +76,37 @@ impl Held {
         }
     }
 
-    /// Holds `w`'s stream behind a gap (queuing `w`), and has the repair retried.
-    pub(crate) fn hold(&self, w: Waiting) {
+    /// Claims `w`'s stream for the caller, which is about to repair a gap in it: until the
+    /// claim is let go ([`Held::drain_or_release`]), later arrivals of the stream wait here, so
+    /// two deliveries of one stream (from two primaries, or a remote one and this node's own
+    /// routing) never hand their repairs out interleaved. Gives `w` back if the caller has the
+    /// claim; queues it (`None`) if another task holds the stream.
+    pub(crate) fn claim_or_wait(&self, w: Waiting) -> Option<Waiting> {
+        let key = key_of(&w.2);
+        let Ok(mut s) = self.streams.lock() else {
+            return Some(w);
+        };
+        match s.get_mut(&key) {
+            Some(q) => {
+                q.push(w);
+                None
+            }
+            None => {
+                s.insert(key, Vec::new());
+                Some(w)
+            }
+        }
+    }
+
+    /// Turns the caller's claim on `w`'s stream into a hold behind a gap not repaired yet
+    /// (queuing `w`), and has the repair retried.
+    pub(crate) fn hold_claimed(&self, w: Waiting) {
         let key = key_of(&w.2);
         let Ok(mut s) = self.streams.lock() else {
             return;
         };
-        match s.get_mut(&key) {
-            Some(q) => q.push(w),
-            None => {
-                s.insert(key.clone(), vec![w]);
-                let _ = self.start_tx.send(key);
-            }
-        }
+        s.entry(key.clone()).or_default().push(w);
+        let _ = self.start_tx.send(key);
     }
 
     /// The newest waiting event of a held stream (the repair's starting point) and how many wait.
@@ -98,7 +119,7 @@ impl Held {
 
     /// Takes the events waiting now, oldest seq first; with none left, lets the stream go (later
     /// arrivals take the usual path).
-    fn drain_or_release(&self, key: &StreamKey) -> Vec<Waiting> {
+    pub(crate) fn drain_or_release(&self, key: &StreamKey) -> Vec<Waiting> {
         let Ok(mut s) = self.streams.lock() else {
             return Vec::new();
         };
@@ -150,9 +171,14 @@ impl Router {
             };
             let give_up = began.elapsed() >= HOLD_FOR || waiting >= HOLD_MAX;
             let arrival = self.receiver().arrive(&block.cid, &event, after, false);
-            let Arrival::Gap { last, last_cid } = arrival else {
-                // Nothing missing below it any more (or it was delivered some other way).
-                break;
+            let (last, last_cid) = match arrival {
+                Arrival::Gap { last, last_cid } => (last, last_cid),
+                // Nothing missing below it any more: it is next (now recorded as handed on).
+                Arrival::InOrder | Arrival::Late => {
+                    self.deliver_local(&block.cid, &event).await;
+                    break;
+                }
+                Arrival::Duplicate => break,
             };
             let (found, complete) = self
                 .repair_gap(from, &block, &event, after, last, last_cid)
@@ -169,16 +195,75 @@ impl Router {
                 break;
             }
         }
-        // What waited (and whatever arrives while it is handed on), oldest first; the stream
-        // is let go only once nothing waits, so nothing overtakes it.
+        self.hand_waiting(&key).await;
+    }
+
+    /// Hands on what waited behind a claimed or held stream (and whatever arrives meanwhile),
+    /// oldest first, then lets the stream go: only once nothing waits, so nothing overtakes it.
+    pub(crate) async fn hand_waiting(&self, key: &StreamKey) {
         loop {
-            let batch = self.held().drain_or_release(&key);
+            let batch = self.held().drain_or_release(key);
             if batch.is_empty() {
                 return;
             }
             for (from, block, event, after) in batch {
-                self.arrive_unheld(from, &block, &event, after, false).await;
+                // Boxed: `arrive_unheld` comes back here (never with `may_hold` false, but the
+                // compiler cannot know).
+                Box::pin(self.arrive_unheld(from, &block, &event, after, false)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidings_ipld_schema::{Ipld, Keypair};
+
+    fn waiting(seq: u64) -> Waiting {
+        let kp = Keypair::ed25519_from_bytes([9; 32]).expect("key");
+        let (e, b) = Event::sign_block(&kp, "/h/x", Ipld::Integer(seq as i128), seq, seq, vec![])
+            .expect("sign");
+        (PeerId::random(), b, e, seq - 1)
+    }
+
+    #[test]
+    fn a_claimed_stream_queues_other_arrivals_and_lets_go_only_when_nothing_waits() {
+        let held = Held::default();
+        let key = key_of(&waiting(1).2);
+        // The first gap claims the stream; the others' events of it wait, whoever sent them.
+        assert!(held.claim_or_wait(waiting(9)).is_some());
+        assert!(held.claim_or_wait(waiting(7)).is_none());
+        assert!(held.wait_if_held(waiting(8)).is_none());
+        assert_eq!(held.len(), 1);
+        // Handed on oldest first; the claim stays until a drain finds nothing.
+        let seqs: Vec<u64> = held
+            .drain_or_release(&key)
+            .iter()
+            .map(|w| w.2.seq)
+            .collect();
+        assert_eq!(seqs, [7, 8]);
+        assert!(
+            held.wait_if_held(waiting(10)).is_none(),
+            "still claimed while handing on"
+        );
+        assert_eq!(held.drain_or_release(&key).len(), 1);
+        assert!(held.drain_or_release(&key).is_empty());
+        assert_eq!(held.len(), 0);
+        // Let go: arrivals take the usual path again.
+        assert!(held.wait_if_held(waiting(11)).is_some());
+    }
+
+    #[test]
+    fn holding_a_claimed_stream_queues_the_event_and_asks_for_retries_once() {
+        let held = Held::default();
+        let mut starts = held.start_rx.lock().expect("lock").take().expect("rx");
+        assert!(held.claim_or_wait(waiting(5)).is_some());
+        held.hold_claimed(waiting(5));
+        let key = starts.try_recv().expect("a retry was asked for");
+        assert_eq!(key, key_of(&waiting(5).2));
+        assert!(starts.try_recv().is_err());
+        let newest = held.newest(&key).expect("held");
+        assert_eq!((newest.0.2.seq, newest.1), (5, 1));
     }
 }

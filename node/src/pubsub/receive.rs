@@ -91,6 +91,16 @@ pub enum Arrival {
 }
 
 impl Receiver {
+    /// The last seq of the (author, topic) stream handed to this node's subscribers, if any
+    /// was since the node started.
+    pub fn last_seq(&self, author: &[u8], topic: &str) -> Option<u64> {
+        let inner = self.inner.lock().ok()?;
+        inner
+            .last_seq
+            .get(&(author.to_vec(), topic.to_string()))
+            .map(|(s, _)| *s)
+    }
+
     /// Classifies `event` and remembers it. `after` is the sender's word on the previous event
     /// of the stream meant for this node (0: none since it subscribed): only a jump past it is
     /// a gap, since events that match no filter here are never delivered. [`UNKNOWN_AFTER`]

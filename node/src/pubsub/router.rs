@@ -665,7 +665,13 @@ impl Router {
     /// its stream is held behind a gap not repaired yet, it waits there (see [`held`]).
     ///
     /// [`held`]: crate::pubsub::held
-    async fn take_delivered(&self, from: PeerId, block: &Block, event: &Event, after: u64) {
+    pub(crate) async fn take_delivered(
+        &self,
+        from: PeerId,
+        block: &Block,
+        event: &Event,
+        after: u64,
+    ) {
         if self.held.len() > 0
             && self
                 .held
@@ -696,15 +702,30 @@ impl Router {
                 tracing::info!(cid = %block.cid, seq = event.seq, topic = %event.topic, "event a repair missed arrived late: delivered out of order")
             }
             Arrival::Gap { last, last_cid } => {
+                // One repair of a stream at a time: another task's events of this stream wait
+                // behind this one's (see `held`).
+                if may_hold
+                    && self
+                        .held
+                        .claim_or_wait((from, block.clone(), event.clone(), after))
+                        .is_none()
+                {
+                    return;
+                }
                 let (found, complete) = self
                     .repair_gap(from, block, event, after, last, last_cid)
                     .await;
                 if !complete && may_hold {
-                    self.held.hold((from, block.clone(), event.clone(), after));
+                    self.held
+                        .hold_claimed((from, block.clone(), event.clone(), after));
                     return;
                 }
                 self.hand_repaired(found, complete, last_cid, block, event, after)
                     .await;
+                if may_hold {
+                    self.hand_waiting(&(event.author.clone(), event.topic.clone()))
+                        .await;
+                }
                 return;
             }
             Arrival::InOrder => {}
@@ -778,7 +799,11 @@ impl Router {
         since_ms: u64,
     ) -> (Vec<(Cid, Event)>, bool) {
         let missing = event.seq - last - 1;
-        tracing::info!(topic = %event.topic, from_seq = last + 1, to_seq = event.seq - 1, since_ms, source = %from, "gap in stream: repairing from the DAG");
+        let author = event
+            .author_peer_id()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        tracing::info!(topic = %event.topic, %author, from_seq = last + 1, to_seq = event.seq - 1, since_ms, source = %from, "gap in stream: repairing from the DAG");
         let chain = Chain {
             author: event.author.clone(),
             topic: event.topic.clone(),
@@ -837,7 +862,7 @@ impl Router {
     /// Matches an event against this node's API subscriptions and queues it for each, waiting
     /// (up to [`SLOW_GRACE`]) for any whose queue is full, so the next event is delivered only
     /// once every subscriber has this one or was cut off.
-    async fn deliver_local(&self, cid: &Cid, event: &Event) {
+    pub(crate) async fn deliver_local(&self, cid: &Cid, event: &Event) {
         if self.local.is_empty() {
             return;
         }

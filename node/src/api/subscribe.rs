@@ -305,20 +305,61 @@ struct Feed {
     /// CIDs sent from history, so the live copy is skipped.
     sent: HashSet<Arc<str>>,
     sub: Subscription,
+    /// The subscription ended while its history was being read: said after the history.
+    closed: Option<String>,
 }
 
 impl Feed {
-    fn new(sub: Subscription, backlog: Vec<Backlogged>) -> Feed {
+    /// The subscription is registered before its history is read, so live events may already
+    /// wait in its queue, some of them below a history event of their stream (a node repairing
+    /// a stream while the history was read hands the repaired events live). They join the
+    /// history here, each stream in `seq` order; whatever is handed live from now on comes
+    /// after everything this node handed before, so after them.
+    fn new(mut sub: Subscription, backlog: Vec<Backlogged>) -> Feed {
+        let mut closed = None;
+        let mut early = Vec::new();
+        if !backlog.is_empty() {
+            while let Ok(d) = sub.rx.try_recv() {
+                match d {
+                    Delivery::Event {
+                        cid,
+                        json,
+                        stream,
+                        time,
+                        ..
+                    } => early.push(Backlogged {
+                        cid,
+                        json,
+                        stream,
+                        time,
+                        block: None,
+                    }),
+                    Delivery::Closed(reason) => {
+                        closed = Some(reason);
+                        break;
+                    }
+                }
+            }
+        }
+        let backlog = if early.is_empty() {
+            backlog
+        } else {
+            history::merge(backlog, early)
+        };
         Feed {
             sent: backlog.iter().map(|b| b.cid.clone()).collect(),
             backlog: backlog.into(),
             sub,
+            closed,
         }
     }
 
     async fn next(&mut self) -> Item {
         if let Some(b) = self.backlog.pop_front() {
             return Item::Event(b, None);
+        }
+        if let Some(reason) = self.closed.take() {
+            return Item::Closed(reason);
         }
         loop {
             match self.sub.rx.recv().await {
@@ -576,4 +617,59 @@ fn sse(
         Some((Ok(ev), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::local::LocalSubs;
+
+    fn entry(seq: u64) -> (String, Arc<(Vec<u8>, String, u64)>) {
+        (
+            format!("cid-{seq}"),
+            Arc::new((vec![1], "/t/a".to_string(), seq)),
+        )
+    }
+
+    /// A durable reconnecting to a broker that was still repairing a stream while the backlog
+    /// was read: the repaired events (150, 151) were handed live into the subscription's queue,
+    /// and the backlog holds a later event of the stream (183). The chaos run caught the
+    /// subscriber getting 183, then 150 ("delivered seq 150 after 183"); the queued events now
+    /// go first, in `seq` order, and their live copies are not sent twice.
+    #[tokio::test]
+    async fn live_events_queued_while_the_backlog_was_read_keep_their_stream_in_order() {
+        let subs = Arc::new(LocalSubs::default());
+        let filter = Filter::parse("/t/**").expect("filter");
+        let sub = subs.subscribe(&filter, "/t/**");
+        for seq in [150, 151] {
+            let (cid, stream) = entry(seq);
+            let body = serde_json::json!({ "n": seq });
+            let pending = subs.deliver("/t/a", &body, &cid, &body.to_string(), stream, seq);
+            drop(pending);
+        }
+        let (cid, stream) = entry(183);
+        let backlog = vec![Backlogged {
+            cid: cid.into(),
+            json: "{}".into(),
+            stream,
+            time: 183,
+            block: None,
+        }];
+        let mut feed = Feed::new(sub, backlog);
+        // A live copy of a backlog event arriving later is skipped.
+        let (cid, stream) = entry(183);
+        let body = serde_json::json!({ "n": 183 });
+        drop(subs.deliver("/t/a", &body, &cid, &body.to_string(), stream, 183));
+        let (cid, stream) = entry(184);
+        let body = serde_json::json!({ "n": 184 });
+        drop(subs.deliver("/t/a", &body, &cid, &body.to_string(), stream, 184));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            match feed.next().await {
+                Item::Event(b, _) => got.push(b.stream.2),
+                Item::Closed(reason) => panic!("closed: {reason}"),
+            }
+        }
+        assert_eq!(got, [150, 151, 183, 184]);
+    }
 }

@@ -222,6 +222,12 @@ fn previous_cid(list: &[(Cid, Event)], idx: &[usize], i: usize) -> Option<Cid> {
 /// just below its first backlog event) up to its newest backlog event, those that match
 /// `filter`, oldest first; a stream whose chain has a hole, as listed. Streams follow one
 /// another in no set order.
+///
+/// The chain is walked from each listed event down to the one listed below it, not from the
+/// newest one down: the listed events came with their blocks from the members and need not be
+/// in this node's store yet (a broker just restarted), and a walk from the top would stop at
+/// the first of them it lacks, dropping every listed event below (the chaos run's "delivered
+/// seq 150 after 183": a backlog of 150-183 sent as 183 alone).
 fn rebuild(
     store: &Store,
     list: &[(Cid, Event)],
@@ -234,24 +240,33 @@ fn rebuild(
         let Some(&first) = idx.first() else {
             continue;
         };
-        let floor = acked
-            .get(key)
-            .copied()
-            .unwrap_or_else(|| list[first].1.seq.saturating_sub(1));
         // A hole that stays: the stream's listed events as they are (never fewer).
         if first_hole(store, list, idx, acked.get(key).copied()).is_some() {
             out.extend(idx.iter().map(|i| list[*i].clone()));
             continue;
         }
-        let (top_cid, top_event) = &list[idx[idx.len() - 1]];
-        let below =
-            history::chain_back(store, top_event, &chain_of(top_event, floor)).unwrap_or_default();
-        let owed = below
-            .into_iter()
-            .map(|(b, e)| (b.cid, e))
-            .chain(std::iter::once((*top_cid, top_event.clone())))
-            .filter(|(_, e)| filter.matches(&e.topic, &ipld_json::ipld_to_json(&e.body)));
-        out.extend(owed);
+        let mut below = acked
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| list[first].1.seq.saturating_sub(1));
+        for &i in idx {
+            let (cid, event) = &list[i];
+            if event.seq > below + 1 {
+                let between =
+                    history::chain_back(store, event, &chain_of(event, below)).unwrap_or_default();
+                out.extend(
+                    between
+                        .into_iter()
+                        .map(|(b, e)| (b.cid, e))
+                        .filter(|(_, e)| {
+                            filter.matches(&e.topic, &ipld_json::ipld_to_json(&e.body))
+                        }),
+                );
+            }
+            // Listed by the members as matching: sent whatever the store holds.
+            out.push((*cid, event.clone()));
+            below = below.max(event.seq);
+        }
     }
     out
 }
@@ -379,5 +394,23 @@ mod tests {
         assert_eq!(rebuilt(6, &[4, 5], &[1, 4, 5], Some(1), "/b/**"), [4, 5]);
         // Whole: everything listed.
         assert_eq!(rebuilt(3, &[1, 2, 3], &[1, 2, 3], None, "/b/**"), [1, 2, 3]);
+    }
+
+    /// A broker just restarted holds the stream only up to what it had before: the backlog
+    /// events the members listed above that come with their blocks but are not in its store.
+    /// They are all sent (a walk from the newest one down through the store stopped at once and
+    /// sent 6 alone), with the events between the acknowledged seq and them from the chain.
+    #[test]
+    fn listed_events_missing_from_the_store_are_all_sent() {
+        assert_eq!(
+            rebuilt(6, &[3, 4, 5, 6], &[1, 2], Some(1), "/b/**"),
+            [2, 3, 4, 5, 6]
+        );
+        assert_eq!(rebuilt(6, &[3, 4, 5, 6], &[], None, "/b/**"), [3, 4, 5, 6]);
+        // Listed 3 and 6, the store holds 4 and 5 but not the listed ones: whole between them.
+        assert_eq!(
+            rebuilt(6, &[3, 6], &[1, 2, 4, 5], Some(2), "/b/**"),
+            [3, 4, 5, 6]
+        );
     }
 }

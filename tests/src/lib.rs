@@ -42,6 +42,18 @@ pub fn has_test_faults(bin: &Path) -> Result<bool> {
     Ok(String::from_utf8_lossy(&out.stdout).contains("(test-faults)"))
 }
 
+/// Holds off the other heavy tests of the same test binary while the guard lives. Cargo runs a
+/// binary's tests in parallel threads (one per core by default); a test that starts three or
+/// more node processes takes this first, so two such tests never run at once (on the 2-core CI
+/// machine two of them put 8 nodes under their fixed deadlines together). A test that failed
+/// while holding it does not stop the others.
+pub fn one_heavy_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Polls `f` until it returns `Some` or `timeout` passes.
 pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
@@ -505,54 +517,77 @@ pub fn sse_frames(
     }
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let mut frame = SseFrame {
-            id: String::new(),
-            event: String::new(),
-            data: String::new(),
-        };
-        loop {
-            let mut size = String::new();
-            if reader.read_line(&mut size).unwrap_or(0) == 0 {
-                break;
-            }
-            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-                break;
-            };
-            let mut chunk = vec![0; n + 2];
-            if n == 0 || reader.read_exact(&mut chunk).is_err() {
-                break;
-            }
-            text.extend_from_slice(&chunk[..n]);
-            while let Some(nl) = text.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = text.drain(..=nl).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\r', '\n']);
-                if line.is_empty() {
-                    if !frame.data.is_empty() || !frame.event.is_empty() {
-                        let done = std::mem::replace(
-                            &mut frame,
-                            SseFrame {
-                                id: String::new(),
-                                event: String::new(),
-                                data: String::new(),
-                            },
-                        );
-                        if tx.send(done).is_err() {
-                            return;
-                        }
-                    }
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    frame.id = v.trim_start().to_string();
-                } else if let Some(v) = line.strip_prefix("event:") {
-                    frame.event = v.trim_start().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    frame.data = v.trim_start().to_string();
-                }
+        let mut frames = SseReader::new(reader);
+        while let Some(f) = frames.next_frame() {
+            if tx.send(f).is_err() {
+                return;
             }
         }
     });
     Ok((stream, rx))
+}
+
+/// Reads Server-Sent Events one at a time from a chunked `text/event-stream` body (`reader` is
+/// positioned just after the response headers). It reads the socket only when asked for the
+/// next event, so a test can stop reading (a stalled subscriber) and go on later.
+pub struct SseReader<R> {
+    reader: R,
+    /// Text of the current chunk not yet split into lines.
+    text: Vec<u8>,
+    frame: SseFrame,
+}
+
+impl<R: BufRead> SseReader<R> {
+    /// A reader of the body that `reader` is at the start of.
+    pub fn new(reader: R) -> SseReader<R> {
+        SseReader {
+            reader,
+            text: Vec::new(),
+            frame: SseFrame {
+                id: String::new(),
+                event: String::new(),
+                data: String::new(),
+            },
+        }
+    }
+
+    /// The next event (comments and keep-alives skipped), or `None` once the body has ended
+    /// (its last chunk, or the connection).
+    pub fn next_frame(&mut self) -> Option<SseFrame> {
+        loop {
+            while let Some(nl) = self.text.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.text.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\r', '\n']);
+                if line.is_empty() {
+                    if !self.frame.data.is_empty() || !self.frame.event.is_empty() {
+                        let empty = SseFrame {
+                            id: String::new(),
+                            event: String::new(),
+                            data: String::new(),
+                        };
+                        return Some(std::mem::replace(&mut self.frame, empty));
+                    }
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    self.frame.id = v.trim_start().to_string();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    self.frame.event = v.trim_start().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    self.frame.data = v.trim_start().to_string();
+                }
+            }
+            let mut size = String::new();
+            if self.reader.read_line(&mut size).unwrap_or(0) == 0 {
+                return None;
+            }
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            if n == 0 || self.reader.read_exact(&mut chunk).is_err() {
+                return None;
+            }
+            self.text.extend_from_slice(&chunk[..n]);
+        }
+    }
 }
 
 /// Runs `tidings ARGS` to the end; (exit success, stdout, stderr).

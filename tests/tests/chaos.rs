@@ -86,7 +86,10 @@ struct Member {
     data: PathBuf,
     gate: PathBuf,
     role: &'static str,
-    /// Its libp2p listen address, kept across restarts so others can dial it again.
+    /// Its libp2p address (`.../p2p/<id>`) since it last started, for the bootstrap lists of
+    /// nodes started after it. Each start listens on a port the OS chooses, as a restarted
+    /// process in a real deployment may: the nodes started earlier hold an address that no
+    /// longer answers, and must find it again through its own dials and Kademlia.
     listen: Option<String>,
     peer_id: String,
     proc: Option<NodeProcess>,
@@ -116,11 +119,6 @@ impl Cluster {
             "--role".into(),
             m.role.into(),
         ];
-        if let Some(l) = &m.listen {
-            // The address without /p2p: it is this node's own.
-            let addr = l.split("/p2p/").next().unwrap_or(l);
-            args.extend(["--listen".into(), addr.to_string()]);
-        }
         for b in &boot {
             args.extend(["--bootstrap".into(), b.clone()]);
         }
@@ -132,13 +130,11 @@ impl Cluster {
             &[("TIDINGS_TEST_PARTITION_FILE", gate.as_str())],
         )
         .with_context(|| format!("starting {}", m.name))?;
-        if m.listen.is_none() {
-            m.listen = Some(proc.p2p_addr()?);
-            m.peer_id = proc.status()?["peer_id"]
-                .as_str()
-                .context("peer_id")?
-                .to_string();
-        }
+        m.listen = Some(proc.p2p_addr()?);
+        m.peer_id = proc.status()?["peer_id"]
+            .as_str()
+            .context("peer_id")?
+            .to_string();
         write(&self.apis, i, Some(proc.api.clone()));
         m.proc = Some(proc);
         Ok(())
@@ -172,7 +168,107 @@ impl Cluster {
     fn brokers(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(|m| m.role == "broker")
     }
+
+    /// The topics node `i` is the primary of (the first of the root's set in the order
+    /// publishers try it), for the log: a restarted primary must be found at its new address.
+    fn primary_of(&self, i: usize) -> Vec<&'static str> {
+        use tidings_node::net::rendezvous::{publish_order, set_for_root};
+        let brokers: std::collections::BTreeSet<libp2p::PeerId> = self
+            .brokers()
+            .filter_map(|m| m.peer_id.parse().ok())
+            .collect();
+        let set = set_for_root(&brokers, ROOT, REPLICATION);
+        let Ok(me) = self.members[i].peer_id.parse::<libp2p::PeerId>() else {
+            return Vec::new();
+        };
+        TOPICS
+            .into_iter()
+            .filter(|t| publish_order(&set, t).first() == Some(&me))
+            .collect()
+    }
+
+    /// Waits (up to [`WHOLE_WITHIN`]) until the cluster is whole again after a fault of node
+    /// `faulted`, as the nodes' `/v1/status` shows it: every node knows every broker, the
+    /// faulted node is connected to the other nodes it dials (every broker), the root's
+    /// rendezvous set is complete and holds a lease for every durable subscriber, and every
+    /// node in `subscribed` has its subscriber connected again. How long that took, and what
+    /// was missing last before it was whole (for the log).
+    fn wait_whole(&self, faulted: usize, subscribed: &[usize]) -> Result<(Duration, String)> {
+        let started = Instant::now();
+        let brokers = self.brokers().count();
+        let set = REPLICATION.min(brokers);
+        let missing = || -> Option<String> {
+            let mut serving = 0;
+            for (i, m) in self.members.iter().enumerate() {
+                let Some(s) = m.proc.as_ref().and_then(|p| p.status().ok()) else {
+                    return Some(format!("{}'s status", m.name));
+                };
+                let count = |k: &str| s[k].as_u64().unwrap_or(0) as usize;
+                if count("brokers") != brokers {
+                    return Some(format!("{} knows {} brokers", m.name, count("brokers")));
+                }
+                // A broker dials the other brokers; the peer-role node dials every broker.
+                let dials = brokers - usize::from(m.role == "broker");
+                if i == faulted && count("peers") < dials {
+                    return Some(format!("{} has {} peers", m.name, count("peers")));
+                }
+                if subscribed.contains(&i) && count("subscriptions") == 0 {
+                    return Some(format!("{}'s subscriber", m.name));
+                }
+                let serves = s["rendezvous"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|v| v == ROOT));
+                if serves {
+                    serving += 1;
+                    if count("leases") < subscribed.len() {
+                        return Some(format!("{} holds {} leases", m.name, count("leases")));
+                    }
+                }
+            }
+            (serving != set).then(|| format!("{serving} brokers serve {ROOT:?}"))
+        };
+        let mut last = String::from("nothing: whole at the first look");
+        let whole = poll(WHOLE_WITHIN, || match missing() {
+            Some(m) => {
+                last = m;
+                None
+            }
+            None => Some(()),
+        });
+        if whole.is_none() {
+            let statuses: Vec<String> = self
+                .members
+                .iter()
+                .map(|m| {
+                    let s = m.proc.as_ref().and_then(|p| p.status().ok());
+                    format!(
+                        "{}: {}",
+                        m.name,
+                        s.map_or("down".into(), |s| format!(
+                            "brokers {} peers {} subscriptions {} leases {} rendezvous {}",
+                            s["brokers"],
+                            s["peers"],
+                            s["subscriptions"],
+                            s["leases"],
+                            s["rendezvous"]
+                        ))
+                    )
+                })
+                .collect();
+            bail!(
+                "the cluster was not whole again within {WHOLE_WITHIN:?} of the fault on {} \
+                 (missing: {last}): {}",
+                self.members[faulted].name,
+                statuses.join("; ")
+            );
+        }
+        Ok((started.elapsed(), last))
+    }
 }
+
+/// How long a cluster may take to be whole again after a fault ends: a restarted node's store
+/// reopening, its dials, Kademlia, and its subscriber reconnecting, on a loaded 2-core machine.
+const WHOLE_WITHIN: Duration = Duration::from_secs(60);
 
 fn write(apis: &RwLock<Vec<Option<String>>>, i: usize, v: Option<String>) {
     if let Ok(mut a) = apis.write() {
@@ -442,6 +538,8 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
 
     // The schedule: one fault at a time (a set of 3 survives one), at least one partition.
     let (mut kills, mut partitions, mut joined) = (0u32, 0u32, false);
+    let subscribed: Vec<usize> = (0..=plan.brokers).collect();
+    let mut rejoins: Vec<Duration> = Vec::new();
     let end = Instant::now() + plan.chaos;
     let mut step = 0u32;
     while Instant::now() < end {
@@ -460,9 +558,14 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
         };
         step += 1;
         let pause = Duration::from_millis(rng.random_range(2_000..6_000));
+        let faulted = match fault {
+            Fault::Kill(i) | Fault::Partition(i) => i,
+        };
         eprintln!(
-            "chaos: {:>6.1}s {fault:?} for {pause:?}",
-            t0.elapsed().as_secs_f64()
+            "chaos: {:>6.1}s {fault:?} for {pause:?} ({}, primary of {:?})",
+            t0.elapsed().as_secs_f64(),
+            cluster.members[faulted].name,
+            cluster.primary_of(faulted)
         );
         match fault {
             Fault::Kill(i) => {
@@ -492,9 +595,20 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
                 plan.brokers
             );
         }
-        // Calm between faults, so the set is whole again before the next one.
-        let calm = Duration::from_millis(rng.random_range(3_000..6_000));
-        std::thread::sleep(calm);
+        // The next fault only once the cluster is whole again: one fault at a time, whatever
+        // the machine's speed.
+        let (took, last) = cluster.wait_whole(faulted, &subscribed)?;
+        rejoins.push(took);
+        // Then a seeded stretch of steady publishing on the whole cluster, after the last fault
+        // too: the schedule's shape (drawn where the fixed calm was, so a seed gives the same
+        // faults as before), not a wait for anything.
+        let steady = Duration::from_millis(rng.random_range(3_000..6_000));
+        eprintln!(
+            "chaos: {:>6.1}s whole again after {:.1}s (last missing: {last}); steady for {steady:?}",
+            t0.elapsed().as_secs_f64(),
+            took.as_secs_f64()
+        );
+        std::thread::sleep(steady);
     }
     cluster.partition(None)?;
     stop.store(true, Ordering::Relaxed);
@@ -726,13 +840,18 @@ fn run_in(dir: &Path, plan: Plan) -> Result<()> {
         );
     }
     eprintln!(
-        "chaos: RESULT seed={} seconds={:.0} events_acked={} matching={} failed_publishes={failed} kills={kills} partitions={partitions} joined={joined} subscribers={} delivered={delivered} distinct={distinct} lost={lost_total} stores_reopened={}",
+        "chaos: RESULT seed={} seconds={:.0} events_acked={} matching={} failed_publishes={failed} kills={kills} partitions={partitions} joined={joined} subscribers={} delivered={delivered} distinct={distinct} lost={lost_total} stores_reopened={} whole_again_max={:.1}s",
         plan.seed,
         t0.elapsed().as_secs_f64(),
         acked.len(),
         want.len(),
         gots.len(),
-        cluster.members.len()
+        cluster.members.len(),
+        rejoins
+            .iter()
+            .max()
+            .unwrap_or(&Duration::ZERO)
+            .as_secs_f64()
     );
     Ok(())
 }

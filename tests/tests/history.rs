@@ -156,10 +156,20 @@ fn ws_connect(api: &str, filter: &str, durable: &str) -> Result<Ws> {
     tidings_tests::ws_durable(api, filter, durable, Duration::from_secs(60))
 }
 
+/// How long a subscriber waits for what it expects. The socket's read timeout alone would never
+/// end the wait: the node pings every 15 s, and each ping is something read.
+const WAIT: Duration = Duration::from_secs(60);
+
 /// Reads `n` events, acknowledging each; returns their CIDs.
 fn ws_take(ws: &mut Ws, n: usize) -> Result<Vec<String>> {
+    let deadline = std::time::Instant::now() + WAIT;
     let mut got = Vec::new();
     while got.len() < n {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "got {} of {n} events within {WAIT:?}",
+            got.len()
+        );
         let msg = ws
             .read()
             .with_context(|| format!("got {} of {n} events", got.len()))?;
@@ -180,7 +190,12 @@ fn ws_take(ws: &mut Ws, n: usize) -> Result<Vec<String>> {
 /// read error (a closed or timed-out socket) is a failure, not silence.
 fn ws_until_sentinel(ws: &mut Ws, api: &tidings_tests::Api, topic: &str) -> Result<()> {
     let sentinel = sentinel(api, topic)?;
+    let deadline = std::time::Instant::now() + WAIT;
     loop {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no sentinel within {WAIT:?}"
+        );
         let msg = ws.read().context("waiting for the sentinel")?;
         if let tungstenite::Message::Text(t) = msg {
             let v: Value = serde_json::from_str(t.as_str())?;
@@ -265,6 +280,7 @@ fn same_order(got: &[String], want: &[String], who: &str) -> Result<()> {
 
 #[test]
 fn a_durable_subscriber_gets_what_it_missed_in_order_then_live_events() -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
     let dir = tempfile::tempdir()?;
     let nodes = three_brokers_and_a_peer(dir.path())?;
     let (publisher, sub_node) = (nodes[1].api(), &nodes[3]);
@@ -309,6 +325,7 @@ fn a_durable_subscriber_gets_what_it_missed_in_order_then_live_events() -> Resul
 
 #[test]
 fn a_replay_during_a_steady_publish_stream_has_no_gap_and_no_duplicate() -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
     let dir = tempfile::tempdir()?;
     let nodes = three_brokers_and_a_peer(dir.path())?;
     let publisher = nodes[1].api();

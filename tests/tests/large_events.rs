@@ -313,6 +313,7 @@ fn now_ms() -> u64 {
 /// the brokers) must get every event, in order per stream, and no node may penalise another.
 #[test]
 fn a_burst_of_large_events_reaches_a_paused_peer_node_and_the_brokers() -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir()?;
     let mut b0 = start_broker(dir.path(), "b0", None)?;
@@ -385,6 +386,7 @@ fn a_burst_of_large_events_reaches_a_paused_peer_node_and_the_brokers() -> Resul
 /// a CAR export imported into it.
 #[test]
 fn large_events_in_backlogs_replays_replica_sync_fetch_and_car() -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir()?;
     let mut b0 = start_broker(dir.path(), "b0", None)?;

@@ -55,6 +55,7 @@ fn network(
 }
 
 fn run(brokers: usize, peers: usize, k: usize, seed: u64, events: usize) -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
     let dir = tempfile::tempdir()?;
     let nodes = network(dir.path(), brokers, peers, k)?;
     let filters: Vec<Filter> = FILTERS
@@ -241,4 +242,108 @@ fn three_nodes_two_brokers_and_a_peer() -> Result<()> {
 #[test]
 fn five_nodes_four_brokers_and_a_peer_k2() -> Result<()> {
     run(4, 1, 2, 0x5_0de5, 300)
+}
+
+/// `name` in `/metrics` of `node`.
+fn metric(node: &NodeProcess, name: &str) -> Option<u64> {
+    let text = node
+        .api()
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .ok()?
+        .text()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// A broker that restarts on a port the OS chose (its old address dead) is found again within
+/// seconds by a peer-role node that only knew the old address, and is the primary of its
+/// topics again for it: the peer asks the brokers it still reaches where the broker is now.
+/// Before, no broker dialled the peer and it redialled the dead address, so it saw one broker
+/// of two until its periodic Kademlia refresh (every 30 s from its start; this test restarts
+/// the broker well inside the first 30 s), publishing meanwhile through the other one.
+#[test]
+fn a_peer_finds_a_broker_restarted_on_a_new_port_and_publishes_through_it_as_primary() -> Result<()>
+{
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
+    let dir = tempfile::tempdir()?;
+    let b0 = NodeProcess::start(&dir.path().join("b0"), &["--replication", "2"])?;
+    let boot0 = b0.p2p_addr()?;
+    let b1_args = ["--replication", "2", "--bootstrap", boot0.as_str()];
+    let mut b1 = NodeProcess::start(&dir.path().join("b1"), &b1_args)?;
+    let old = b1.p2p_addr()?;
+    let peer = NodeProcess::start(
+        &dir.path().join("p"),
+        &[
+            "--replication",
+            "2",
+            "--role",
+            "peer",
+            "--bootstrap",
+            &boot0,
+            "--bootstrap",
+            &old,
+        ],
+    )?;
+    let peer_started = std::time::Instant::now();
+    let whole = |n: &NodeProcess| {
+        let s = n.status().ok()?;
+        (s["brokers"] == 2 && s["peers"] == 2).then_some(())
+    };
+    poll(Duration::from_secs(30), || whole(&peer)).context("the peer never saw both brokers")?;
+    let id = |n: &NodeProcess| -> Result<libp2p::PeerId> {
+        Ok(n.status()?["peer_id"]
+            .as_str()
+            .context("peer_id")?
+            .parse()?)
+    };
+    let set = [id(&b0)?, id(&b1)?];
+    let topic = (0..)
+        .map(|i| format!("/moved/t{i}"))
+        .find(|t| tidings_node::net::rendezvous::publish_order(&set, t)[0] == set[1])
+        .context("no topic with b1 as primary")?;
+
+    b1.kill();
+    // The harness listens on tcp/0: the OS picks the port again.
+    b1 = NodeProcess::start(&dir.path().join("b1"), &b1_args)?;
+    let new = b1.p2p_addr()?;
+    ensure!(new != old, "b1 came back on its old address {old}");
+    let restarted = std::time::Instant::now();
+    poll(Duration::from_secs(15), || whole(&peer)).with_context(|| {
+        format!(
+            "the peer did not find b1 at {new} within 15 s of its restart ({:.1}s after the \
+             peer started): {:?}",
+            peer_started.elapsed().as_secs_f64(),
+            peer.status().ok()
+        )
+    })?;
+    eprintln!(
+        "network test: the peer found b1 on its new port {:.1}s after its restart",
+        restarted.elapsed().as_secs_f64()
+    );
+
+    // Published on the peer, the event goes through b1 as its topic's primary, and reaches a
+    // subscriber on the peer.
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", peer.api),
+        &[("filter", "/moved/**")],
+    )?;
+    let (_sse, rx) = sse_subscribe(&url)?;
+    let stored = "tidings_primary_publishes_total{outcome=\"stored\"}";
+    let before = metric(&b1, stored).context("b1's metrics")?;
+    let (code, v) = peer.api().publish(&topic, &json!({"moved": true}))?;
+    ensure!(code == 200, "publish on the peer: {code} {v}");
+    ensure!(
+        metric(&b1, stored) == Some(before + 1),
+        "b1 did not take the publish as {topic}'s primary"
+    );
+    let cid = v["cid"].as_str().context("cid")?;
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the subscriber on the peer got nothing")?;
+    let got: Value = serde_json::from_str(&line)?;
+    ensure!(got["cid"] == cid, "the subscriber got {line}");
+    Ok(())
 }

@@ -86,6 +86,9 @@ struct Task {
     /// Bootstrap addresses, dialled again while their node is not connected: after a restart
     /// or a healed partition, that is how a node finds the network again.
     bootstrap: Vec<(PeerId, Multiaddr)>,
+    /// Kademlia lookups under way for bootstrap nodes not reachable at their address (see
+    /// [`Task::redial`]): query → the node looked for.
+    lookups: HashMap<kad::QueryId, PeerId>,
     gate: Option<super::gate::Gate>,
     penalties: Penalties,
     limits: RateLimit,
@@ -167,6 +170,7 @@ pub fn start(
         history: HashMap::new(),
         last_lookup: std::time::Instant::now() - Duration::from_secs(60),
         bootstrap,
+        lookups: HashMap::new(),
         gate: super::gate::Gate::from_env(),
         penalties,
         limits: RateLimit::per_second(config.request_rate),
@@ -203,13 +207,45 @@ impl Task {
         tracing::debug!("network task stopped");
     }
 
-    /// Dials the bootstrap nodes that are not connected (a no-op while they are).
+    /// Dials the bootstrap nodes that are not connected (a no-op while they are). A node that
+    /// restarted on another port no longer answers at the address given, and nothing else
+    /// brings a peer-role node (which no broker dials) back to it before the next periodic
+    /// refresh: so it is also looked up, by its peer id, through the brokers this node reaches,
+    /// which learnt its new address when it dialled them; the answer is dialled in
+    /// [`Task::on_lookup`].
     fn redial(&mut self) {
+        let reachable = self.swarm.connected_peers().next().is_some();
         for (peer, addr) in &self.bootstrap {
-            if !self.swarm.is_connected(peer) {
-                let _ = self.swarm.dial(addr.clone());
+            if self.swarm.is_connected(peer) {
+                continue;
+            }
+            let _ = self.swarm.dial(addr.clone());
+            if reachable && !self.lookups.values().any(|p| p == peer) {
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(*peer);
+                self.lookups.insert(id, *peer);
             }
         }
+    }
+
+    /// Dials a bootstrap node a lookup found, at the addresses the network knows for it now.
+    fn on_lookup(&mut self, id: kad::QueryId, peers: Vec<kad::PeerInfo>, last: bool) {
+        let Some(&wanted) = self.lookups.get(&id) else {
+            return;
+        };
+        if last {
+            self.lookups.remove(&id);
+        }
+        let Some(found) = peers.into_iter().find(|p| p.peer_id == wanted) else {
+            return;
+        };
+        if found.addrs.is_empty() || self.swarm.is_connected(&wanted) {
+            return;
+        }
+        tracing::debug!(peer = %wanted, addrs = ?found.addrs, "bootstrap node found at a new address");
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(wanted)
+            .addresses(found.addrs)
+            .build();
+        let _ = self.swarm.dial(opts);
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -436,6 +472,18 @@ impl Task {
                     })),
                 ..
             }) => self.refresh_brokers(),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(found),
+                step,
+                ..
+            }) => {
+                let peers = match found {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                self.on_lookup(id, peers, step.last);
+            }
             BehaviourEvent::Publish(e) => {
                 on_rr!(self, e, publish, Publish, publish::PROTOCOL, |m| {
                     PublishResponse::Refused {

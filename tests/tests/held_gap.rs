@@ -26,6 +26,7 @@ const WITHIN: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_gap_nobody_reachable_can_fill_holds_the_stream_until_it_can_be_filled() -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
     let dir = tempfile::tempdir()?;
     let result = run(dir.path());
     if result.is_err() {

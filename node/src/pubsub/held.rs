@@ -170,9 +170,13 @@ impl Router {
                 return;
             };
             let give_up = began.elapsed() >= HOLD_FOR || waiting >= HOLD_MAX;
+            let hand = self.hand_lock().await;
             let arrival = self.receiver().arrive(&block.cid, &event, after, false);
             let (last, last_cid) = match arrival {
-                Arrival::Gap { last, last_cid } => (last, last_cid),
+                Arrival::Gap { last, last_cid } => {
+                    drop(hand);
+                    (last, last_cid)
+                }
                 // Nothing missing below it any more: it is next (now recorded as handed on).
                 Arrival::InOrder | Arrival::Late => {
                     self.deliver_local(&block.cid, &event).await;

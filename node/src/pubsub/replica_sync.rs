@@ -67,6 +67,9 @@ pub struct SyncState {
     /// Each root's rendezvous set as of the last round: a topic whose primary this node has
     /// become since then is taken over (see the module docs).
     sets: Mutex<HashMap<String, Vec<PeerId>>>,
+    /// The other members of this node's sets as of the last round: one that (re)appears may
+    /// hold what nobody could give before, so the holes' backoff starts again.
+    members: Mutex<BTreeSet<PeerId>>,
 }
 
 /// Backoff per hole (by its missing CID), so holes nobody can fill neither cost a fetch every
@@ -103,6 +106,14 @@ impl HoleRetry {
     /// `missing` arrived (or the hole moved down): forget its backoff.
     fn filled(&mut self, missing: &Cid) {
         self.waits.remove(missing);
+    }
+
+    /// A member (re)appeared: every hole is asked for again from the next round on, with its
+    /// free retries. Without this a hole whose only holder was restarting or cut off for more
+    /// than the free retries waited up to minutes after the holder was back (the chaos run's
+    /// brokers did not converge within a minute: one lacked 15 events another had fetched).
+    fn member_back(&mut self) {
+        self.waits.clear();
     }
 }
 
@@ -245,16 +256,29 @@ impl Router {
             Err(e) => tracing::warn!(error = %e, "replica sync: cannot list roots"),
         }
         let mut mine = BTreeSet::new();
+        let mut members = BTreeSet::new();
         for root in roots {
             let set = self.net().rendezvous_set(&root);
             if !set.contains(&me) {
                 continue;
             }
+            members.extend(set.iter().copied().filter(|m| *m != me));
             for member in set.iter().filter(|m| **m != me) {
                 self.sync_with(&root, &set, *member, &mut round).await;
             }
             round.taken_over += self.route_taken_over(&root, &set).await;
             mine.insert(root);
+        }
+        let back = match self.sync_state().members.lock() {
+            Ok(mut last) => {
+                let back = members.iter().any(|m| !last.contains(m));
+                *last = members;
+                back
+            }
+            Err(_) => false,
+        };
+        if back && let Ok(mut r) = self.sync_state().retry.lock() {
+            r.member_back();
         }
         // Only the streams of this node's sets are kept whole; holes in backoff wait.
         let store = self.store().clone();
@@ -582,6 +606,16 @@ mod tests {
         }
         assert_eq!(r.waiting(t), HashSet::from([b]));
         r.filled(&b);
+        assert!(r.waiting(t).is_empty());
+        // A member back: every hole in backoff is asked for at once, with its free retries.
+        for _ in 0..=HOLE_FREE_RETRIES + 3 {
+            r.failed(a, t);
+            r.failed(b, t);
+        }
+        assert_eq!(r.waiting(t), HashSet::from([a, b]));
+        r.member_back();
+        assert!(r.waiting(t).is_empty());
+        r.failed(a, t);
         assert!(r.waiting(t).is_empty());
     }
 }

@@ -137,6 +137,12 @@ pub struct Router {
     sync: crate::pubsub::replica_sync::SyncState,
     /// Streams held behind a gap not repaired yet.
     held: crate::pubsub::held::Held,
+    /// Taken from an event's classification by the [`Receiver`] until it is queued for the
+    /// local subscribers: two tasks hand events here (this node's own routing and a remote
+    /// primary's deliveries, e.g. one that wrongly thought itself primary during a partition),
+    /// and without it seq 9 classified first could reach the subscribers after seq 10
+    /// classified next (the chaos run's "delivered seq 9 after 13" on the primary's node).
+    hand: tokio::sync::Mutex<()>,
 }
 
 /// (subscriber node, author key, topic).
@@ -258,10 +264,17 @@ impl Router {
             history,
             sync: Default::default(),
             held: Default::default(),
+            hand: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Streams held behind a gap not repaired yet.
+    /// Held while an event goes from classification to the local subscribers' queues (see the
+    /// field): never across a repair.
+    pub(crate) async fn hand_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.hand.lock().await
+    }
+
     pub(crate) fn held(&self) -> &crate::pubsub::held::Held {
         &self.held
     }
@@ -644,6 +657,7 @@ impl Router {
     /// whatever its place in its stream; what the repair could not find is only logged here
     /// (and remembered, so it is delivered if it turns up later).
     async fn hand_to_local(&self, cid: &Cid, event: &Event, after: u64) {
+        let _hand = self.hand_lock().await;
         let arrival = self.receiver.arrive(cid, event, after, true);
         tracing::debug!(%cid, seq = event.seq, after, ?arrival, topic = %event.topic, "repaired event arrived");
         match arrival {
@@ -694,6 +708,7 @@ impl Router {
         after: u64,
         may_hold: bool,
     ) {
+        let hand = self.hand_lock().await;
         let arrival = self.receiver.arrive(&block.cid, event, after, false);
         tracing::debug!(cid = %block.cid, seq = event.seq, after, ?arrival, %from, topic = %event.topic, "event arrived");
         match arrival {
@@ -702,6 +717,8 @@ impl Router {
                 tracing::info!(cid = %block.cid, seq = event.seq, topic = %event.topic, "event a repair missed arrived late: delivered out of order")
             }
             Arrival::Gap { last, last_cid } => {
+                // Not across the repair: other streams go on meanwhile.
+                drop(hand);
                 // One repair of a stream at a time: another task's events of this stream wait
                 // behind this one's (see `held`).
                 if may_hold

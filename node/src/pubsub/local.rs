@@ -307,8 +307,11 @@ impl LocalSubs {
         let Some(delivery) = pending.delivery else {
             return;
         };
+        // One grace for them all: n stalled subscribers must not hold the delivery n times it.
+        let deadline = tokio::time::Instant::now() + grace;
         for (id, tx) in pending.full {
-            match tx.send_timeout(delivery.clone(), grace).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tx.send_timeout(delivery.clone(), left).await {
                 Ok(()) => {
                     self.delivered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -429,5 +432,33 @@ mod tests {
             queued += 1;
         }
         assert_eq!(queued, SUBSCRIBER_QUEUE as u64);
+    }
+
+    /// Several subscribers stalled at once are cut off within one grace, not one grace each
+    /// (five stalled subscribers held every delivery 5 x 2 s before).
+    #[tokio::test]
+    async fn stalled_subscribers_are_cut_off_within_one_grace_together() {
+        let subs = Arc::new(LocalSubs::default());
+        let filter = Filter::parse("/t/**").expect("filter");
+        let stalled: Vec<Subscription> = (0..5).map(|_| subs.subscribe(&filter, "/t/**")).collect();
+        for seq in 1..=SUBSCRIBER_QUEUE as u64 {
+            let pending = deliver_seq(&subs, seq);
+            assert!(pending.full.is_empty());
+        }
+        let grace = Duration::from_millis(300);
+        let started = Instant::now();
+        let pending = deliver_seq(&subs, SUBSCRIBER_QUEUE as u64 + 1);
+        assert_eq!(pending.full.len(), 5);
+        subs.wait_for_room(pending, grace).await;
+        let waited = started.elapsed();
+        assert!(waited >= grace, "waited {waited:?}");
+        // Five graces (1.5 s) before; a wide margin for a loaded machine.
+        assert!(
+            waited < grace * 4,
+            "waited {waited:?} for 5 stalled subscribers"
+        );
+        assert_eq!(subs.delivery_counts().1, 5, "five cut-offs");
+        assert_eq!(subs.len(), 0);
+        drop(stalled);
     }
 }

@@ -172,6 +172,15 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// API subscribers whose connection is open, of every transport and kind.
+    pub fn open_subscribers(&self) -> u64 {
+        self.subscribers
+            .iter()
+            .flatten()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Counts an open subscription until the returned guard is dropped.
     pub fn subscriber(&self, transport: Transport, kind: SubKind) -> SubscriberGauge<'_> {
         let cell = &self.subscribers[transport as usize][kind as usize];

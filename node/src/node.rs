@@ -22,6 +22,8 @@ const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// File name of the embedded database inside the data dir.
 pub const STORE_FILE: &str = "store.redb";
 /// What subscribers are told when the node stops (WebSocket close reason, SSE `error` event).
+/// How long shutdown waits for subscribers' connections to send their close.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const SHUTDOWN_REASON: &str = "the node is shutting down: reconnect to it or another node";
 
 /// How to run a node.
@@ -117,6 +119,8 @@ pub struct Node {
     background: Vec<JoinHandle<()>>,
     /// Live subscriptions, closed at shutdown: their streams would hold the API open.
     local: Arc<LocalSubs>,
+    /// Counts the subscribers' connections still open, which shutdown waits for.
+    metrics: Arc<Metrics>,
 }
 
 impl Node {
@@ -201,7 +205,7 @@ impl Node {
         let local = router.local().clone();
         let state = AppState {
             router,
-            metrics,
+            metrics: metrics.clone(),
             info: Arc::new(NodeInfo {
                 peer_id: peer_id.clone(),
                 api: addr,
@@ -235,6 +239,7 @@ impl Node {
             server,
             background,
             local,
+            metrics,
         })
     }
 
@@ -259,6 +264,13 @@ impl Node {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
+        // A WebSocket is an upgraded connection the server no longer waits for: give each the
+        // moment it needs to send its close frame with the reason, or an embedding program that
+        // drops the runtime next resets it without one.
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        while self.metrics.open_subscribers() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         for task in self.background.drain(..) {
             task.abort();
         }

@@ -48,8 +48,11 @@ pub struct Metrics {
     pub sync_holes: AtomicU64,
     /// Hole fetches no member could answer (each is asked for again later).
     pub sync_hole_misses: AtomicU64,
-    /// Holes dropped unfetched: older than `--retain-age`, so retention has removed them.
+    /// Holes dropped unfetched: in the pruned past of their stream (older than `--retain-age`,
+    /// or pruned by every member), so retention has removed them.
     pub sync_holes_pruned: AtomicU64,
+    /// Replica sync rounds finished.
+    pub sync_rounds: AtomicU64,
     /// Durable records taken in by replica sync.
     pub sync_durables: AtomicU64,
     /// Open API subscriptions by transport and kind.
@@ -199,7 +202,7 @@ impl Metrics {
             head(out, name, help, kind);
             let _ = writeln!(out, "{name} {v}");
         };
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "tidings_published_events_total",
                 "Events published through this node's API and acknowledged.",
@@ -272,8 +275,13 @@ impl Metrics {
             ),
             (
                 "tidings_replica_sync_holes_pruned_total",
-                "Holes in authors' chains dropped unfetched: older than --retain-age, so pruned.",
+                "Holes in authors' chains dropped unfetched: in their stream's pruned past.",
                 &self.sync_holes_pruned,
+            ),
+            (
+                "tidings_replica_sync_rounds_total",
+                "Replica sync rounds finished.",
+                &self.sync_rounds,
             ),
             (
                 "tidings_replica_sync_durables_total",

@@ -191,6 +191,7 @@ impl Node {
             tokio::spawn(crate::history::serve::serve(network, store.clone())),
             tokio::spawn(inbound::serve(router.clone(), inbound_rx)),
             tokio::spawn(router.clone().maintain()),
+            tokio::spawn(router.clone().maintain_history()),
             tokio::spawn(router.clone().deliver_here()),
             tokio::spawn(router.clone().retry_held()),
             tokio::spawn(router.clone().route_queued()),

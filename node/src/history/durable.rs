@@ -22,7 +22,7 @@ pub const MAX_PAGE: u32 = 4096;
 /// [`MESSAGE_BUDGET`](crate::net::batch::MESSAGE_BUDGET)
 /// bytes of them).
 pub const MAX_TIPS: usize = 16 * 1024;
-/// Upper bound of the CBOR framing of one tip (its field names, headers and `seq`).
+/// Upper bound of the CBOR framing of one tip (its field names, headers, `seq` and `pruned`).
 const TIP_OVERHEAD: usize = 64;
 
 /// Key of `peer`'s durable `name` in the store.
@@ -198,6 +198,7 @@ fn tips(
                 topic: t.topic,
                 seq: t.seq,
                 cid: ByteBuf::from(t.cid.to_bytes()),
+                pruned: t.pruned,
             }),
             TipsItem::Durable(key, bytes) => durables.push((key, bytes)),
         }
@@ -304,9 +305,20 @@ fn page(
 /// Takes in a durable record another member of its set holds (replica sync), so a member that
 /// was away or joined the set late keeps the subscription too. A record not held here is
 /// copied with its backlog starting at its creation time (log positions are per node); one
-/// held with the same filter takes the higher acks. Returns whether anything changed.
-pub fn merge_synced(store: &Store, key: &str, theirs: DurableRecord) -> Result<bool, StoreError> {
+/// held with the same filter takes the higher acks. A record unused for longer than
+/// `expiry_ms` is not taken in: this node expired its copy (or is about to), and the member
+/// that sent it will expire its own; taking it back would bring it to life again, its backlog
+/// pinning the log from the start. Returns whether anything changed.
+pub fn merge_synced(
+    store: &Store,
+    key: &str,
+    theirs: DurableRecord,
+    now_ms: u64,
+    expiry_ms: u64,
+) -> Result<bool, StoreError> {
+    let expired = now_ms.saturating_sub(theirs.last_used_ms) > expiry_ms;
     store.update_durable(key, move |cur| match cur {
+        None if expired => (None, false),
         None => {
             let since = match (theirs.since, theirs.created_ms) {
                 (Some(s), _) => Some(s),
@@ -513,6 +525,28 @@ mod tests {
         assert!(
             matches!(answer, HistoryResponse::Tips { ref streams, next: Some(_), .. } if streams.len() <= 2)
         );
+    }
+
+    #[test]
+    fn a_synced_record_unused_past_the_expiry_is_not_taken_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let rec = |last_used_ms| DurableRecord {
+            filter: "/d/**".into(),
+            root: "d".into(),
+            start: 7,
+            since: None,
+            acked: Vec::new(),
+            last_used_ms,
+            created_ms: 1_000,
+        };
+        // Unused for 3,001 ms with a 3,000 ms expiry: this node expired it; not again.
+        assert!(!merge_synced(&store, "p/old", rec(1_000), 4_001, 3_000).expect("merge"));
+        assert_eq!(store.durable("p/old").expect("read"), None);
+        // Used within the expiry: taken in, its backlog from its creation time.
+        assert!(merge_synced(&store, "p/new", rec(2_000), 4_001, 3_000).expect("merge"));
+        let got = store.durable("p/new").expect("read").expect("record");
+        assert_eq!((got.start, got.since), (0, Some(1_000)));
     }
 
     #[test]

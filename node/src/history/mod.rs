@@ -28,6 +28,26 @@ pub const DEFAULT_DURABLE_EXPIRY: std::time::Duration = std::time::Duration::fro
 /// at the cost of one small request per root and member.
 pub const DEFAULT_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// History maintenance (durable expiry, then retention) runs at least this often...
+const MAINTENANCE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+/// ...and no more often than this, however small the limits.
+const MAINTENANCE_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl HistoryConfig {
+    /// How often history maintenance runs: every 10 s, or a third of `--retain-age` or
+    /// `--durable-expiry` when that is shorter (at least 0.5 s), so a short limit is applied
+    /// about on time; an open durable is touched as often (see
+    /// [`crate::pubsub::router::Router::maintain_history`]), well within its expiry.
+    pub fn maintenance_interval(&self) -> std::time::Duration {
+        [Some(self.durable_expiry), self.retain_age]
+            .into_iter()
+            .flatten()
+            .map(|d| d / 3)
+            .fold(MAINTENANCE_MAX, std::cmp::min)
+            .max(MAINTENANCE_MIN)
+    }
+}
+
 impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig {
@@ -112,4 +132,30 @@ pub fn maintain(
         total.bytes += r.bytes;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn maintenance_follows_the_shortest_limit_between_half_a_second_and_ten_seconds() {
+        let c = |retain_age, durable_expiry| HistoryConfig {
+            retain_age,
+            durable_expiry,
+            ..HistoryConfig::default()
+        };
+        let s = Duration::from_secs;
+        assert_eq!(
+            c(None, DEFAULT_DURABLE_EXPIRY).maintenance_interval(),
+            s(10)
+        );
+        assert_eq!(c(Some(s(3)), s(600)).maintenance_interval(), s(1));
+        assert_eq!(c(None, s(3)).maintenance_interval(), s(1));
+        assert_eq!(
+            c(Some(s(1)), s(1)).maintenance_interval(),
+            Duration::from_millis(500)
+        );
+    }
 }

@@ -107,6 +107,14 @@ pub struct Tip {
     pub seq: u64,
     /// Its CID bytes.
     pub cid: ByteBuf,
+    /// The stream's pruned past on this member: its events up to this seq are gone (retention),
+    /// so a member that lacks them does not chase them as a hole (absent: 0, nothing pruned).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pruned: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A subscription lease as a member holds it.

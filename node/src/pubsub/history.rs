@@ -491,6 +491,42 @@ impl Router {
         }
     }
 
+    /// Touches every durable of this node that a connection holds open, here and on its set
+    /// (an open of the same filter only renews its last use): one that delivers nothing and
+    /// gets no acks for longer than `--durable-expiry` is still in use, and must not expire.
+    pub async fn touch_open_durables(&self) {
+        let store = self.store().clone();
+        let mine = format!("{}/", self.net().local_peer());
+        let records = match blocking(move || Ok(store.durables()?)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list durables to touch");
+                return;
+            }
+        };
+        for (key, rec) in records {
+            let Some(name) = key.strip_prefix(&mine) else {
+                continue;
+            };
+            if !self.durable_locks().is_open(name) {
+                continue;
+            }
+            let req = HistoryRequest::DurableOpen {
+                name: name.to_string(),
+                filter: rec.filter.clone(),
+                since: None,
+            };
+            let targets = self.set_and_self(&rec.root);
+            let answers =
+                futures::future::join_all(targets.iter().map(|m| ask(self, *m, req.clone()))).await;
+            for (m, a) in targets.iter().zip(answers) {
+                if let Err(e) = a {
+                    tracing::debug!(member = %m, durable = %name, error = %e, "durable not touched on member");
+                }
+            }
+        }
+    }
+
     /// The root's rendezvous set plus this node, which keeps its own record of each durable.
     fn set_and_self(&self, root: &str) -> Vec<PeerId> {
         let me = self.net().local_peer();

@@ -55,6 +55,11 @@ const LEASES_TIMEOUT: Duration = Duration::from_secs(2);
 /// subscriber's repair caught it when a later event came.
 const TAKEOVER_WINDOW_MS: u64 = 10 * 60_000;
 
+/// One member's `Tips` answer: stream tips and durable records (key, DAG-CBOR).
+type TipsAnswer = (Vec<Tip>, Vec<(String, serde_bytes::ByteBuf)>);
+/// (author key bytes, topic).
+type StreamId = (Vec<u8>, String);
+
 /// Roots waiting for the next sync round.
 #[derive(Default)]
 pub struct SyncState {
@@ -224,6 +229,7 @@ impl Router {
             Metrics::add(&m.sync_hole_misses, r.misses);
             Metrics::add(&m.sync_holes_pruned, r.pruned);
             Metrics::add(&m.sync_durables, r.durables);
+            Metrics::add(&m.sync_rounds, 1);
             if r.pulled + r.durables + r.holes + r.taken_over > 0 {
                 tracing::info!(
                     pulled = r.pulled,
@@ -263,8 +269,19 @@ impl Router {
                 continue;
             }
             members.extend(set.iter().copied().filter(|m| *m != me));
+            let mut answers = Vec::new();
             for member in set.iter().filter(|m| **m != me) {
-                self.sync_with(&root, &set, *member, &mut round).await;
+                match ask_tips(self.net(), *member, &root, ASK_TIMEOUT).await {
+                    Ok(answer) => answers.push((*member, answer)),
+                    Err(e) => {
+                        tracing::debug!(%member, %root, error = %e, "replica sync: no tips from member")
+                    }
+                }
+            }
+            let pruned = self.note_pruned(&answers).await;
+            for (member, (streams, durables)) in answers {
+                self.sync_with(&root, &set, member, streams, durables, &pruned, &mut round)
+                    .await;
             }
             round.taken_over += self.route_taken_over(&root, &set).await;
             mine.insert(root);
@@ -306,9 +323,11 @@ impl Router {
             // What is missing is older than the event above it. Past this node's retention it
             // would be removed here at once, and the members (which prune alike) have removed
             // it: asking them again every round would find nothing, for ever.
-            if retain_age
-                .is_some_and(|age| now_ms().saturating_sub(hole.time) > age.as_millis() as u64)
-            {
+            // Or it is in the stream's pruned past (retention here, or on every member that
+            // holds the stream, by whatever limit): gone by design, not a hole.
+            let too_old = retain_age
+                .is_some_and(|age| now_ms().saturating_sub(hole.time) > age.as_millis() as u64);
+            if too_old || hole.seq.saturating_sub(1) <= hole.pruned {
                 let store = self.store().clone();
                 match blocking(move || Ok(store.drop_hole(&missing)?)).await {
                     Ok(_) => {
@@ -335,17 +354,52 @@ impl Router {
         round
     }
 
-    /// One member's tips and durables for `root`.
-    async fn sync_with(&self, root: &str, set: &[PeerId], member: PeerId, round: &mut Round) {
-        let (streams, durables) = match ask_tips(self.net(), member, root, ASK_TIMEOUT).await {
-            Ok(answer) => answer,
-            Err(e) => {
-                tracing::debug!(%member, %root, error = %e, "replica sync: no tips from member");
-                return;
+    /// The pruned past of each stream the members listed: the lowest any of them reports (a
+    /// member that still holds the stream's old events has not pruned them, and is asked for
+    /// them), raised in the store where higher (the store's own applies too: no hole is
+    /// recorded at or below it). Returns the members' lowest per (author, topic).
+    async fn note_pruned(&self, answers: &[(PeerId, TipsAnswer)]) -> HashMap<StreamId, u64> {
+        let mut lowest: HashMap<StreamId, u64> = HashMap::new();
+        for (_, (streams, _)) in answers {
+            for tip in streams {
+                let key = (tip.author.to_vec(), tip.topic.clone());
+                let cur = lowest.entry(key).or_insert(tip.pruned);
+                *cur = (*cur).min(tip.pruned);
             }
-        };
+        }
+        lowest.retain(|_, p| *p > 0);
+        if lowest.is_empty() {
+            return lowest;
+        }
+        let store = self.store().clone();
+        let floors: Vec<(Vec<u8>, String, u64)> = lowest
+            .iter()
+            .map(|((a, t), p)| (a.clone(), t.clone(), *p))
+            .collect();
+        if let Err(e) = blocking(move || Ok(store.note_pruned(&floors)?)).await {
+            tracing::warn!(error = %e, "replica sync: cannot record the members' pruned past");
+        }
+        lowest
+    }
+
+    /// One member's tips and durables for `root`; `pruned` is what the set pruned per stream.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_with(
+        &self,
+        root: &str,
+        set: &[PeerId],
+        member: PeerId,
+        streams: Vec<Tip>,
+        durables: Vec<(String, serde_bytes::ByteBuf)>,
+        pruned: &HashMap<StreamId, u64>,
+        round: &mut Round,
+    ) {
         for tip in streams {
-            let (pulled, routed) = self.pull_stream(set, member, tip).await;
+            let floor = pruned
+                .get(&(tip.author.to_vec(), tip.topic.clone()))
+                .copied()
+                .unwrap_or(0);
+            let (pulled, routed) = self.pull_stream(set, member, tip, floor).await;
             round.pulled += pulled;
             round.routed += routed;
         }
@@ -358,7 +412,17 @@ impl Router {
                 continue;
             }
             let store = self.store().clone();
-            match blocking(move || Ok(history::durable::merge_synced(&store, &key, rec)?)).await {
+            let expiry = self.history_config().durable_expiry.as_millis() as u64;
+            let merged = blocking(move || {
+                Ok(history::durable::merge_synced(
+                    &store,
+                    &key,
+                    rec,
+                    now_ms(),
+                    expiry,
+                )?)
+            });
+            match merged.await {
                 Ok(true) => round.durables += 1,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "replica sync: cannot store a durable record"),
@@ -368,7 +432,13 @@ impl Router {
 
     /// Pulls the part of one stream this node lacks from `member`; routes it if this node is
     /// the topic's primary. Returns (events pulled, events routed).
-    async fn pull_stream(&self, set: &[PeerId], member: PeerId, tip: Tip) -> (u64, u64) {
+    async fn pull_stream(
+        &self,
+        set: &[PeerId],
+        member: PeerId,
+        tip: Tip,
+        pruned: u64,
+    ) -> (u64, u64) {
         let Ok(tip_cid) = Cid::try_from(tip.cid.as_slice()) else {
             return (0, 0);
         };
@@ -385,6 +455,8 @@ impl Router {
         if tip.seq <= after_seq {
             return (0, 0);
         }
+        // Nothing at or below the set's pruned past is asked for: it is gone.
+        let after_seq = after_seq.max(pruned.min(tip.seq - 1));
         let chain = Chain {
             author: tip.author.to_vec(),
             topic: tip.topic.clone(),
@@ -510,7 +582,7 @@ impl Router {
         {
             return HoleFill::Closed;
         }
-        let after_seq = hole.below.map_or(0, |(s, _)| s);
+        let after_seq = hole.below.map_or(0, |(s, _)| s).max(hole.pruned);
         let me = self.net().local_peer();
         let set: Vec<PeerId> = self
             .net()

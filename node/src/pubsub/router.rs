@@ -1045,6 +1045,20 @@ impl Router {
             if gone > 0 {
                 tracing::info!(leases = gone, "expired subscription leases");
             }
+        }
+    }
+
+    /// History maintenance every [`history::HistoryConfig::maintenance_interval`]: touches
+    /// the durables a connection holds open here (on this node and their set, so none expires
+    /// while in use), then expires unused durables and applies retention. Runs until the node
+    /// stops.
+    pub async fn maintain_history(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.history.maintenance_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.touch_open_durables().await;
             let (store, config, author) = (self.store.clone(), self.history, self.author.clone());
             if let Err(e) =
                 blocking(move || Ok(history::maintain(&store, &config, &author, now_ms())?)).await

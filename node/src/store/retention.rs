@@ -6,7 +6,9 @@
 use redb::ReadableTable;
 use tidings_ipld_schema::Event;
 
-use super::tables::{BLOCKS, LOG, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key};
+use super::tables::{
+    BLOCKS, LOG, PRUNED, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key,
+};
 use super::{Store, StoreError, db};
 
 /// Most log entries removed per transaction, so a large backlog of expired entries never holds
@@ -52,6 +54,7 @@ impl Store {
             let mut log = txn.open_table(LOG).map_err(db)?;
             let mut blocks = txn.open_table(BLOCKS).map_err(db)?;
             let referenced = txn.open_table(REFERENCED).map_err(db)?;
+            let mut pruned = txn.open_table(PRUNED).map_err(db)?;
             let mut stats = txn.open_table(STATS).map_err(db)?;
             let key = root_bytes_key(root);
             let mut root_bytes = stats
@@ -84,17 +87,30 @@ impl Store {
                 root_bytes = root_bytes.saturating_sub(len);
                 // Heads (nothing links them yet) and own events stay as blocks.
                 let keep = referenced.get(cid.as_slice()).map_err(db)?.is_none()
-                    || event.is_some_and(|e| e.author == limits.own_author);
-                doomed.push((pos, cid, (!keep).then_some(len)));
+                    || event
+                        .as_ref()
+                        .is_some_and(|e| e.author == limits.own_author);
+                let stream = event.map(|e| (e.author, e.topic, e.seq));
+                doomed.push((pos, cid, (!keep).then_some((len, stream))));
             }
             for (pos, cid, delete) in doomed {
                 log.remove((root, pos)).map_err(db)?;
                 out.entries += 1;
-                if let Some(len) = delete
-                    && blocks.remove(cid.as_slice()).map_err(db)?.is_some()
-                {
+                let Some((len, stream)) = delete else {
+                    continue;
+                };
+                if blocks.remove(cid.as_slice()).map_err(db)?.is_some() {
                     out.blocks += 1;
                     out.bytes += len;
+                }
+                // The stream's past up to here is gone: replica sync must not chase it as a
+                // hole, here or on a member that syncs from here.
+                if let Some((author, topic, seq)) = stream {
+                    let key = (author.as_slice(), topic.as_str());
+                    let cur = pruned.get(key).map_err(db)?.map_or(0, |g| g.value());
+                    if seq > cur {
+                        pruned.insert(key, seq).map_err(db)?;
+                    }
                 }
             }
             stats.insert(key.as_str(), root_bytes).map_err(db)?;

@@ -4,7 +4,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 use tidings_ipld_schema::{Cid, Event, topic};
 
-use super::tables::{BLOCKS, HOLES, SEQS};
+use super::tables::{BLOCKS, HOLES, PRUNED, SEQS};
 use super::{Store, StoreError, db, parse_cid};
 
 /// The newest stored event of one (author, topic) stream.
@@ -18,6 +18,8 @@ pub struct StreamTip {
     pub seq: u64,
     /// Its CID.
     pub cid: Cid,
+    /// The stream's pruned past: no event at or below this seq is chased (0: none).
+    pub pruned: u64,
 }
 
 /// A hole in an author's chain: `missing` (the author's previous event of `above`) is not
@@ -38,6 +40,8 @@ pub struct ChainHole {
     pub time: u64,
     /// The newest event of the stream held below the hole (seq, CID), if any.
     pub below: Option<(u64, Cid)>,
+    /// The stream's pruned past (see [`StreamTip::pruned`]): only what is above it is missing.
+    pub pruned: u64,
 }
 
 impl Store {
@@ -61,6 +65,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let seqs = txn.open_table(SEQS).map_err(db)?;
+        let pruned = txn.open_table(PRUNED).map_err(db)?;
         let items = match from {
             Some(at) => seqs.range(at..).map_err(db)?,
             None => seqs.range::<(&[u8], &str)>(..).map_err(db)?,
@@ -77,12 +82,53 @@ impl Store {
                 topic: topic_name.to_string(),
                 seq,
                 cid: parse_cid(cid)?,
+                pruned: pruned
+                    .get((author, topic_name))
+                    .map_err(db)?
+                    .map_or(0, |g| g.value()),
             };
             if !each(tip) {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// The pruned past of (`author`, `topic`): see [`StreamTip::pruned`].
+    pub fn pruned(&self, author: &[u8], topic_name: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let pruned = txn.open_table(PRUNED).map_err(db)?;
+        Ok(pruned
+            .get((author, topic_name))
+            .map_err(db)?
+            .map_or(0, |g| g.value()))
+    }
+
+    /// Raises the pruned past of each (author, topic, seq) to `seq` where it is lower (what
+    /// the other members of the set all pruned): one write, and none when nothing is new.
+    pub fn note_pruned(&self, streams: &[(Vec<u8>, String, u64)]) -> Result<usize, StoreError> {
+        let mut higher = Vec::new();
+        for (author, topic_name, seq) in streams {
+            if *seq > self.pruned(author, topic_name)? {
+                higher.push((author, topic_name, *seq));
+            }
+        }
+        if higher.is_empty() {
+            return Ok(0);
+        }
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut pruned = txn.open_table(PRUNED).map_err(db)?;
+            for (author, topic_name, seq) in &higher {
+                let key = (author.as_slice(), topic_name.as_str());
+                let cur = pruned.get(key).map_err(db)?.map_or(0, |g| g.value());
+                if *seq > cur {
+                    pruned.insert(key, *seq).map_err(db)?;
+                }
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(higher.len())
     }
 
     /// Forgets the recorded hole whose first missing block is `missing` (nothing to fetch any
@@ -111,6 +157,7 @@ impl Store {
         let txn = self.db.begin_read().map_err(db)?;
         let holes = txn.open_table(HOLES).map_err(db)?;
         let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let pruned = txn.open_table(PRUNED).map_err(db)?;
         let mut out = Vec::new();
         for item in holes.iter().map_err(db)? {
             if out.len() >= limit {
@@ -133,8 +180,13 @@ impl Store {
             } else {
                 Some((below_seq, parse_cid(below_cid)?))
             };
+            let floor = pruned
+                .get((event.author.as_slice(), event.topic.as_str()))
+                .map_err(db)?
+                .map_or(0, |g| g.value());
             out.push(ChainHole {
                 missing,
+                pruned: floor,
                 author: event.author,
                 topic: event.topic,
                 above: parse_cid(above)?,

@@ -35,6 +35,10 @@ type HoleValue = (u64, &'static [u8], &'static [u8]);
 /// Kept in the same transaction as the events, so a hole survives a crash or an interrupted
 /// fetch until the block arrives (by whatever path).
 pub(super) const HOLES: TableDefinition<&[u8], HoleValue> = TableDefinition::new("holes");
+/// (author key bytes, topic) → the stream's pruned past: the highest seq whose block retention
+/// deleted here, or that the other members of the set all report deleted (replica sync). A
+/// missing event at or below it is gone by design, not a hole to chase.
+pub(super) const PRUNED: TableDefinition<SeqKey, u64> = TableDefinition::new("pruned");
 
 /// STATS key of a root's logged bytes (what retention's byte limit counts).
 pub(super) fn root_bytes_key(root: &str) -> String {
@@ -54,6 +58,7 @@ pub(super) struct Tables<'txn> {
     log_next: Table<'txn, &'static str, u64>,
     stats: Table<'txn, &'static str, u64>,
     holes: Table<'txn, &'static [u8], HoleValue>,
+    pruned: Table<'txn, SeqKey, u64>,
     /// Whether new holes are recorded (see [`Tables::set_note_holes`]).
     note_holes: bool,
 }
@@ -72,6 +77,7 @@ impl<'txn> Tables<'txn> {
             log_next: txn.open_table(LOG_NEXT).map_err(db)?,
             stats: txn.open_table(STATS).map_err(db)?,
             holes: txn.open_table(HOLES).map_err(db)?,
+            pruned: txn.open_table(PRUNED).map_err(db)?,
             note_holes: false,
         })
     }
@@ -191,6 +197,15 @@ impl<'txn> Tables<'txn> {
             .map_err(db)?
             .is_some()
         {
+            return Ok(());
+        }
+        // The stream's past below here was pruned (here, or on every member): nothing to fetch.
+        let pruned = self
+            .pruned
+            .get((event.author.as_slice(), event.topic.as_str()))
+            .map_err(db)?
+            .map_or(0, |g| g.value());
+        if event.seq - 1 <= pruned {
             return Ok(());
         }
         // The hole goes down to what was held below: the part of a closed hole still open, or

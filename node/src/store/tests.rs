@@ -216,6 +216,73 @@ fn retention_drops_old_log_entries_and_blocks_but_keeps_heads_own_events_and_pin
     assert!(!store.has_block(&theirs[5]).unwrap());
 }
 
+#[test]
+fn retention_records_each_stream_s_pruned_past_and_no_hole_is_recorded_or_listed_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = Store::open(&path).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let author = kp.public().encode_protobuf();
+    let c = chain(&kp, "/p/x", 10);
+    store.insert_replicas(&c, &[]).unwrap();
+    assert_eq!(store.pruned(&author, "/p/x").unwrap(), 0);
+    // A byte limit of 0: every entry leaves the log; seq 1..=9 lose their blocks, the head
+    // keeps its own, so the pruned past ends at 9.
+    let r = store
+        .retain(
+            "p",
+            Limits {
+                max_bytes: Some(0),
+                now_ms: 1,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((r.entries, r.blocks), (10, 9));
+    assert_eq!(store.pruned(&author, "/p/x").unwrap(), 9);
+    let tips = store.stream_tips("p").unwrap();
+    assert_eq!((tips[0].seq, tips[0].pruned), (10, 9));
+    // It survives a restart.
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.pruned(&author, "/p/x").unwrap(), 9);
+
+    // Another store that learns the set's pruned past (replica sync) records no hole under
+    // the head it takes, and only raises what it holds.
+    let other = Store::open(&dir.path().join("o.redb")).unwrap();
+    let d = chain(&kp, "/p/y", 8);
+    assert_eq!(
+        other
+            .note_pruned(&[(author.clone(), "/p/x".into(), 9)])
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        other
+            .note_pruned(&[(author.clone(), "/p/x".into(), 4)])
+            .unwrap(),
+        0
+    );
+    assert_eq!(other.pruned(&author, "/p/x").unwrap(), 9);
+    other.insert_replicas(&c[9..], &[]).unwrap();
+    assert!(other.holes(10, |_, _| true).unwrap().is_empty());
+    // A hole recorded before the pruned past was known is listed with it (replica sync drops
+    // it unfetched), and one partly above it still records the part above.
+    other.insert_replicas(&d[7..], &[]).unwrap();
+    other
+        .note_pruned(&[(author.clone(), "/p/y".into(), 5)])
+        .unwrap();
+    let holes = other.holes(10, |_, _| true).unwrap();
+    assert_eq!(holes.len(), 1);
+    assert_eq!((holes[0].seq, holes[0].pruned), (8, 5));
+    other.insert_replicas(&d[6..7], &[]).unwrap();
+    let holes = other.holes(10, |_, _| true).unwrap();
+    assert_eq!((holes[0].seq, holes[0].missing), (7, d[5].0.cid));
+    // The event just above the pruned past leaves no hole.
+    other.insert_replicas(&d[5..6], &[]).unwrap();
+    assert!(other.holes(10, |_, _| true).unwrap().is_empty());
+}
+
 /// A chain of `n` events by `kp` on `topic`, seq 1..=n, each linking the one before.
 fn chain(kp: &Keypair, topic: &str, n: u64) -> Vec<(Block, Event)> {
     let mut out: Vec<(Block, Event)> = Vec::new();

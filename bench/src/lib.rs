@@ -1,6 +1,7 @@
 //! Shared benchmark code: the seeded events, the measurement harness, the systems under test,
 //! and the report.
 
+pub mod figures;
 pub mod harness;
 pub mod headline;
 pub mod machine;

@@ -1,12 +1,13 @@
 //! The figures the repository shows come from the results files it holds: `bench/RESULTS.md`
 //! and the README's headline comparison are exactly what the newest compare run's JSON lines
-//! generate (hand-copied figures once drifted from their run), and the subscribers section of
-//! bench/README.md is what its newest results file generates.
+//! generate (hand-copied figures once drifted from their run), the subscribers section of
+//! bench/README.md is what its newest results file generates, and so are the matcher, blocks,
+//! backfill and e2e figures of both READMEs. Nothing here measures: it reads the committed files.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
-use tidings_bench::{headline, report, subscribers};
+use tidings_bench::{figures, headline, report, subscribers};
 
 fn bench_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,5 +69,94 @@ fn the_subscribers_section_is_generated_from_its_newest_run() -> Result<()> {
         "bench/README.md's subscribers section is not what {} generates",
         name(&jsonl)
     );
+    Ok(())
+}
+
+#[test]
+fn matcher_blocks_backfill_and_e2e_figures_are_generated_from_their_newest_runs() -> Result<()> {
+    let repo = bench_dir().join("..");
+    let stale = figures::stale(&repo)?;
+    ensure!(
+        stale.is_empty(),
+        "README figures differ from what bench/results/ generates (a hand edit, or a run \
+         committed without its pages): run `cargo run -p tidings-bench --bin figures`\n{}",
+        stale.join("\n")
+    );
+    // Each README bullet names the file it comes from, and that file is the newest of its bench.
+    let readme = std::fs::read_to_string(repo.join("README.md"))?;
+    for bench in figures::KINDS {
+        let shown = figures::current(&readme, bench)
+            .with_context(|| format!("README has no {bench} markers"))?;
+        let file = newest(bench)?;
+        ensure!(
+            shown.contains(&format!("bench/results/{}", name(&file))),
+            "the README's {bench} figures do not name {}",
+            name(&file)
+        );
+    }
+    Ok(())
+}
+
+/// A figure edited by hand inside a generated section fails the check above (so the check can
+/// fail), and the generator puts it back.
+#[test]
+fn a_hand_edited_figure_is_caught_and_regenerated() -> Result<()> {
+    let repo = bench_dir().join("..");
+    let tmp = tempfile::tempdir()?;
+    std::fs::create_dir_all(tmp.path().join("bench/results"))?;
+    for f in ["README.md", "bench/README.md"] {
+        std::fs::copy(repo.join(f), tmp.path().join(f))?;
+    }
+    for e in std::fs::read_dir(bench_dir().join("results"))? {
+        let p = e?.path();
+        std::fs::copy(&p, tmp.path().join("bench/results").join(name(&p)))?;
+    }
+    let readme = tmp.path().join("README.md");
+    let text = std::fs::read_to_string(&readme)?;
+    let shown = figures::current(&text, "matcher").context("no matcher markers")?;
+    // Change the first digit of the section (a figure) to another.
+    let at = shown
+        .find(|c: char| c.is_ascii_digit())
+        .context("no figure in the matcher section")?;
+    let mut edited = shown.to_string();
+    let d = edited.as_bytes()[at];
+    edited.replace_range(at..at + 1, if d == b'9' { "8" } else { "9" });
+    std::fs::write(&readme, text.replacen(shown, &edited, 1))?;
+    let stale = figures::stale(tmp.path())?;
+    ensure!(
+        stale == ["README.md: the matcher section differs from what its results file generates"],
+        "{stale:?}"
+    );
+    ensure!(figures::write(tmp.path())? == ["README.md: matcher"]);
+    ensure!(std::fs::read_to_string(&readme)? == text, "not restored");
+    ensure!(figures::stale(tmp.path())?.is_empty());
+    Ok(())
+}
+
+/// Every results file is JSON lines whose first line describes the run (or the machine), so the
+/// pages can be generated from any of them.
+#[test]
+fn every_results_file_is_machine_readable() -> Result<()> {
+    for e in std::fs::read_dir(bench_dir().join("results"))? {
+        let p = e?.path();
+        let n = name(&p).to_string();
+        if n.ends_with(".svg") {
+            continue;
+        }
+        ensure!(n.ends_with(".jsonl"), "{n}: results are .jsonl files");
+        let text = std::fs::read_to_string(&p)?;
+        let mut lines = text.lines();
+        let first: serde_json::Value =
+            serde_json::from_str(lines.next().unwrap_or_default()).with_context(|| n.clone())?;
+        let tag = first["bench"].as_str().unwrap_or_default();
+        ensure!(
+            tag.ends_with("-run") || tag.ends_with("-machine"),
+            "{n}: the first line describes no run ({tag:?})"
+        );
+        for (i, l) in lines.enumerate() {
+            serde_json::from_str::<serde_json::Value>(l)
+                .with_context(|| format!("{n} line {}", i + 2))?;
+        }
+    }
     Ok(())
 }

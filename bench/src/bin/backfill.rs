@@ -3,7 +3,7 @@
 //! same connection (the per-entry style of OrbitDB and bitswap), in the same run.
 //!
 //! `cargo run --release -p tidings-bench --bin backfill [-- --events N] [--reps R] [--baseline N]
-//! [--json] [--quick]`
+//! [--json] [--quick] [--out DIR]`
 //!
 //! Two real nodes (in this process, talking libp2p over loopback TCP): `a` holds the stream
 //! (imported as a CAR), `b` fetches it through its HTTP API. Figures are the node's own timing
@@ -12,11 +12,19 @@
 //! - `per-block, verify`: the same, one request and round trip per block (the baseline; over the
 //!   first `--baseline` blocks of the stream, as it is slow);
 //! - `stream, verify+store`: what `tidings fetch` does: verified and stored (run last, once).
+//!
+//! Saves the three rows in `<DIR>/results/backfill-<date>.jsonl` (DIR: bench/ by default, whose
+//! READMEs' figures it then rewrites; `--quick`: a directory under the system's temp dir).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
+use tidings_bench::figures::{
+    self,
+    backfill::{PER_BLOCK, Row, STORED, STREAM},
+};
 use tidings_ipld_schema::{Event, Keypair, car, json::json_to_ipld};
 use tidings_node::net::{NetConfig, Role};
 use tidings_node::{Node, NodeConfig};
@@ -26,6 +34,7 @@ struct Args {
     reps: usize,
     baseline: u64,
     json: bool,
+    out: PathBuf,
 }
 
 fn parse_args() -> Result<Args> {
@@ -34,7 +43,10 @@ fn parse_args() -> Result<Args> {
         reps: 3,
         baseline: 20_000,
         json: false,
+        out: figures::bench_dir(),
     };
+    let mut out_given = false;
+    let mut quick = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut num = |name: &str| -> Result<u64> {
@@ -52,10 +64,18 @@ fn parse_args() -> Result<Args> {
                 a.events = 10_000;
                 a.reps = 1;
                 a.baseline = 2_000;
+                quick = true;
+            }
+            "--out" => {
+                a.out = PathBuf::from(it.next().context("--out needs a directory")?);
+                out_given = true;
             }
             "-h" | "--help" => {
                 println!(
-                    "backfill [--events N (100000)] [--reps R (3)] [--baseline N (20000)] [--json] [--quick]"
+                    "backfill [--events N (100000)] [--reps R (3)] [--baseline N (20000)] [--json] \
+                     [--quick] [--out DIR]\n\
+                     saves DIR/results/backfill-<date>.jsonl (DIR: bench/, whose README figures it \
+                     then rewrites; with --quick, tidings-backfill-quick in the temp dir)"
                 );
                 std::process::exit(0);
             }
@@ -67,6 +87,9 @@ fn parse_args() -> Result<Args> {
         "need --events >= 2 and --reps >= 1"
     );
     a.baseline = a.baseline.clamp(1, a.events);
+    if quick && !out_given {
+        a.out = std::env::temp_dir().join("tidings-backfill-quick");
+    }
     Ok(a)
 }
 
@@ -195,6 +218,7 @@ async fn run(http: &reqwest::Client, api: &str, mode: &'static str, body: Value)
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    let run_info = figures::Run::start("backfill");
     let t = Instant::now();
     let (car_bytes, head, stop, avg) = stream(args.events, args.baseline)?;
     eprintln!(
@@ -254,7 +278,7 @@ async fn main() -> Result<()> {
         let f = run(
             &http,
             &b_api,
-            "stream, verify",
+            STREAM,
             json!({"cid": head, "verify_only": true}),
         )
         .await?;
@@ -263,49 +287,38 @@ async fn main() -> Result<()> {
         let f = run(
             &http,
             &b_api,
-            "per-block, verify",
+            PER_BLOCK,
             json!({"cid": head, "until": [stop], "verify_only": true, "per_block": true}),
         )
         .await?;
         eprintln!("rep {rep}: per-block {:.0} blocks/s", f.rate());
         per_block_runs.push(f);
     }
-    let stored = run(&http, &b_api, "stream, verify+store", json!({"cid": head})).await?;
+    let stored = run(&http, &b_api, STORED, json!({"cid": head})).await?;
     let stream = median(stream_runs);
     let per_block = median(per_block_runs);
-    let ratio = stream.rate() / per_block.rate();
-    let rows = [&stream, &per_block, &stored];
+    let rows: Vec<Row> = [&stream, &per_block, &stored]
+        .into_iter()
+        .map(|f| Row {
+            bench: "backfill".into(),
+            mode: f.mode.into(),
+            events: args.events,
+            avg_block_bytes: avg,
+            blocks: f.blocks,
+            seconds: f.seconds,
+            blocks_per_s: f.rate(),
+            mb_per_s: f.bytes as f64 / f.seconds / 1e6,
+            reps: args.reps,
+        })
+        .collect();
     if args.json {
-        for f in rows {
-            println!(
-                "{}",
-                json!({"bench": "backfill", "mode": f.mode, "blocks": f.blocks, "seconds": f.seconds,
-                       "blocks_per_s": f.rate(), "mb_per_s": f.bytes as f64 / f.seconds / 1e6,
-                       "reps": args.reps})
-            );
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
         }
     } else {
-        println!(
-            "backfill: {} events of ~{avg:.0} bytes, one peer over loopback; median of {} runs\n",
-            args.events, args.reps
-        );
-        println!("| mode | blocks | seconds | verified blocks/s | MB/s |");
-        println!("|---|---:|---:|---:|---:|");
-        for f in rows {
-            println!(
-                "| {} | {} | {:.2} | {:.0} | {:.1} |",
-                f.mode,
-                f.blocks,
-                f.seconds,
-                f.rate(),
-                f.bytes as f64 / f.seconds / 1e6
-            );
-        }
-        println!(
-            "\nstream vs per-block: {ratio:.1}× ({} per-block blocks, the {} newest)",
-            per_block.blocks, per_block.blocks
-        );
+        print!("{}", figures::backfill::text(&rows));
     }
+    run_info.save(&args.out, &rows)?;
     b.shutdown().await?;
     a.shutdown().await?;
     Ok(())

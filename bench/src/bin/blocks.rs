@@ -1,6 +1,6 @@
 //! Event-block throughput beside its baselines, measured in the same run.
 //!
-//! `cargo run --release -p tidings-bench --bin blocks [-- --json] [--events N] [--reps R]`
+//! `cargo run --release -p tidings-bench --bin blocks [-- --json] [--events N] [--reps R] [--out DIR]`
 //!
 //! Measures, over the same seeded ≈200-byte stock-order bodies:
 //! - build: JSON -> IPLD, canonical DAG-CBOR encode, sha2-256 CID, ed25519 sign (`Event::sign_block`);
@@ -11,13 +11,16 @@
 //! - baselines over the very same block bytes: raw SHA-256 (the limit to approach for hashing),
 //!   and raw ed25519 sign / verify of the signing bytes (the floor set by the signature).
 //!
-//! Every figure is the median of R repetitions.
+//! Every figure is the median of R repetitions. Saves them in `<DIR>/results/blocks-<date>.jsonl`
+//! (DIR: bench/ by default, whose READMEs' figures it then rewrites).
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tidings_bench::figures::{self, blocks::Record};
 use tidings_ipld_schema::json::json_to_ipld;
 use tidings_ipld_schema::{Block, Event, Keypair, verify, verify_batch};
 
@@ -70,6 +73,7 @@ struct Args {
     json: bool,
     events: usize,
     reps: usize,
+    out: PathBuf,
 }
 
 fn parse_args() -> Result<Args> {
@@ -77,6 +81,7 @@ fn parse_args() -> Result<Args> {
         json: false,
         events: 10_000,
         reps: 5,
+        out: figures::bench_dir(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -84,8 +89,13 @@ fn parse_args() -> Result<Args> {
             "--json" => args.json = true,
             "--events" => args.events = it.next().context("--events N")?.parse()?,
             "--reps" => args.reps = it.next().context("--reps R")?.parse()?,
+            "--out" => args.out = PathBuf::from(it.next().context("--out DIR")?),
             "-h" | "--help" => {
-                println!("usage: blocks [--json] [--events N (10000)] [--reps R (5)]");
+                println!(
+                    "usage: blocks [--json] [--events N (10000)] [--reps R (5)] [--out DIR]\n\
+                     saves DIR/results/blocks-<date>.jsonl (DIR: bench/, whose README figures \
+                     it then rewrites)"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -120,6 +130,7 @@ fn per_sec(n: usize, d: Duration) -> f64 {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    let run = figures::Run::start("blocks");
     let n = args.events;
     let keypair = Keypair::ed25519_from_bytes([42u8; 32])?;
     let public = keypair.public();
@@ -217,60 +228,27 @@ fn main() -> Result<()> {
     })?;
 
     let mb = |bytes: usize, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
-    let r = json!({
-        "events": n,
-        "reps": args.reps,
-        "avg_body_json_bytes": body_bytes as f64 / n as f64,
-        "avg_block_bytes": block_bytes as f64 / n as f64,
-        "build_encode_hash_sign_events_per_s": per_sec(n, build),
-        "decode_verify_events_per_s": per_sec(n, check),
-        "decode_batch_verify_events_per_s": per_sec(n, batch_one),
-        "decode_batch_verify_all_cores_events_per_s": per_sec(n, batch_all),
-        "cores": cores,
-        "baseline_sha256_blocks_per_s": per_sec(n, sha),
-        "baseline_sha256_mb_per_s": mb(block_bytes, sha),
-        "baseline_ed25519_sign_per_s": per_sec(n, ed_sign),
-        "baseline_ed25519_verify_per_s": per_sec(n, ed_verify),
-    });
+    let r = Record {
+        bench: "blocks".into(),
+        events: n,
+        reps: args.reps,
+        avg_body_json_bytes: body_bytes as f64 / n as f64,
+        avg_block_bytes: block_bytes as f64 / n as f64,
+        build_encode_hash_sign_events_per_s: per_sec(n, build),
+        decode_verify_events_per_s: per_sec(n, check),
+        decode_batch_verify_events_per_s: per_sec(n, batch_one),
+        decode_batch_verify_all_cores_events_per_s: per_sec(n, batch_all),
+        cores,
+        baseline_sha256_blocks_per_s: per_sec(n, sha),
+        baseline_sha256_mb_per_s: mb(block_bytes, sha),
+        baseline_ed25519_sign_per_s: per_sec(n, ed_sign),
+        baseline_ed25519_verify_per_s: per_sec(n, ed_verify),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(());
+    } else {
+        print!("{}", figures::blocks::text(&r));
     }
-    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-    println!(
-        "tidings event blocks: {n} seeded stock orders, body ≈{:.0} B JSON, block ≈{:.0} B; median of {} runs",
-        f("avg_body_json_bytes"),
-        f("avg_block_bytes"),
-        args.reps
-    );
-    println!(
-        "  build+encode+hash+sign  {:>12.0} events/s   (baseline: ed25519 sign alone {:>10.0}/s)",
-        f("build_encode_hash_sign_events_per_s"),
-        f("baseline_ed25519_sign_per_s")
-    );
-    println!(
-        "  decode+verify           {:>12.0} events/s   (baseline: ed25519 verify alone {:>8.0}/s)",
-        f("decode_verify_events_per_s"),
-        f("baseline_ed25519_verify_per_s")
-    );
-    println!(
-        "  decode+batch verify     {:>12.0} events/s   ({:.2}x single verify; on all {} cores {:.0}/s)",
-        f("decode_batch_verify_events_per_s"),
-        f("decode_batch_verify_events_per_s") / f("decode_verify_events_per_s"),
-        cores,
-        f("decode_batch_verify_all_cores_events_per_s")
-    );
-    println!(
-        "  baseline raw SHA-256    {:>12.0} blocks/s   {:.1} MB/s over the same block bytes",
-        f("baseline_sha256_blocks_per_s"),
-        f("baseline_sha256_mb_per_s")
-    );
-    println!(
-        "  share of the SHA-256 limit: build {:.1}%, verify {:.1}%; of the ed25519 floor: build {:.0}%, verify {:.0}%",
-        100.0 * f("build_encode_hash_sign_events_per_s") / f("baseline_sha256_blocks_per_s"),
-        100.0 * f("decode_verify_events_per_s") / f("baseline_sha256_blocks_per_s"),
-        100.0 * f("build_encode_hash_sign_events_per_s") / f("baseline_ed25519_sign_per_s"),
-        100.0 * f("decode_verify_events_per_s") / f("baseline_ed25519_verify_per_s"),
-    );
+    run.save(&args.out, &[r])?;
     Ok(())
 }

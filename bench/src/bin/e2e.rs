@@ -4,7 +4,7 @@
 //! run. The measurement is the shared harness `compare` uses (`tidings_bench::harness`).
 //!
 //! `cargo run --release -p tidings-bench --bin e2e -- [--events N] [--latency-events L]
-//!  [--rate R] [--publishers P] [--seed S] [--json]`
+//!  [--rate R] [--publishers P] [--seed S] [--json] [--out DIR]`
 //!
 //! Two scenarios per system:
 //! - **throughput**: N events published as fast as the system takes them from P lanes (tidings:
@@ -17,11 +17,16 @@
 //! Lost = events never delivered at C within the grace period; dup = deliveries beyond the first.
 //! tidings acknowledges a publish only once a majority of the root's rendezvous set (here all 3
 //! brokers) holds the event durably (fsync included); gossipsub keeps nothing.
+//!
+//! Saves the four records in `<DIR>/results/e2e-<date>.jsonl` (DIR: bench/ by default, whose
+//! READMEs' figures it then rewrites).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use tidings_bench::figures;
 use tidings_bench::harness::{Meta, Plan, Publisher, Subscribers, measure};
 use tidings_bench::orders::{Order, orders};
 use tidings_bench::peers::{Started, gossipsub, tidings};
@@ -37,6 +42,7 @@ struct Args {
     publishers: usize,
     seed: u64,
     json: bool,
+    out: PathBuf,
 }
 
 fn parse_args() -> Result<Args> {
@@ -47,6 +53,7 @@ fn parse_args() -> Result<Args> {
         publishers: 4,
         seed: 7,
         json: false,
+        out: figures::bench_dir(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -59,10 +66,13 @@ fn parse_args() -> Result<Args> {
             "--rate" => a.rate = it.next().context("--rate R")?.parse()?,
             "--publishers" => a.publishers = it.next().context("--publishers P")?.parse()?,
             "--seed" => a.seed = it.next().context("--seed S")?.parse()?,
+            "--out" => a.out = PathBuf::from(it.next().context("--out DIR")?),
             "-h" | "--help" => {
                 println!(
                     "usage: e2e [--json] [--events N (5000)] [--latency-events L (1000)] \
-                     [--rate R events/s (100)] [--publishers P (4)] [--seed S (7)]\n\
+                     [--rate R events/s (100)] [--publishers P (4)] [--seed S (7)] [--out DIR]\n\
+                     saves DIR/results/e2e-<date>.jsonl (DIR: bench/, whose README figures it \
+                     then rewrites)\n\
                      env TIDINGS_BIN: the tidings binary (default: target/release/tidings)"
                 );
                 std::process::exit(0);
@@ -136,51 +146,7 @@ fn print_table(args: &Args, out: &[Record]) {
          latency: L={} at {} events/s, one publish at a time, publish start → delivery at C\n",
         args.events, args.publishers, args.latency_events, args.rate
     );
-    println!(
-        "{:<10} {:<11} {:>6} {:>12} {:>12} {:>10} {:>10} {:>10} {:>5} {:>5}",
-        "system",
-        "scenario",
-        "events",
-        "delivered/s",
-        "published/s",
-        "p50 µs",
-        "p90 µs",
-        "p99 µs",
-        "lost",
-        "dup"
-    );
-    for o in out {
-        println!(
-            "{:<10} {:<11} {:>6} {:>12.0} {:>12.0} {:>10.0} {:>10.0} {:>10.0} {:>5} {:>5}",
-            o.system,
-            o.scenario,
-            o.published,
-            o.delivered_per_s,
-            o.published_per_s,
-            o.p50_us,
-            o.p90_us,
-            o.p99_us,
-            o.lost,
-            o.dup
-        );
-    }
-    let find = |s: &str, sc: &str| out.iter().find(|o| o.system == s && o.scenario == sc);
-    if let (Some(t), Some(g)) = (
-        find("tidings", "throughput"),
-        find("gossipsub", "throughput"),
-    ) {
-        println!(
-            "\nthroughput tidings/gossipsub: {:.2}× delivered/s",
-            t.delivered_per_s / g.delivered_per_s
-        );
-    }
-    if let (Some(t), Some(g)) = (find("tidings", "latency"), find("gossipsub", "latency")) {
-        println!(
-            "latency tidings/gossipsub: p50 {:.1}×, p99 {:.1}×",
-            t.p50_us / g.p50_us,
-            t.p99_us / g.p99_us
-        );
-    }
+    print!("{}", figures::e2e::table(out));
     println!(
         "\nthroughput-row percentiles are latencies under full load (queueing included).\n\
          Not like for like: a tidings publish returns only after a majority of the rendezvous set\n\
@@ -194,6 +160,9 @@ fn print_table(args: &Args, out: &[Record]) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
+    // Built (under `cargo run`) before the run starts, so its load average is the measurement's.
+    tidings_bench::procs::tidings_bin()?;
+    let run = figures::Run::start("e2e");
     let thr = Arc::new(orders(args.seed, 0, args.events));
     let lat = Arc::new(orders(
         args.seed + 1,
@@ -233,5 +202,6 @@ async fn main() -> Result<()> {
     } else {
         print_table(&args, &out);
     }
+    run.save(&args.out, &out)?;
     Ok(())
 }

@@ -4,20 +4,24 @@
 //! ```text
 //! cargo run --release -p tidings-bench --bin matcher -- [--quick] [--json]
 //!     [--workloads stock,topics,docs] [--sizes 10000,100000] [--engines pst,counting,linear,a-tree]
-//!     [--secs S]
+//!     [--secs S] [--out DIR]
 //! ```
-//! See bench/README.md ("matcher") for the workloads and how each figure is measured.
+//! See bench/README.md ("matcher") for the workloads and how each figure is measured. Saves
+//! every row in `<DIR>/results/matcher-<date>.jsonl` (DIR: bench/ by default, whose READMEs'
+//! figures it then rewrites).
 
 #[path = "../../benches/common/matcher_workloads.rs"]
 mod workloads;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use a_tree::ATree;
 use anyhow::{Context, Result, anyhow, bail};
+use tidings_bench::figures::{self, matcher::Row};
 use tidings_matcher::{CountingMatcher, Filter, LinearMatcher, Matcher, ParallelSearchTree, SubId};
 use workloads::{Workload, atree_attributes, atree_event};
 
@@ -72,6 +76,7 @@ struct Opts {
     engines: Vec<String>,
     secs: f64,
     atree_max: usize,
+    out: PathBuf,
 }
 
 fn opts() -> Result<Opts> {
@@ -82,6 +87,7 @@ fn opts() -> Result<Opts> {
         engines: ENGINES.iter().map(|s| s.to_string()).collect(),
         secs: 2.0,
         atree_max: 100_000,
+        out: figures::bench_dir(),
     };
     let mut quick = false;
     let mut sizes_given = false;
@@ -109,10 +115,14 @@ fn opts() -> Result<Opts> {
             "--atree-max" => {
                 o.atree_max = args.next().context("--atree-max needs a value")?.parse()?
             }
+            "--out" => o.out = PathBuf::from(args.next().context("--out needs a directory")?),
             "-h" | "--help" => {
                 println!(
                     "matcher [--quick] [--json] [--workloads stock,topics,docs] [--sizes N,..] \
-                     [--engines pst,counting,linear,a-tree] [--secs S] [--atree-max N]"
+                     [--engines pst,counting,linear,a-tree] [--secs S] [--atree-max N] \
+                     [--out DIR]\n\
+                     saves DIR/results/matcher-<date>.jsonl (DIR: bench/, whose README figures \
+                     it then rewrites)"
                 );
                 std::process::exit(0);
             }
@@ -206,7 +216,7 @@ fn hash_ids(ids: &[SubId]) -> u64 {
     h.finish()
 }
 
-fn run(engine: &str, w: &Workload, n: usize, sample_n: usize, secs: f64) -> Result<Outcome> {
+fn measure(engine: &str, w: &Workload, n: usize, sample_n: usize, secs: f64) -> Result<Outcome> {
     let before = live();
     let t0 = Instant::now();
     let e = build(engine, w)?;
@@ -250,6 +260,8 @@ fn run(engine: &str, w: &Workload, n: usize, sample_n: usize, secs: f64) -> Resu
 
 fn main() -> Result<()> {
     let o = opts()?;
+    let run = figures::Run::start("matcher");
+    let mut rows = Vec::new();
     let mut mismatches = Vec::new();
     if !o.json {
         println!(
@@ -281,10 +293,12 @@ fn main() -> Result<()> {
                     }
                     continue;
                 }
-                let r = run(eng, &w, n, sample_n, o.secs)?;
+                let r = measure(eng, &w, n, sample_n, o.secs)?;
+                let mut agrees = true;
                 if let Some(first) = outs.first()
                     && first.sample != r.sample
                 {
+                    agrees = false;
                     let bad = first
                         .sample
                         .iter()
@@ -298,20 +312,20 @@ fn main() -> Result<()> {
                     eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
                     mismatches.push(msg);
                 }
+                let row = Row {
+                    bench: "matcher".into(),
+                    workload: wl.clone(),
+                    subscriptions: n,
+                    engine: r.engine.clone(),
+                    events_per_sec: (r.events_per_sec * 10.0).round() / 10.0,
+                    events_timed: r.events_timed,
+                    matches_per_event: (r.matches_per_event * 1000.0).round() / 1000.0,
+                    build_secs: (r.build_secs * 1000.0).round() / 1000.0,
+                    bytes_per_sub: r.bytes_per_sub.round(),
+                    agrees,
+                };
                 if o.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({
-                            "workload": wl,
-                            "subscriptions": n,
-                            "engine": r.engine,
-                            "events_per_sec": (r.events_per_sec * 10.0).round() / 10.0,
-                            "matches_per_event": (r.matches_per_event * 1000.0).round() / 1000.0,
-                            "build_secs": (r.build_secs * 1000.0).round() / 1000.0,
-                            "bytes_per_sub": r.bytes_per_sub.round(),
-                            "events_timed": r.events_timed,
-                        })
-                    );
+                    println!("{}", serde_json::to_string(&row)?);
                 } else {
                     println!(
                         "{:<8} {:>9} {:<9} {:>13.0} {:>8} {:>11.2} {:>9.2} {:>10.0}",
@@ -325,6 +339,7 @@ fn main() -> Result<()> {
                         r.bytes_per_sub
                     );
                 }
+                rows.push(row);
                 outs.push(r);
             }
             let eps = |name: &str| {
@@ -363,6 +378,8 @@ fn main() -> Result<()> {
             println!("all engines returned identical matches on every sample event");
         }
     }
+    // Saved even on a mismatch (the evidence); the README figures refuse such a run.
+    run.save(&o.out, &rows)?;
     if !mismatches.is_empty() {
         for m in &mismatches {
             eprintln!("{m}");

@@ -91,6 +91,14 @@ pub fn memory() -> String {
         .unwrap_or_default()
 }
 
+/// The command line of this run as the results file records it: `bench` and the arguments.
+pub fn command(bench: &str) -> String {
+    std::iter::once(bench.to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `/proc/loadavg` as it reads.
 pub fn loadavg() -> String {
     read_trim("/proc/loadavg")

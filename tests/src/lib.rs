@@ -320,6 +320,25 @@ impl Api {
         }
     }
 
+    /// The value of the series `name` (with its labels, if any) in `GET /metrics`.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let text = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map(|v| v as u64)
+    }
+
     /// `POST /v1/publish`; `Ok((status, json))` whatever the status.
     pub fn publish(&self, topic: &str, body: &Value) -> Result<(u16, Value)> {
         let r = self

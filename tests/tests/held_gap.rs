@@ -30,14 +30,7 @@ fn a_gap_nobody_reachable_can_fill_holds_the_stream_until_it_can_be_filled() -> 
     let dir = tempfile::tempdir()?;
     let result = run(dir.path());
     if result.is_err() {
-        for name in ["a", "w", "s"] {
-            let log =
-                std::fs::read_to_string(dir.path().join(name).join("node.log")).unwrap_or_default();
-            eprintln!("--- {name}");
-            for line in log.lines().filter(|l| !l.contains("DEBUG")) {
-                eprintln!("{line}");
-            }
-        }
+        print_logs(dir.path(), &["a", "w", "s"]);
     }
     result
 }
@@ -149,7 +142,7 @@ fn run(dir: &std::path::Path) -> Result<()> {
         bail!("S's subscriber got an event past the gap it could not repair: {line}");
     }
     ensure!(
-        metric(&s, "tidings_streams_held_total") == Some(1),
+        s.api().metric("tidings_streams_held_total") == Some(1),
         "S's metrics do not count the held stream"
     );
 
@@ -179,14 +172,7 @@ fn a_delivery_that_fails_while_its_node_is_cut_off_arrives_once_the_cut_heals() 
     let dir = tempfile::tempdir()?;
     let result = tail(dir.path());
     if result.is_err() {
-        for name in ["a", "s"] {
-            let log =
-                std::fs::read_to_string(dir.path().join(name).join("node.log")).unwrap_or_default();
-            eprintln!("--- {name}");
-            for line in log.lines().filter(|l| !l.contains("DEBUG")) {
-                eprintln!("{line}");
-            }
-        }
+        print_logs(dir.path(), &["a", "s"]);
     }
     result
 }
@@ -252,6 +238,17 @@ fn tail(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The logs of the nodes `names` under `dir`, without DEBUG lines, for a failed run.
+fn print_logs(dir: &std::path::Path, names: &[&str]) {
+    for name in names {
+        let log = std::fs::read_to_string(dir.join(name).join("node.log")).unwrap_or_default();
+        eprintln!("--- {name}");
+        for line in log.lines().filter(|l| !l.contains("DEBUG")) {
+            eprintln!("{line}");
+        }
+    }
+}
+
 fn peer_id(n: &NodeProcess) -> Result<String> {
     Ok(n.status()?["peer_id"]
         .as_str()
@@ -261,20 +258,6 @@ fn peer_id(n: &NodeProcess) -> Result<String> {
 
 fn publish(n: &NodeProcess, topic: &str, body: Value) -> Result<(u16, Value)> {
     n.api().publish(topic, &body)
-}
-
-/// A counter from `n`'s `/metrics`.
-fn metric(n: &NodeProcess, name: &str) -> Option<u64> {
-    let text = n
-        .api()
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
-        .ok()?
-        .text()
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
 }
 
 /// The next events on `rx` are exactly these seqs, in order.

@@ -244,20 +244,6 @@ fn five_nodes_four_brokers_and_a_peer_k2() -> Result<()> {
     run(4, 1, 2, 0x5_0de5, 300)
 }
 
-/// `name` in `/metrics` of `node`.
-fn metric(node: &NodeProcess, name: &str) -> Option<u64> {
-    let text = node
-        .api()
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
-        .ok()?
-        .text()
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-}
-
 /// A broker that restarts on a port the OS chose (its old address dead) is found again within
 /// seconds by a peer-role node that only knew the old address, and is the primary of its
 /// topics again for it: the peer asks the brokers it still reaches where the broker is now.
@@ -332,11 +318,11 @@ fn a_peer_finds_a_broker_restarted_on_a_new_port_and_publishes_through_it_as_pri
     )?;
     let (_sse, rx) = sse_subscribe(&url)?;
     let stored = "tidings_primary_publishes_total{outcome=\"stored\"}";
-    let before = metric(&b1, stored).context("b1's metrics")?;
+    let before = b1.api().metric(stored).context("b1's metrics")?;
     let (code, v) = peer.api().publish(&topic, &json!({"moved": true}))?;
     ensure!(code == 200, "publish on the peer: {code} {v}");
     ensure!(
-        metric(&b1, stored) == Some(before + 1),
+        b1.api().metric(stored) == Some(before + 1),
         "b1 did not take the publish as {topic}'s primary"
     );
     let cid = v["cid"].as_str().context("cid")?;

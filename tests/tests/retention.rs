@@ -100,12 +100,14 @@ fn durable_live(
 /// backoff) and answered by nobody.
 fn no_hole_chased(n: &NodeProcess, name: &str, rounds: u64) -> Result<()> {
     let rounds_total = "tidings_replica_sync_rounds_total";
-    let r0 = metric(n, rounds_total)?;
+    let api = n.api();
+    let metric = |m: &str| api.metric(m).with_context(|| format!("no metric {m}"));
+    let r0 = metric(rounds_total)?;
     poll(Duration::from_secs(30), || {
-        (metric(n, rounds_total).ok()? >= r0 + rounds).then_some(())
+        (api.metric(rounds_total)? >= r0 + rounds).then_some(())
     })
     .with_context(|| format!("{name} ran no {rounds} sync rounds"))?;
-    let misses = metric(n, "tidings_replica_sync_hole_misses_total")?;
+    let misses = metric("tidings_replica_sync_hole_misses_total")?;
     ensure!(
         misses == 0,
         "{name} chases a pruned past as a hole ({misses} fetches found nothing):\n{}",
@@ -139,13 +141,6 @@ fn publish(api: &Api, topic: &str, n: u64) -> Result<Vec<String>> {
         out.push(v["cid"].as_str().context("cid")?.to_string());
     }
     Ok(out)
-}
-
-fn metric(node: &NodeProcess, name: &str) -> Result<u64> {
-    let text = reqwest::blocking::get(format!("{}/metrics", node.api().base()))?.text()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .with_context(|| format!("no metric {name}"))
 }
 
 /// Reads `n` events from a durable WebSocket, acknowledging each; their CIDs.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tidings_node::pubsub::local::{SLOW_GRACE, SUBSCRIBER_QUEUE};
-use tidings_tests::{Api, NodeProcess, SseReader, poll};
+use tidings_tests::{NodeProcess, SseReader, poll};
 
 /// The reason the node gives, word for word as docs/api.md documents it.
 const TOO_SLOW: &str = "subscription closed by the node: the subscriber fell too far behind";
@@ -126,7 +126,7 @@ fn stalled_sse_and_websocket_subscribers_are_cut_off_and_a_healthy_one_gets_ever
     // long publishing that many takes on this machine.
     let mut cut_at = Vec::new();
     let cuts = poll(Duration::from_secs(300), || {
-        let n = metric(&api, CUT_OFFS)?;
+        let n = api.metric(CUT_OFFS)?;
         while (cut_at.len() as u64) < n {
             cut_at.push(publishing.elapsed());
         }
@@ -208,7 +208,7 @@ fn stalled_sse_and_websocket_subscribers_are_cut_off_and_a_healthy_one_gets_ever
         total + sentinels.len()
     );
     ensure!(
-        metric(&api, CUT_OFFS) == Some(2),
+        api.metric(CUT_OFFS) == Some(2),
         "two cut-offs counted, no more (the healthy subscriber was not cut off)"
     );
     let status = node.status()?;
@@ -455,19 +455,6 @@ fn send_buffer_max() -> Result<usize> {
         .nth(2)
         .and_then(|v| v.parse().ok())
         .context("tcp_wmem has no maximum")
-}
-
-/// A series of the node's `/metrics`.
-fn metric(api: &Api, name: &str) -> Option<u64> {
-    let text = api
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
-        .ok()?
-        .text()
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
 }
 
 /// A WebSocket subscriber that reads as fast as events come, on its own thread.

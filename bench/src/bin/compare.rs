@@ -286,10 +286,7 @@ fn machine(a: &Args, date: String) -> Machine {
     Machine {
         bench: "compare-machine".into(),
         date,
-        command: std::iter::once("compare".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: host::command("compare"),
         cpu: host::cpu_model(),
         cores: host::cores(),
         kernel: host::kernel(),

@@ -531,10 +531,7 @@ async fn main() -> Result<()> {
     let run = RunInfo {
         bench: "subscribers-run".into(),
         date,
-        command: std::iter::once("subscribers".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: host::command("subscribers"),
         cpu: host::cpu_model(),
         cores: host::cores(),
         kernel: host::kernel(),

@@ -58,10 +58,7 @@ impl Run {
             info: RunInfo {
                 bench: format!("{bench}-run"),
                 date,
-                command: std::iter::once(bench.to_string())
-                    .chain(std::env::args().skip(1))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                command: host::command(bench),
                 cpu: host::cpu_model(),
                 cores: host::cores(),
                 kernel: host::kernel(),

@@ -35,6 +35,14 @@ pub struct Machine {
     pub fanout: usize,
     #[serde(default)]
     pub tidings_lanes: usize,
+    /// How tidings published (`http`, or `stream`: the WebSocket publish stream); files from
+    /// before the stream existed published over HTTP.
+    #[serde(default = "http")]
+    pub tidings_publish: String,
+}
+
+fn http() -> String {
+    "http".into()
 }
 
 /// Scenario keys in table order, with their headings.
@@ -218,6 +226,13 @@ pub fn markdown(machine: Option<&Machine>, records: &[Record], jsonl_name: &str)
             ("nats-server", m.nats_server.clone()),
             ("mosquitto", m.mosquitto.clone()),
             ("tidings commit", m.tidings_commit.clone()),
+            (
+                "tidings publishes",
+                match m.tidings_publish.as_str() {
+                    "stream" => "over its WebSocket publish stream (`GET /v1/publish`): every lane's publish in flight on one connection, each answered on acknowledgement".to_string(),
+                    _ => "one `POST /v1/publish` per event, a keep-alive connection per lane".to_string(),
+                },
+            ),
             (
                 "runs",
                 format!(

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail, ensure};
 use tidings_bench::harness::{Meta, Plan, Publisher, Subscribers, measure};
 use tidings_bench::machine::{self as host, first_line, now_utc};
 use tidings_bench::orders::{Order, TOPICS, orders};
+use tidings_bench::peers::tidings::PublishVia;
 use tidings_bench::peers::{Started, System, gossipsub, mqtt, nats, tidings};
 use tidings_bench::plot::thousands;
 use tidings_bench::report::{self, Machine};
@@ -30,6 +31,7 @@ struct Args {
     sustained_rate: f64,
     fanout: usize,
     tidings_lanes: usize,
+    tidings_publish: PublishVia,
     seed: u64,
     grace: f64,
     systems: Vec<System>,
@@ -50,7 +52,8 @@ const SCENARIOS: [&str; 7] = [
 
 const HELP: &str = "\
 usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
-               [--window W (256)] [--tidings-lanes L (256)] [--rate R (5000)]
+               [--window W (256)] [--tidings-lanes L (256)] [--tidings-publish stream|http]
+               [--rate R (5000)]
                [--sustained-rate R (200)] [--fanout K (10)]
                [--seed S (7)] [--grace S (10)] [--systems a,b,..] [--scenarios x,y,..]
                [--out DIR (bench/)] [--report FILE.jsonl]
@@ -60,6 +63,9 @@ usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
   --tidings-lanes L  publishes in flight for tidings in the scenarios other than persist-*
                (throughput, fanout, latency, filter); 256 like the peers' window, since group
                commit amortises more the more are in flight (before it, 16 was best)
+  --tidings-publish V  how tidings publishes: `stream` (default; the WebSocket publish stream,
+               every lane's publish in flight on one connection, as the NATS and MQTT clients
+               pipeline theirs) or `http` (one POST /v1/publish per event, a connection per lane)
   --quick      smoke test: 1 run, 1 s and at most 20000 events per measurement, 3 s grace;
                output to /tmp/tidings-compare-quick unless --out is given
   --report F   only regenerate DIR/RESULTS.md and the plots from F
@@ -79,6 +85,7 @@ fn parse_args() -> Result<Args> {
         sustained_rate: 200.0,
         fanout: 10,
         tidings_lanes: 256,
+        tidings_publish: PublishVia::Stream,
         seed: 7,
         grace: 10.0,
         systems: System::ALL.to_vec(),
@@ -101,6 +108,11 @@ fn parse_args() -> Result<Args> {
             "--sustained-rate" => a.sustained_rate = val("--sustained-rate")?.parse()?,
             "--fanout" => a.fanout = val("--fanout")?.parse()?,
             "--tidings-lanes" => a.tidings_lanes = val("--tidings-lanes")?.parse()?,
+            "--tidings-publish" => {
+                let v = val("--tidings-publish")?;
+                a.tidings_publish = PublishVia::from_name(&v)
+                    .with_context(|| format!("--tidings-publish takes stream or http, not {v}"))?
+            }
             "--seed" => a.seed = val("--seed")?.parse()?,
             "--grace" => a.grace = val("--grace")?.parse()?,
             "--systems" => {
@@ -270,7 +282,8 @@ async fn run_cell(
         }
         System::Tidings1 | System::Tidings3 => {
             let n = if sys == System::Tidings1 { 1 } else { 3 };
-            let st = tidings::start(n, sh.lanes, sh.filtered, &mut subs, w).await?;
+            let st =
+                tidings::start(n, sh.lanes, a.tidings_publish, sh.filtered, &mut subs, w).await?;
             run_with(st, events, &plan, subs, meta).await
         }
     }
@@ -304,6 +317,7 @@ fn machine(a: &Args, date: String) -> Machine {
         sustained_rate: a.sustained_rate,
         fanout: a.fanout,
         tidings_lanes: a.tidings_lanes.min(TOPICS),
+        tidings_publish: a.tidings_publish.name().into(),
     }
 }
 
@@ -470,6 +484,7 @@ mod tests {
             sustained_rate: 1.0,
             fanout: 10,
             tidings_lanes: 256,
+            tidings_publish: PublishVia::Stream,
             seed: 7,
             grace: 1.0,
             systems: System::ALL.to_vec(),

@@ -129,7 +129,15 @@ async fn scenario(
     let mut subs = Subscribers::new(events, 1, false, false, false);
     if tidings_system {
         let work = tempfile::Builder::new().prefix("tidings-e2e").tempdir()?;
-        let st = tidings::start(3, plan.lanes, false, &mut subs, work.path()).await?;
+        let st = tidings::start(
+            3,
+            plan.lanes,
+            tidings::PublishVia::Http,
+            false,
+            &mut subs,
+            work.path(),
+        )
+        .await?;
         run(st, subs, events, plan, "tidings", scenario, seed).await
     } else {
         let st = gossipsub::start(&mut subs).await?;

@@ -1,4 +1,5 @@
-//! tidings: `tidings node` broker processes on loopback, HTTP publish, SSE subscriptions.
+//! tidings: `tidings node` broker processes on loopback, publishing over HTTP or the
+//! WebSocket publish stream, SSE subscriptions.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -179,6 +180,68 @@ impl Publisher for HttpPublisher {
     }
 }
 
+/// How the bench publishes to tidings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishVia {
+    /// `POST /v1/publish`, one request per event, a keep-alive connection per lane.
+    Http,
+    /// The WebSocket publish stream (`GET /v1/publish`): one connection, every lane's publish
+    /// in flight on it, each answered on acknowledgement (as NATS' client pipelines).
+    Stream,
+}
+
+impl PublishVia {
+    /// The name `--tidings-publish` takes and results files record.
+    pub fn name(self) -> &'static str {
+        match self {
+            PublishVia::Http => "http",
+            PublishVia::Stream => "stream",
+        }
+    }
+
+    /// The inverse of [`PublishVia::name`].
+    pub fn from_name(s: &str) -> Option<PublishVia> {
+        match s {
+            "http" => Some(PublishVia::Http),
+            "stream" => Some(PublishVia::Stream),
+            _ => None,
+        }
+    }
+}
+
+/// The publish stream as a [`Publisher`]: each call waits for its event's acknowledgement.
+#[derive(Clone)]
+pub struct StreamPublisher(pub tidings_node::client::PublishStream);
+
+impl Publisher for StreamPublisher {
+    async fn publish(&self, o: &Order) -> Result<()> {
+        // The body goes in as the very same JSON bytes the other systems carry.
+        self.0
+            .publish_json(&o.topic, &o.body)
+            .await
+            .with_context(|| format!("publish {}", o.topic))?;
+        Ok(())
+    }
+}
+
+/// Whichever way the bench publishes.
+#[derive(Clone)]
+pub enum TidingsPublisher {
+    /// One HTTP request per event.
+    Http(HttpPublisher),
+    /// The publish stream.
+    Stream(StreamPublisher),
+}
+
+impl Publisher for TidingsPublisher {
+    async fn publish(&self, o: &Order) -> Result<()> {
+        match self {
+            TidingsPublisher::Http(p) => p.publish(o).await,
+            TidingsPublisher::Stream(p) => p.publish(o).await,
+        }
+    }
+}
+
 /// An HTTP client as the bench uses it: no Nagle, a connection per lane kept alive.
 pub fn http_client(lanes: usize) -> Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
@@ -239,10 +302,11 @@ async fn sse_loop(
 pub async fn start(
     n: usize,
     lanes: usize,
+    via: PublishVia,
     filtered: bool,
     subs: &mut Subscribers,
     work: &Path,
-) -> Result<Started<HttpPublisher>> {
+) -> Result<Started<TidingsPublisher>> {
     let http = http_client(lanes)?;
     let cluster = Cluster::start(&http, n, Some(work)).await?;
     let filter = if filtered {
@@ -277,9 +341,16 @@ pub async fn start(
     }
     // Every member of the rendezvous set (all n brokers, K = 3) holds each subscription's lease.
     cluster.await_leases(&http, (n_subs * n) as u64).await?;
-    let publisher = HttpPublisher {
-        http,
-        url: format!("{}/v1/publish", cluster.nodes[0].api).into(),
+    let publisher = match via {
+        PublishVia::Http => TidingsPublisher::Http(HttpPublisher {
+            http,
+            url: format!("{}/v1/publish", cluster.nodes[0].api).into(),
+        }),
+        PublishVia::Stream => TidingsPublisher::Stream(StreamPublisher(
+            tidings_node::client::Client::new(&cluster.nodes[0].api, None)
+                .publish_stream()
+                .await?,
+        )),
     };
     Ok(Started {
         publisher,

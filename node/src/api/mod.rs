@@ -7,6 +7,7 @@ mod encoding;
 mod error;
 mod history;
 mod ipfs;
+pub mod publish_stream;
 pub mod resume;
 mod routes;
 mod subscribe;
@@ -56,7 +57,10 @@ pub struct NodeInfo {
 /// Builds the API's routes. `token`, when set, is required as `Authorization: Bearer`.
 pub fn routes(state: AppState, token: Option<String>) -> HttpRouter {
     let api = HttpRouter::new()
-        .route("/v1/publish", post(routes::publish))
+        .route(
+            "/v1/publish",
+            post(routes::publish).get(publish_stream::publish_stream),
+        )
         .route("/v1/events/{cid}", get(routes::event))
         .route("/v1/blocks/{cid}", get(routes::block))
         .route("/v1/heads", get(routes::heads))

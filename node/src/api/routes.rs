@@ -7,11 +7,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tidings_ipld_schema::{Cid, DAG_CBOR, Event, json as ipld_json, topic};
 
 use super::{ApiError, AppState};
 use crate::metrics::{Metrics, Snapshot};
+use crate::pubsub::router::Published;
 
 /// Parses a CID from a path segment, with a 400 that says what was wrong (a segment that is
 /// not even UTF-8 once percent-decoded included).
@@ -40,7 +41,11 @@ pub(super) async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
-    let (topic_name, body) = match publish_request(body) {
+    let parsed = body
+        .map_err(ApiError::from)
+        .and_then(|b| publish_object(&b))
+        .and_then(publish_fields);
+    let (topic_name, body) = match parsed {
         Ok(req) => req,
         Err(e) => {
             Metrics::inc(&st.metrics.publish_failed);
@@ -49,26 +54,35 @@ pub(super) async fn publish(
     };
     let published = st.router.publish(topic_name, body).await?;
     st.metrics.publish_ack.observe(started.elapsed());
-    Ok(Json(json!({
-        "cid": published.cid.to_string(),
-        "seq": published.seq,
-        "copies": published.copies,
-        "heads": published.heads.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-    })))
+    Ok(Json(published_json(&published)))
 }
 
-/// The topic and body of a publish request, or why it is refused.
-fn publish_request(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(String, tidings_ipld_schema::Ipld), ApiError> {
-    let bytes = body?;
-    let req: Value = serde_json::from_slice(&bytes)
+/// The answer to an acknowledged publish: `{"cid", "seq", "copies", "heads"}`.
+pub(super) fn published_json(p: &Published) -> Value {
+    json!({
+        "cid": p.cid.to_string(),
+        "seq": p.seq,
+        "copies": p.copies,
+        "heads": p.heads.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+/// A publish request's JSON object, or why it is refused.
+pub(super) fn publish_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let req: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(mut obj) = req else {
+    let Value::Object(obj) = req else {
         return Err(ApiError::bad_request(
             r#"request body must be a JSON object {"topic": "...", "body": ...}"#,
         ));
     };
+    Ok(obj)
+}
+
+/// The topic and body of a publish request's object, or why it is refused.
+pub(super) fn publish_fields(
+    mut obj: Map<String, Value>,
+) -> Result<(String, tidings_ipld_schema::Ipld), ApiError> {
     if let Some(k) = obj.keys().find(|k| *k != "topic" && *k != "body") {
         return Err(ApiError::bad_request(format!(
             "unknown field {k:?}: a publish takes only \"topic\" and \"body\""

@@ -1,5 +1,9 @@
 //! The HTTP client the CLI commands use to talk to a node's API.
 
+mod publish_stream;
+
+pub use publish_stream::PublishStream;
+
 use serde_json::Value;
 
 /// Default API address of a local node.
@@ -201,11 +205,6 @@ impl Client {
     /// subscription. Each text frame is one event's JSON; for a durable, send
     /// `{"ack": "<cid>"}` once an event is handled.
     pub async fn subscribe_ws(&self, ask: &SubscribeAsk<'_>) -> Result<WsStream, ClientError> {
-        use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http};
-        let unreachable = |reason: String| ClientError::Unreachable {
-            api: self.base.clone(),
-            reason,
-        };
         let mut q = vec![("filter", ask.filter.to_string())];
         if let Some(d) = ask.durable {
             q.push(("durable", d.to_string()));
@@ -213,6 +212,29 @@ impl Client {
         if let Some(s) = ask.since {
             q.push(("since", s.to_string()));
         }
+        self.websocket("/v1/subscribe", &q, ask.last_event_id).await
+    }
+
+    /// `GET /v1/publish` as a WebSocket: a [`PublishStream`], many publishes in flight on one
+    /// connection, each answered when it is acknowledged.
+    pub async fn publish_stream(&self) -> Result<PublishStream, ClientError> {
+        let ws = self.websocket("/v1/publish", &[], None).await?;
+        Ok(PublishStream::start(ws, self.base.clone()))
+    }
+
+    /// Opens a WebSocket to `path?query` with the token (and a `Last-Event-ID`, if given);
+    /// a refusal is the node's `{"error"}` with its status.
+    async fn websocket(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        last_event_id: Option<&str>,
+    ) -> Result<WsStream, ClientError> {
+        use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http};
+        let unreachable = |reason: String| ClientError::Unreachable {
+            api: self.base.clone(),
+            reason,
+        };
         let ws_base = match self.base.strip_prefix("http://") {
             Some(rest) => format!("ws://{rest}"),
             None => match self.base.strip_prefix("https://") {
@@ -220,7 +242,7 @@ impl Client {
                 None => self.base.clone(),
             },
         };
-        let url = reqwest::Url::parse_with_params(&format!("{ws_base}/v1/subscribe"), &q)
+        let url = reqwest::Url::parse_with_params(&format!("{ws_base}{path}"), query)
             .map_err(|e| unreachable(format!("bad URL: {e}")))?;
         let mut req = url
             .as_str()
@@ -232,7 +254,7 @@ impl Client {
         {
             headers.insert(http::header::AUTHORIZATION, v);
         }
-        if let Some(id) = ask.last_event_id
+        if let Some(id) = last_event_id
             && let Ok(v) = http::HeaderValue::from_str(id)
         {
             headers.insert("last-event-id", v);

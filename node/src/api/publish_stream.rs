@@ -1,0 +1,188 @@
+//! `GET /v1/publish` upgraded to a WebSocket: a publish stream. The client sends one JSON text
+//! frame per event, `{"topic", "body", "id"?}`, without waiting for the answers; the node
+//! answers each with a frame `{"id"?, "cid", "seq", "copies", "heads"}` once it is acknowledged
+//! (durable on a majority of the root's rendezvous set, exactly as `POST /v1/publish` answers),
+//! or `{"id"?, "status", "error"}` if it is refused. One HTTP request per event is what bounds
+//! a publisher on one connection; here many are in flight, as with NATS' asynchronous publish.
+//!
+//! Events of one topic are appended in the order their frames came, and their answers come in
+//! that order; events of different topics are published in parallel and may be answered in any
+//! order (`id`, any JSON value, is echoed to match them). At most [`IN_FLIGHT`] publishes are
+//! under way per connection: beyond that the node stops reading, and TCP slows the client.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tidings_ipld_schema::Ipld;
+
+use super::routes::{publish_fields, publish_object, published_json};
+use super::{ApiError, AppState, MAX_BODY};
+use crate::metrics::Metrics;
+use crate::pubsub::{PublishError, Published};
+
+/// Publishes under way or waiting behind one of their topic, per connection.
+pub const IN_FLIGHT: usize = 4096;
+
+/// Upgrades to the publish stream; a plain `GET` is told how to publish.
+pub(super) async fn publish_stream(
+    State(st): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => ws
+            .max_message_size(MAX_BODY)
+            .on_upgrade(move |socket| run(st, socket))
+            .into_response(),
+        Err(_) => ApiError::bad_request(
+            "GET /v1/publish is the WebSocket publish stream: open it as a WebSocket, or \
+             publish one event with POST /v1/publish {\"topic\": ..., \"body\": ...}",
+        )
+        .into_response(),
+    }
+}
+
+/// One publish of the stream.
+struct Request {
+    id: Option<Value>,
+    topic: String,
+    body: Ipld,
+    received: Instant,
+}
+
+/// A finished publish: its request's id and topic, and the outcome.
+type Finished = (Option<Value>, String, Instant, Result<Published, ApiError>);
+
+/// Reads requests, runs each topic's in order and different topics' in parallel, and writes
+/// every answer; returns once the client closed and every publish it sent was answered.
+async fn run(st: AppState, socket: WebSocket) {
+    let (mut out, mut input) = socket.split();
+    // Topics with a publish under way, and the requests waiting behind it.
+    let mut lanes: HashMap<String, VecDeque<Request>> = HashMap::new();
+    let mut running = FuturesUnordered::new();
+    let mut waiting = 0usize;
+    let mut reading = true;
+    let mut writable = true;
+    loop {
+        tokio::select! {
+            frame = input.next(), if reading && running.len() + waiting < IN_FLIGHT => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => {
+                        Metrics::inc(&st.metrics.publish_failed);
+                        let e = ApiError::bad_request("send each publish as a JSON text frame");
+                        writable &= out.send(answer(None, Err(e))).await.is_ok();
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => {
+                        reading = false;
+                        continue;
+                    }
+                };
+                let req = match request(text.as_bytes()) {
+                    Ok(r) => r,
+                    Err((id, e)) => {
+                        Metrics::inc(&st.metrics.publish_failed);
+                        writable &= out.send(answer(id, Err(e))).await.is_ok();
+                        continue;
+                    }
+                };
+                match lanes.get_mut(&req.topic) {
+                    Some(q) => {
+                        q.push_back(req);
+                        waiting += 1;
+                    }
+                    None => {
+                        lanes.insert(req.topic.clone(), VecDeque::new());
+                        running.push(start(&st, req));
+                    }
+                }
+            }
+            Some(done) = running.next() => {
+                // Answers that are ready together go out in one write.
+                let mut next = Some(done);
+                while let Some((id, topic, received, result)) = next.take() {
+                    if result.is_ok() {
+                        st.metrics.publish_ack.observe(received.elapsed());
+                    }
+                    if writable {
+                        writable = out.feed(answer(id, result)).await.is_ok();
+                    }
+                    match lanes.get_mut(&topic).and_then(VecDeque::pop_front) {
+                        Some(req) => {
+                            waiting -= 1;
+                            running.push(start(&st, req));
+                        }
+                        None => {
+                            lanes.remove(&topic);
+                        }
+                    }
+                    next = running.next().now_or_never().flatten();
+                }
+                if writable {
+                    writable = out.flush().await.is_ok();
+                }
+            }
+            else => break,
+        }
+    }
+    if writable {
+        let _ = out.close().await;
+    }
+}
+
+/// Parses one frame; a refusal carries the frame's `id` when it had one.
+fn request(bytes: &[u8]) -> Result<Request, (Option<Value>, ApiError)> {
+    let received = Instant::now();
+    let mut obj = publish_object(bytes).map_err(|e| (None, e))?;
+    let id = obj.remove("id");
+    let (topic, body) = publish_fields(obj).map_err(|e| (id.clone(), e))?;
+    Ok(Request {
+        id,
+        topic,
+        body,
+        received,
+    })
+}
+
+/// Publishes on its own task (signing runs on whichever worker is free).
+fn start(
+    st: &AppState,
+    req: Request,
+) -> impl std::future::Future<Output = Finished> + Send + 'static {
+    let router = st.router.clone();
+    let Request {
+        id,
+        topic,
+        body,
+        received,
+    } = req;
+    let t = topic.clone();
+    let task = tokio::spawn(async move { router.publish(t, body).await });
+    async move {
+        let result = match task.await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(e) => Err(ApiError::from(PublishError::Task(e.to_string()))),
+        };
+        (id, topic, received, result)
+    }
+}
+
+/// The frame that answers one publish.
+fn answer(id: Option<Value>, result: Result<Published, ApiError>) -> Message {
+    let mut v = match result {
+        Ok(p) => published_json(&p),
+        Err(e) => json!({ "status": e.status.as_u16(), "error": e.message }),
+    };
+    if let (Some(id), Value::Object(m)) = (id, &mut v) {
+        m.insert("id".into(), id);
+    }
+    Message::Text(v.to_string().into())
+}

@@ -144,15 +144,15 @@ fn link(c: &Cid) -> Value {
 
 /// The event JSON of docs/api.md: {"cid","topic","author" (PeerId base58),"seq","time","prev" [cid strings],"body"}.
 ///
-/// `author` is `null` if the author key does not decode (never for a verified event).
+/// `author` is the author key's peer id as [`Event::author_text`] shows it (`null` for a key too
+/// long to be one, never for a verified event).
 pub fn event_to_json(cid: &Cid, e: &Event) -> Value {
     let mut m = Map::new();
     m.insert("cid".into(), Value::String(cid.to_string()));
     m.insert("topic".into(), Value::String(e.topic.clone()));
     m.insert(
         "author".into(),
-        e.author_peer_id()
-            .map_or(Value::Null, |p| Value::String(p.to_base58())),
+        e.author_text().map_or(Value::Null, Value::String),
     );
     m.insert("seq".into(), Value::from(e.seq));
     m.insert("time".into(), Value::from(e.time));

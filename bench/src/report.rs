@@ -509,8 +509,8 @@ fn semantics(machine: Option<&Machine>) -> String {
   persistent QoS 1 session queues at most 1,000 messages, then drops.
 - **gossipsub**: rust-libp2p 0.57 swarms in the bench process (TCP + Noise + Yamux, signed, strict \
   validation); nothing acknowledged or stored; queues drop when full.
-- **tidings-1 / tidings-3**: `tidings node` processes; a publish is an HTTP request that returns \
-  only once a majority of the root's rendezvous set (1 of 1, 2 of 3) holds the signed event \
+- **tidings-1 / tidings-3**: `tidings node` processes; a publish (a frame on the WebSocket publish \
+  stream, or an HTTP request: the run table says which) is answered only once a majority of the root's rendezvous set (1 of 1, 2 of 3) holds the signed event \
   durably (redb commit with fsync; commits are grouped, so one fsync may cover many events, each \
   answered only after it); events stay stored and fetchable by CID; subscriptions (SSE here) are \
   matched in the network, content filters included.

@@ -562,7 +562,16 @@ fn table() -> Result<Vec<Case>> {
         .status(404),
     );
     cases.push(Case::new("unknown route", Method::GET, "/v1/nope").status(404));
-    cases.push(Case::new("wrong method on publish", Method::GET, "/v1/publish").status(405));
+    cases.push(Case::new("wrong method on publish", Method::DELETE, "/v1/publish").status(405));
+    // GET is the WebSocket publish stream: without the upgrade, a 400 that says how to publish.
+    cases.push(
+        Case::new(
+            "publish stream without an upgrade",
+            Method::GET,
+            "/v1/publish",
+        )
+        .status(400),
+    );
     cases.push(
         Case::new(
             "wrong method on heads",

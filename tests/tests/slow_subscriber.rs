@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
+use tidings_node::api::SSE_AHEAD;
 use tidings_node::pubsub::local::{SLOW_GRACE, SUBSCRIBER_QUEUE};
 use tidings_tests::{NodeProcess, SseReader, poll};
 
@@ -79,7 +80,8 @@ fn stalled_sse_and_websocket_subscribers_are_cut_off_and_a_healthy_one_gets_ever
     // The SSE client stops reading this many events after the WebSocket one did: its queue
     // fills only once the WebSocket one's cut-off is over, however much the buffers took.
     let sse_reads = absorbed + 1;
-    let bound = sse_reads + SUBSCRIBER_QUEUE + absorbed;
+    // The SSE stream also holds what its task handed on ahead of hyper's writes.
+    let bound = sse_reads + SUBSCRIBER_QUEUE + absorbed + SSE_AHEAD;
     let ws = Staller::websocket(ws_socket, addr)?;
     let sse = Staller::sse(sse_socket, addr, sse_reads)?;
 

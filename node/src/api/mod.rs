@@ -22,6 +22,7 @@ use axum::routing::{delete, get, post};
 
 pub use cors::{CorsError, with_cors};
 pub use error::ApiError;
+pub use subscribe::SSE_AHEAD;
 
 use crate::metrics::Metrics;
 use crate::pubsub::Router;

@@ -39,6 +39,12 @@ use crate::pubsub::local::{Delivery, Subscription};
 const CLOSED_REASON: &str = "subscription closed by the node: the subscriber fell too far behind";
 /// How often acknowledgements go to the rendezvous set.
 const ACK_FLUSH: Duration = Duration::from_millis(250);
+/// Events an SSE connection's task may hand on ahead of hyper's writes. With room for one,
+/// every event was its own write and two task wake-ups per subscriber; with more, a subscriber
+/// that is behind gets what is ready in one write. "Sent" counts as acknowledged over SSE
+/// either way, as what the kernel's socket buffer holds does; a client resuming with
+/// `Last-Event-ID` gets again whatever did not arrive.
+pub const SSE_AHEAD: usize = 16;
 /// How often a WebSocket subscriber is pinged.
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// A WebSocket subscriber heard nothing from (not even a pong) for this long is gone: its
@@ -571,8 +577,7 @@ fn sse(
     opened: Opened,
     mut conn: Conn,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
-    // Room for one event: "sent" is as close to "written to the socket" as SSE allows.
-    let (tx, rx) = mpsc::channel::<SseEvent>(1);
+    let (tx, rx) = mpsc::channel::<SseEvent>(SSE_AHEAD);
     tokio::spawn(async move {
         let metrics = conn.metrics.clone();
         let _gauge = metrics.subscriber(conn.transport, conn.kind);

@@ -42,6 +42,14 @@ pub enum ClientError {
     },
 }
 
+/// The node's reason in a refusal's body: its `{"error"}` text, else the body as it is.
+fn error_message(body: String) -> String {
+    serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or(body)
+}
+
 /// A subscription over WebSocket, as [`Client::subscribe_ws`] opens it.
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -96,10 +104,7 @@ impl Client {
             return Ok(resp);
         }
         let text = resp.text().await.map_err(transport)?;
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or(text);
+        let message = error_message(text);
         Err(ClientError::Api {
             status: status.as_u16(),
             message,
@@ -268,11 +273,10 @@ impl Client {
                     .as_deref()
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default();
-                let message = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-                    .unwrap_or(text);
-                Err(ClientError::Api { status, message })
+                Err(ClientError::Api {
+                    status,
+                    message: error_message(text),
+                })
             }
             Err(e) => Err(unreachable(e.to_string())),
         }

@@ -380,9 +380,16 @@ impl Metrics {
         single(
             &mut out,
             "tidings_store_commits_total",
-            "Store transactions committed (each one fsync) by the group committer.",
+            "Store transactions committed (each one fsync, of the write-ahead log or of redb) by the group committer.",
             "counter",
             snap.commits.commits,
+        );
+        single(
+            &mut out,
+            "tidings_store_checkpoints_total",
+            "Durable redb commits that emptied the store's write-ahead log.",
+            "counter",
+            snap.commits.checkpoints,
         );
         single(
             &mut out,

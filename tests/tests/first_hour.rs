@@ -518,6 +518,11 @@ fn metrics_count_a_known_sequence_of_publishes_refusals_and_deliveries() -> Resu
         commits >= 1.0 && ops >= 5.0 && ops >= commits,
         "commits {commits}, operations {ops}\n{text}"
     );
+    // Checkpoints are durable commits of the writer that emptied its log: never more of them.
+    ensure!(
+        series(&text, "tidings_store_checkpoints_total").is_some_and(|c| c <= commits),
+        "checkpoints\n{text}"
+    );
     ensure!(series(&text, "tidings_publish_ack_seconds_bucket{le=\"+Inf\"}") == Some(5.0));
     ws.close(None)?;
     // The subscriber is counted until it is gone.

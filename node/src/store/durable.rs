@@ -6,6 +6,7 @@ use serde_bytes::ByteBuf;
 use tidings_ipld_schema::Cid;
 
 use super::tables::{BLOCKS, LOG, LOG_NEXT};
+use super::wal::Redo;
 use super::{Store, StoreError, db, parse_cid};
 
 /// Durable key (`<subscriber peer id>/<name>`) → DAG-CBOR [`DurableRecord`].
@@ -73,7 +74,7 @@ impl Store {
         f: impl FnOnce(Option<DurableRecord>) -> (Option<DurableRecord>, R) + Send + 'static,
     ) -> Result<R, StoreError> {
         let key = key.to_string();
-        self.writer.run_blocking(0, move |txn, _| {
+        self.writer.run_blocking(0, move |txn, tables| {
             let mut t = txn.open_table(DURABLES).map_err(db)?;
             let cur = match t.get(key.as_str()).map_err(db)? {
                 Some(g) => Some(decode(g.value())?),
@@ -86,9 +87,14 @@ impl Store {
                     let bytes = serde_ipld_dagcbor::to_vec(&rec)
                         .map_err(|e| StoreError::Corrupt(format!("durable record: {e}")))?;
                     t.insert(key.as_str(), bytes.as_slice()).map_err(db)?;
+                    tables.note_redo(Redo::Durable {
+                        key,
+                        value: Some(bytes),
+                    });
                 }
                 None if had => {
                     t.remove(key.as_str()).map_err(db)?;
+                    tables.note_redo(Redo::Durable { key, value: None });
                 }
                 None => {}
             }

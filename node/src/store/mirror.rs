@@ -110,8 +110,9 @@ impl Store {
     }
 
     /// Saves the mirror's cursors. `durable: false` skips the fsync: the next durable commit
-    /// (any publish's) carries it to disk, and a crash before that only rewinds the cursor, so
-    /// some blocks go to IPFS twice.
+    /// (the store writer's checkpoint, seconds later at most while publishes flow) carries it
+    /// to disk, and a crash before that only rewinds the cursor, so some blocks go to IPFS
+    /// twice.
     pub fn set_mirror_cursors(
         &self,
         cursors: &BTreeMap<String, u64>,

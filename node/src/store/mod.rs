@@ -1,10 +1,11 @@
 //! The block store: an embedded ACID database (redb) holding blocks by CID, the heads of each
 //! topic, the last `seq` per (author, topic), and an arrival-order log per root segment.
 //!
-//! Every mutation is one write transaction; redb fsyncs on commit, so whatever a method returns
-//! `Ok` for is durable before the API acknowledges it. The hot paths (publish, replicas,
-//! deliveries, fetched blocks, durable acks) go through the group committer
-//! ([`writer`]), which applies whatever is queued in one transaction: one fsync for many.
+//! Every mutation is one write transaction, durable before its method returns `Ok`, so before
+//! the API acknowledges it. The hot paths (publish, replicas, deliveries, fetched blocks,
+//! durable acks) go through the group committer ([`writer`]), which applies whatever is queued
+//! in one transaction and makes it durable with one fsync of a write-ahead log ([`wal`]); the
+//! other mutations are rare and let redb fsync their commit.
 
 mod car;
 mod durable;
@@ -13,6 +14,7 @@ mod retention;
 mod streams;
 mod tables;
 mod topics;
+mod wal;
 mod writer;
 
 pub use car::{ImportError, ImportSummary};
@@ -111,12 +113,39 @@ impl Store {
             }
             Err(e) => return Err(db(e)),
         };
+        let wal_path = wal::path_for(path);
+        let (mut log, batches) = wal::Wal::open(&wal_path).map_err(|e| {
+            StoreError::Commit(format!(
+                "cannot open the write-ahead log {}: {e}",
+                wal_path.display()
+            ))
+        })?;
+        // What the log holds was acknowledged but may be missing from redb (a crash rolled it
+        // back to its last durable commit): apply it again, durably, before anything else.
         let txn = database.begin_write().map_err(db)?;
-        Tables::open(&txn)?;
+        {
+            let mut t = Tables::open(&txn)?;
+            for r in batches.iter().flatten() {
+                wal::apply(&txn, &mut t, r)?;
+            }
+        }
         txn.commit().map_err(db)?;
+        if !batches.is_empty() {
+            tracing::info!(
+                batches = batches.len(),
+                records = batches.iter().map(Vec::len).sum::<usize>(),
+                "store: replayed the write-ahead log after an unclean stop"
+            );
+        }
+        log.reset().map_err(|e| {
+            StoreError::Commit(format!(
+                "cannot empty the write-ahead log {}: {e}",
+                wal_path.display()
+            ))
+        })?;
         let database = Arc::new(database);
         Ok(Store {
-            writer: writer::Writer::start(database.clone())?,
+            writer: writer::Writer::start(database.clone(), path, log)?,
             db: database,
             path: path.to_path_buf(),
         })

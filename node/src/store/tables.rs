@@ -6,6 +6,7 @@ use redb::{
 };
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
+use super::wal::Redo;
 use super::{StoreError, db, parse_cid};
 
 /// CID bytes → block bytes.
@@ -61,6 +62,8 @@ pub(super) struct Tables<'txn> {
     pruned: Table<'txn, SeqKey, u64>,
     /// Whether new holes are recorded (see [`Tables::set_note_holes`]).
     note_holes: bool,
+    /// What was changed, for the write-ahead log (see [`Tables::record_redo`]).
+    redo: Option<Vec<Redo>>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -79,7 +82,26 @@ impl<'txn> Tables<'txn> {
             holes: txn.open_table(HOLES).map_err(db)?,
             pruned: txn.open_table(PRUNED).map_err(db)?,
             note_holes: false,
+            redo: None,
         })
+    }
+
+    /// Keeps a [`Redo`] record of every change made through these tables from now on, for the
+    /// group committer's write-ahead log ([`Tables::take_redo`]).
+    pub(super) fn record_redo(&mut self) {
+        self.redo.get_or_insert_with(Vec::new);
+    }
+
+    /// The records kept since [`Tables::record_redo`].
+    pub(super) fn take_redo(&mut self) -> Vec<Redo> {
+        self.redo.take().unwrap_or_default()
+    }
+
+    /// Notes a change made to a table outside these methods (a durable record), for the log.
+    pub(super) fn note_redo(&mut self, r: Redo) {
+        if let Some(redo) = &mut self.redo {
+            redo.push(r);
+        }
     }
 
     /// Whether to record the holes that events applied from now on leave in their authors'
@@ -115,6 +137,17 @@ impl<'txn> Tables<'txn> {
 
     /// Stores a block if absent and keeps the counters in step. Returns whether it was new.
     pub(super) fn put_block(&mut self, block: &Block) -> Result<bool, StoreError> {
+        let new = self.put_raw(block)?;
+        if new && let Some(redo) = &mut self.redo {
+            redo.push(Redo::Block {
+                cid: block.cid.to_bytes(),
+                data: block.data.clone(),
+            });
+        }
+        Ok(new)
+    }
+
+    fn put_raw(&mut self, block: &Block) -> Result<bool, StoreError> {
         let key = block.cid.to_bytes();
         if self.blocks.get(key.as_slice()).map_err(db)?.is_some() {
             return Ok(false);
@@ -130,10 +163,17 @@ impl<'txn> Tables<'txn> {
     /// Stores an event block and updates heads, seqs and the root's log. An event already held
     /// changes nothing. Returns whether it was new.
     pub(super) fn apply_event(&mut self, block: &Block, event: &Event) -> Result<bool, StoreError> {
-        if !self.put_block(block)? {
+        if !self.put_raw(block)? {
             return Ok(false);
         }
         let cid_bytes = block.cid.to_bytes();
+        if let Some(redo) = &mut self.redo {
+            redo.push(Redo::Event {
+                cid: cid_bytes.clone(),
+                data: block.data.clone(),
+                holes: self.note_holes,
+            });
+        }
         self.track_hole(&cid_bytes, event)?;
         for p in &event.prev {
             let pb = p.to_bytes();

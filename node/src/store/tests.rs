@@ -471,3 +471,191 @@ async fn a_stale_prepared_append_fails_alone_and_stores_nothing() {
     assert!(store.has_block(&b3.cid).unwrap());
     assert_eq!(store.stats().unwrap().blocks, 2);
 }
+
+/// What the crash child writes through the group committer: a chain on one topic as the
+/// primary takes publishes, replicas with an extra block on another, and a durable record.
+async fn write_for_crash(store: &Store, kp: &Keypair, other: &Keypair) -> Vec<Cid> {
+    let mut acked = Vec::new();
+    for n in 0..30 {
+        let (b, e) = prepared(store, kp, "/crash/own", n);
+        acked.push(b.cid);
+        store.insert_publish(b, e).await.unwrap();
+    }
+    let mut prev = vec![];
+    let mut part = Vec::new();
+    for seq in 1..=20 {
+        let (e, b) = sign(other, "/crash/replica", seq, prev, seq as i128);
+        prev = vec![b.cid];
+        acked.push(b.cid);
+        part.push((b, e));
+    }
+    let extra =
+        Block::new_dag_cbor(serde_ipld_dagcbor::to_vec(&Ipld::String("body".into())).unwrap())
+            .unwrap();
+    acked.push(extra.cid);
+    store
+        .insert_grouped(part, vec![extra], |_| true)
+        .await
+        .unwrap();
+    acked
+}
+
+fn crash_record() -> DurableRecord {
+    DurableRecord {
+        filter: "/crash/**".into(),
+        root: "crash".into(),
+        start: 3,
+        since: None,
+        acked: Vec::new(),
+        last_used_ms: 7,
+        created_ms: 7,
+    }
+}
+
+/// The child of [`acknowledged_writes_survive_a_crash_through_the_write_ahead_log`]: writes,
+/// hears every write acknowledged, records what was acknowledged, and dies without closing
+/// the store (no last checkpoint), as `kill -9` would leave it.
+#[test]
+#[ignore = "run by acknowledged_writes_survive_a_crash_through_the_write_ahead_log"]
+fn crash_child_writes_then_aborts() {
+    let Ok(dir) = std::env::var("TIDINGS_WAL_CRASH_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let store = Store::open(&dir.join("s.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let other = Keypair::generate_ed25519();
+    let acked = rt.block_on(write_for_crash(&store, &kp, &other));
+    let rec = crash_record();
+    store
+        .update_durable("peer/crash", move |_| (Some(rec), ()))
+        .unwrap();
+    store
+        .update_durable("peer/gone", |_| (Some(crash_record()), ()))
+        .unwrap();
+    store.update_durable("peer/gone", |_| (None, ())).unwrap();
+    let list: Vec<String> = acked.iter().map(Cid::to_string).collect();
+    std::fs::write(dir.join("acked"), list.join("\n")).unwrap();
+    std::fs::write(dir.join("author"), kp.public().encode_protobuf()).unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn acknowledged_writes_survive_a_crash_through_the_write_ahead_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::crash_child_writes_then_aborts",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("TIDINGS_WAL_CRASH_DIR", dir.path())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must die, not close the store");
+    let acked: Vec<Cid> = std::fs::read_to_string(dir.path().join("acked"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(acked.len(), 51);
+    let wal = wal::path_for(&dir.path().join("s.redb"));
+    let logged = |wal: &std::path::Path| wal::Wal::open(wal).unwrap().1.len();
+    assert!(
+        logged(&wal) > 0,
+        "the acknowledged writes are in the log, waiting for a checkpoint"
+    );
+
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    for cid in &acked {
+        assert!(store.has_block(cid).unwrap(), "acknowledged {cid} lost");
+    }
+    let author = std::fs::read(dir.path().join("author")).unwrap();
+    assert_eq!(
+        store.last_seq(&author, "/crash/own").unwrap(),
+        Some((30, acked[29]))
+    );
+    assert_eq!(store.heads("/crash/own").unwrap(), vec![acked[29]]);
+    assert_eq!(store.heads("/crash/replica").unwrap(), vec![acked[49]]);
+    let log: Vec<Cid> = store
+        .log_range("crash", 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(
+        log,
+        acked[..50].to_vec(),
+        "arrival order kept, nothing twice"
+    );
+    assert_eq!(store.stats().unwrap().blocks, 51);
+    assert!(store.holes(100, |_, _| true).unwrap().is_empty());
+    assert_eq!(store.durable("peer/crash").unwrap(), Some(crash_record()));
+    assert_eq!(store.durable("peer/gone").unwrap(), None);
+    // Replayed and made durable: the log is empty again, and a second open has nothing to do.
+    assert_eq!(logged(&wal), 0);
+    drop(store);
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    assert_eq!(store.stats().unwrap().blocks, 51);
+}
+
+#[tokio::test]
+async fn replay_applies_logged_changes_to_a_store_that_lacks_them_and_skips_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let kp = Keypair::generate_ed25519();
+    let (e1, b1) = sign(&kp, "/r/t", 1, vec![], 1);
+    let (e2, b2) = sign(&kp, "/r/t", 2, vec![b1.cid], 2);
+    let (e3, b3) = sign(&kp, "/r/t", 3, vec![b2.cid], 3);
+    {
+        // The store holds event 1 durably; the log holds 1 (already applied), 3 (whose
+        // predecessor is missing: a hole, since it was logged with holes on) and a record.
+        let store = Store::open(&path).unwrap();
+        store.insert_events(&[(b1.clone(), e1)], &[]).unwrap();
+    }
+    let ev = |b: &Block, holes| wal::Redo::Event {
+        cid: b.cid.to_bytes(),
+        data: b.data.clone(),
+        holes,
+    };
+    let rec = serde_ipld_dagcbor::to_vec(&crash_record()).unwrap();
+    let (mut log, _) = wal::Wal::open(&wal::path_for(&path)).unwrap();
+    log.append(&[ev(&b1, true)]).unwrap();
+    log.append(&[
+        ev(&b3, true),
+        wal::Redo::Durable {
+            key: "k".into(),
+            value: Some(rec),
+        },
+    ])
+    .unwrap();
+    drop(log);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.stats().unwrap().blocks, 2);
+    assert_eq!(
+        store
+            .last_seq(&kp.public().encode_protobuf(), "/r/t")
+            .unwrap(),
+        Some((3, b3.cid))
+    );
+    // Event 1 stays a head until event 2, which links it, arrives.
+    let mut both = vec![b1.cid, b3.cid];
+    both.sort();
+    assert_eq!(store.heads("/r/t").unwrap(), both);
+    let holes = store.holes(10, |_, _| true).unwrap();
+    assert_eq!(holes.len(), 1, "{holes:?}");
+    assert_eq!(store.durable("k").unwrap(), Some(crash_record()));
+    // The hole closes when event 2 arrives, as it would have without the crash.
+    store
+        .insert_grouped(vec![(b2, e2)], Vec::new(), |_| true)
+        .await
+        .unwrap();
+    assert!(store.holes(10, |_, _| true).unwrap().is_empty());
+    assert_eq!(store.heads("/r/t").unwrap(), vec![b3.cid]);
+    assert_eq!(e3.seq, 3);
+}

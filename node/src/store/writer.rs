@@ -1,21 +1,26 @@
 //! Group commit: one thread owns the store's write transactions on the hot paths. Publishes,
 //! replicas, deliveries, fetched blocks and durable acks queue to it; it takes whatever is
 //! queued (up to [`MAX_OPS`] operations and [`MAX_BYTES`] of blocks), applies it all in one
-//! transaction, commits once (one fsync), and only then answers every caller. An idle node
-//! commits a lone operation at once; a busy one pays one fsync for many.
+//! transaction, makes it durable once (one fsync of the write-ahead log, [`super::wal`]), and
+//! only then answers every caller. An idle node commits a lone operation at once; a busy one
+//! pays one fsync for many.
 //!
-//! Durability is unchanged: nobody hears `Ok` before the commit that holds their write
-//! returned. A failed commit (or a database error in any operation of the batch) fails every
+//! Nobody hears `Ok`, and no reader sees a write, before the log record that holds it is on
+//! disk. Operations write only through [`Tables`]' methods (or note what else they change with
+//! [`Tables::note_redo`]): what they change is what the log replays after a crash. A failed commit (or a database error in any operation of the batch) fails every
 //! operation of the batch, since the transaction that held them all is gone.
 
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
-use redb::{Database, WriteTransaction};
+use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::tables::Tables;
+use super::wal::Wal;
 use super::{StoreError, db};
 
 /// Most operations in one transaction.
@@ -93,13 +98,103 @@ pub(super) struct Writer {
     tx: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     counts: Arc<Counts>,
+    /// Dropping it stops the flusher ([`start_flusher`]).
+    flush_stop: Option<mpsc::Sender<()>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Above this many operations a second the writer commits each batch durably in redb (one
+/// fsync, shared by the many operations a busy queue holds) instead of through the log. Below
+/// it the log's small sequential fsync answers sooner; above it the log would buy little, and
+/// a checkpoint (a durable redb commit after many that were not) stalls the queue for tens of
+/// ms, which at high rates reaches the p99.
+const LOG_MAX_RATE: f64 = 2_000.0;
+
+/// How long the writer's rate is measured over: short, so a burst's end (or start) changes
+/// the way it commits within a fraction of a second.
+const LOAD_WINDOW: Duration = Duration::from_millis(250);
+
+/// The writer's recent rate, measured over windows of [`LOAD_WINDOW`].
+struct Load {
+    since: std::time::Instant,
+    ops: u64,
+    /// Whether the last window was above [`LOG_MAX_RATE`].
+    busy: bool,
+}
+
+impl Load {
+    fn new() -> Load {
+        Load {
+            since: std::time::Instant::now(),
+            ops: 0,
+            busy: false,
+        }
+    }
+
+    fn note(&mut self, ops: usize) {
+        self.ops += ops as u64;
+        let took = self.since.elapsed();
+        if took >= LOAD_WINDOW {
+            self.busy = self.ops as f64 / took.as_secs_f64() > LOG_MAX_RATE;
+            self.ops = 0;
+            self.since = std::time::Instant::now();
+        }
+    }
+}
+
+/// How often the flusher starts the kernel writing the store file back.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// The writer's commits skip redb's fsync (the log makes them durable), so the store file's
+/// dirty pages would pile up in the page cache until a checkpoint's fsync writes them all
+/// while every caller of that batch waits. This thread starts their writeback every
+/// [`FLUSH_EVERY`] without waiting for it, so a checkpoint finds little left to write.
+fn start_flusher(
+    path: &Path,
+    logging: Arc<AtomicBool>,
+    stop: mpsc::Receiver<()>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "store: no background writeback (checkpoints take longer)");
+            return None;
+        }
+    };
+    std::thread::Builder::new()
+        .name("tidings-store-flush".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(FLUSH_EVERY) {
+                // Durable commits write their own pages back; only the log's leave them.
+                if logging.load(Ordering::Relaxed) {
+                    write_back(&file);
+                }
+            }
+        })
+        .ok()
+}
+
+#[cfg(target_os = "linux")]
+fn write_back(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; SYNC_FILE_RANGE_WRITE only queues writeback of the
+    // file's dirty pages (offset 0, length 0: all of it) and touches no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_back(_file: &std::fs::File) {}
 
 /// What the writer has done since the store opened.
 #[derive(Debug, Default)]
 struct Counts {
     commits: AtomicU64,
     operations: AtomicU64,
+    checkpoints: AtomicU64,
+    /// Whether the log holds records (commits since the last durable one skipped redb's fsync).
+    logging: Arc<AtomicBool>,
 }
 
 /// Group commits since the store opened: how many, and how many operations they held (their
@@ -110,6 +205,8 @@ pub struct CommitStats {
     pub commits: u64,
     /// Operations (publishes, inserts, acks) they held.
     pub operations: u64,
+    /// Durable redb commits that emptied the write-ahead log.
+    pub checkpoints: u64,
 }
 
 impl Drop for Writer {
@@ -118,23 +215,36 @@ impl Drop for Writer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.flush_stop = None;
+        if let Some(t) = self.flusher.take() {
+            let _ = t.join();
+        }
     }
 }
 
 impl Writer {
-    /// Starts the writer thread for `db`. It ends when the last [`Writer`] handle is dropped.
-    pub(super) fn start(db: Arc<Database>) -> Result<Writer, StoreError> {
+    /// Starts the writer thread for `db`, logging to `wal` (already replayed and emptied). It
+    /// ends when the last [`Writer`] handle is dropped.
+    pub(super) fn start(
+        db: Arc<Database>,
+        path: &Path,
+        mut wal: Wal,
+    ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         let thread = std::thread::Builder::new()
             .name("tidings-store-writer".into())
-            .spawn(move || run(&db, &rx, &c))
+            .spawn(move || run(&db, &mut wal, &rx, &c))
             .map_err(|e| StoreError::Commit(format!("cannot start the store writer: {e}")))?;
+        let (flush_stop, stop) = mpsc::channel();
+        let logging = counts.logging.clone();
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
             counts,
+            flusher: start_flusher(path, logging, stop),
+            flush_stop: Some(flush_stop),
         })
     }
 
@@ -143,6 +253,7 @@ impl Writer {
         CommitStats {
             commits: self.counts.commits.load(Ordering::Relaxed),
             operations: self.counts.operations.load(Ordering::Relaxed),
+            checkpoints: self.counts.checkpoints.load(Ordering::Relaxed),
         }
     }
 
@@ -197,7 +308,9 @@ fn stopped() -> StoreError {
 }
 
 /// The writer thread: takes what is queued, commits it as one transaction, answers everyone.
-fn run(database: &Database, rx: &mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
+/// When the queue closes it makes a last durable commit, so a clean restart replays nothing.
+fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
+    let mut load = Load::new();
     while let Ok(first) = rx.recv() {
         let mut bytes = first.bytes();
         let mut batch = vec![first];
@@ -210,7 +323,8 @@ fn run(database: &Database, rx: &mpsc::Receiver<Box<dyn Job>>, counts: &Counts) 
                 Err(_) => break,
             }
         }
-        let outcome = commit(database, &mut batch);
+        load.note(batch.len());
+        let outcome = commit(database, wal, load.busy, &mut batch, counts);
         counts.commits.fetch_add(1, Ordering::Relaxed);
         counts
             .operations
@@ -223,15 +337,67 @@ fn run(database: &Database, rx: &mpsc::Receiver<Box<dyn Job>>, counts: &Counts) 
             job.done(why.as_ref().map(|_| ()).map_err(String::as_str));
         }
     }
+    if !wal.is_empty()
+        && let Err(e) = checkpoint(database, wal, counts)
+    {
+        tracing::warn!(error = %e, "store: the last checkpoint failed; the write-ahead log is replayed at the next start");
+    }
 }
 
-fn commit(database: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    let txn = database.begin_write().map_err(db)?;
-    {
+/// Applies `batch` in one transaction. Its changes go to the write-ahead log (one fsync of
+/// one sequential write) before the transaction commits without redb's own fsync; when the
+/// writer is `busy` or a checkpoint is due the commit is a durable one instead, and the log is
+/// emptied after it.
+/// Either way nothing is visible to readers, or answered, before it is on disk.
+fn commit(
+    database: &Database,
+    wal: &mut Wal,
+    busy: bool,
+    batch: &mut [Box<dyn Job>],
+    counts: &Counts,
+) -> Result<(), StoreError> {
+    let durable = busy || wal.checkpoint_due();
+    let mut txn = database.begin_write().map_err(db)?;
+    if !durable {
+        txn.set_durability(Durability::None)
+            .map_err(|e| StoreError::Commit(e.to_string()))?;
+    }
+    let redo = {
         let mut t = Tables::open(&txn)?;
+        t.record_redo();
         for job in batch.iter_mut() {
             job.apply(&txn, &mut t)?;
         }
+        t.take_redo()
+    };
+    if !durable && !redo.is_empty() {
+        wal.append(&redo)
+            .map_err(|e| StoreError::Commit(format!("write-ahead log: {e}")))?;
+        counts.logging.store(true, Ordering::Relaxed);
     }
-    txn.commit().map_err(db)
+    txn.commit().map_err(db)?;
+    if durable {
+        emptied(wal, counts);
+    }
+    Ok(())
+}
+
+/// A durable commit of nothing new: carries every earlier commit to disk, then empties the log.
+fn checkpoint(database: &Database, wal: &mut Wal, counts: &Counts) -> Result<(), StoreError> {
+    database.begin_write().map_err(db)?.commit().map_err(db)?;
+    emptied(wal, counts);
+    Ok(())
+}
+
+/// Empties the log after a durable commit. If that fails the log keeps records the store
+/// already holds, which replay skips: worth a warning, not a failed commit.
+fn emptied(wal: &mut Wal, counts: &Counts) {
+    if wal.is_empty() {
+        return;
+    }
+    counts.checkpoints.fetch_add(1, Ordering::Relaxed);
+    counts.logging.store(false, Ordering::Relaxed);
+    if let Err(e) = wal.reset() {
+        tracing::warn!(error = %e, "store: cannot empty the write-ahead log after a checkpoint");
+    }
 }

@@ -34,7 +34,7 @@ const CHECKPOINT_AGE: Duration = Duration::from_secs(2);
 /// and payload.
 const HEADER: usize = 4 + 8 + 32;
 /// A length above this is not a record: the tail is garbage.
-const MAX_RECORD: usize = 1 << 30;
+const MAX_RECORD: u64 = 1 << 30;
 
 /// One change a batch made, as it is logged and applied again after a crash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +77,16 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Encodes a batch's records as one log payload.
-pub(super) fn encode(records: &[Redo]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
+#[cfg(test)]
+fn encode(records: &[Redo]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, records);
+    out
+}
+
+/// Appends a batch's records, encoded as one log payload, to `out`.
+fn encode_into(out: &mut Vec<u8>, records: &[Redo]) {
+    out.reserve(
         records
             .iter()
             .map(|r| match r {
@@ -93,28 +101,27 @@ pub(super) fn encode(records: &[Redo]) -> Vec<u8> {
         match r {
             Redo::Event { cid, data, holes } => {
                 out.push(if *holes { TAG_EVENT_HOLES } else { TAG_EVENT });
-                put(&mut out, cid);
-                put(&mut out, data);
+                put(out, cid);
+                put(out, data);
             }
             Redo::Block { cid, data } => {
                 out.push(TAG_BLOCK);
-                put(&mut out, cid);
-                put(&mut out, data);
+                put(out, cid);
+                put(out, data);
             }
             Redo::Durable { key, value } => match value {
                 Some(v) => {
                     out.push(TAG_DURABLE_SET);
-                    put(&mut out, key.as_bytes());
-                    put(&mut out, v);
+                    put(out, key.as_bytes());
+                    put(out, v);
                 }
                 None => {
                     out.push(TAG_DURABLE_DEL);
-                    put(&mut out, key.as_bytes());
+                    put(out, key.as_bytes());
                 }
             },
         }
     }
-    out
 }
 
 /// Decodes a payload [`encode`] made; `None` if it is not one (its checksum matched, so that
@@ -266,36 +273,38 @@ impl Wal {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        // Record by record: after a clean stop the first header is zeroed, and nothing past
+        // it is read.
+        let size = file.metadata()?.len();
+        let mut reader = std::io::BufReader::new(&mut file);
         let mut batches = Vec::new();
-        let mut at = 0usize;
+        let mut at = 0u64;
         let mut epoch = None;
-        while let Some(header) = bytes.get(at..at + HEADER) {
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let mut header = [0u8; HEADER];
+        while at + HEADER as u64 <= size && reader.read_exact(&mut header).is_ok() {
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
             let mut e = [0u8; 8];
             e.copy_from_slice(&header[4..12]);
             let e = u64::from_le_bytes(e);
-            if len > MAX_RECORD || epoch.is_some_and(|first| first != e) {
+            let whole = at + HEADER as u64 + len;
+            if len > MAX_RECORD || whole > size || epoch.is_some_and(|first| first != e) {
                 break;
             }
-            let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-                break;
-            };
-            if digest(e, payload) != header[12..] {
+            let mut payload = vec![0u8; len as usize];
+            if reader.read_exact(&mut payload).is_err() || digest(e, &payload) != header[12..] {
                 break;
             }
-            let Some(records) = decode(payload) else {
+            let Some(records) = decode(&payload) else {
                 break;
             };
             epoch = Some(e);
             batches.push(records);
-            at += HEADER + len;
+            at = whole;
         }
         let wal = Wal {
             file,
-            len: at as u64,
-            allocated: bytes.len() as u64,
+            len: at,
+            allocated: size,
             epoch: epoch.unwrap_or_else(|| next_epoch(0)),
             oldest: (at > 0).then(Instant::now),
         };
@@ -304,12 +313,14 @@ impl Wal {
 
     /// Appends one batch's records and waits until they are on disk.
     pub(super) fn append(&mut self, records: &[Redo]) -> std::io::Result<()> {
-        let payload = encode(records);
-        let mut buf = Vec::with_capacity(HEADER + payload.len());
-        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&self.epoch.to_le_bytes());
-        buf.extend_from_slice(&digest(self.epoch, &payload));
-        buf.extend_from_slice(&payload);
+        // The payload is encoded in place after room for its header, which is filled after.
+        let mut buf = vec![0u8; HEADER];
+        encode_into(&mut buf, records);
+        let len = (buf.len() - HEADER) as u32;
+        let sum = digest(self.epoch, &buf[HEADER..]);
+        buf[..4].copy_from_slice(&len.to_le_bytes());
+        buf[4..12].copy_from_slice(&self.epoch.to_le_bytes());
+        buf[12..HEADER].copy_from_slice(&sum);
         let end = self.len + buf.len() as u64;
         if end > self.allocated {
             self.grow(end)?;

@@ -7,8 +7,9 @@
 //!
 //! Nobody hears `Ok`, and no reader sees a write, before the log record that holds it is on
 //! disk. Operations write only through [`Tables`]' methods (or note what else they change with
-//! [`Tables::note_redo`]): what they change is what the log replays after a crash. A failed commit (or a database error in any operation of the batch) fails every
-//! operation of the batch, since the transaction that held them all is gone.
+//! [`Tables::note_redo`]): what they change is what the log replays after a crash. A failed
+//! commit (or a database error in any operation of the batch) fails every operation of the
+//! batch, since the transaction that held them all is gone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -151,7 +152,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// [`FLUSH_EVERY`] without waiting for it, so a checkpoint finds little left to write.
 fn start_flusher(
     path: &Path,
-    logging: Arc<AtomicBool>,
+    counts: Arc<Counts>,
     stop: mpsc::Receiver<()>,
 ) -> Option<std::thread::JoinHandle<()>> {
     let file = match std::fs::File::open(path) {
@@ -166,7 +167,7 @@ fn start_flusher(
         .spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(FLUSH_EVERY) {
                 // Durable commits write their own pages back; only the log's leave them.
-                if logging.load(Ordering::Relaxed) {
+                if counts.logging.load(Ordering::Relaxed) {
                     write_back(&file);
                 }
             }
@@ -194,7 +195,7 @@ struct Counts {
     operations: AtomicU64,
     checkpoints: AtomicU64,
     /// Whether the log holds records (commits since the last durable one skipped redb's fsync).
-    logging: Arc<AtomicBool>,
+    logging: AtomicBool,
 }
 
 /// Group commits since the store opened: how many, and how many operations they held (their
@@ -238,12 +239,11 @@ impl Writer {
             .spawn(move || run(&db, &mut wal, &rx, &c))
             .map_err(|e| StoreError::Commit(format!("cannot start the store writer: {e}")))?;
         let (flush_stop, stop) = mpsc::channel();
-        let logging = counts.logging.clone();
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
+            flusher: start_flusher(path, counts.clone(), stop),
             counts,
-            flusher: start_flusher(path, logging, stop),
             flush_stop: Some(flush_stop),
         })
     }
@@ -364,7 +364,10 @@ fn commit(
     }
     let redo = {
         let mut t = Tables::open(&txn)?;
-        t.record_redo();
+        // A durable commit needs no log record: keep no copy of what it writes.
+        if !durable {
+            t.record_redo();
+        }
         for job in batch.iter_mut() {
             job.apply(&txn, &mut t)?;
         }

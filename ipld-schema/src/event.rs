@@ -84,7 +84,9 @@ impl Event {
         event.sig = keypair
             .sign(&to_sign)
             .map_err(|e| Error::Signing(e.to_string()))?;
-        let block = event.to_block()?;
+        // The block is the signed bytes with the `sig` entry put in: no second encoding (and
+        // no second copy of the body) per published event.
+        let block = Block::new_dag_cbor(with_sig_entry(&to_sign, &event)?)?;
         Ok((event, block))
     }
 
@@ -214,12 +216,27 @@ impl Event {
     /// tenth of the cost of delivering an event as JSON). For an event that did not pass
     /// [`crate::verify`], use [`Event::author_peer_id`], which checks the key.
     pub fn author_text(&self) -> Option<String> {
+        thread_local! {
+            // The last author shown on this thread: a stream's events mostly share one, and
+            // base58 costs more than the rest of an event's JSON header.
+            static LAST: std::cell::RefCell<Option<(Vec<u8>, String)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        if let Some(text) = LAST.with_borrow(|last| {
+            last.as_ref()
+                .filter(|(author, _)| *author == self.author)
+                .map(|(_, text)| text.clone())
+        }) {
+            return Some(text);
+        }
         // An identity multihash: code 0, then the length as one varint byte.
         let len = u8::try_from(self.author.len()).ok().filter(|l| *l < 0x80)?;
         let mut mh = Vec::with_capacity(self.author.len() + 2);
         mh.extend_from_slice(&[0x00, len]);
         mh.extend_from_slice(&self.author);
-        PeerId::from_bytes(&mh).ok().map(|p| p.to_base58())
+        let text = PeerId::from_bytes(&mh).ok().map(|p| p.to_base58())?;
+        LAST.with_borrow_mut(|last| *last = Some((self.author.clone(), text.clone())));
+        Some(text)
     }
 
     /// DAG-CBOR of the event map without `sig`: the bytes the signature covers.
@@ -227,10 +244,36 @@ impl Event {
         encode_dag_cbor(&self.to_ipld(false))
     }
 
+    /// [`Event::signing_bytes`] cut out of `block`, this event's canonical encoding (as
+    /// [`Event::decode`] accepted it): the block without its `sig` entry, which saves encoding
+    /// the event again for every block verified. Falls back to encoding when `block` is not laid
+    /// out so (it is then not this event's canonical block).
+    pub fn signing_bytes_in(&self, block: &[u8]) -> Result<Vec<u8>, Error> {
+        let at = sig_offset(self.v, self.seq);
+        let entry_end = at + SIG_ENTRY.len() + SIGNATURE_LEN;
+        if block.first() == Some(&0xa8)
+            && block.get(at..at + SIG_ENTRY.len()) == Some(&SIG_ENTRY[..])
+            && block.get(at + SIG_ENTRY.len()..entry_end) == Some(self.sig.as_slice())
+        {
+            let mut out = Vec::with_capacity(block.len() - SIG_ENTRY.len() - SIGNATURE_LEN);
+            out.push(0xa7);
+            out.extend_from_slice(&block[1..at]);
+            out.extend_from_slice(&block[entry_end..]);
+            return Ok(out);
+        }
+        self.signing_bytes()
+    }
+
     /// Checks the signature against the author key (only the signature; see [`crate::verify`]).
     pub fn verify_signature(&self) -> Result<(), Error> {
+        self.verify_signature_over(&self.signing_bytes()?)
+    }
+
+    /// [`Event::verify_signature`] with the signing bytes given (see
+    /// [`Event::signing_bytes_in`]).
+    pub fn verify_signature_over(&self, signing_bytes: &[u8]) -> Result<(), Error> {
         let key = self.author_key()?;
-        if self.sig.len() != SIGNATURE_LEN || !key.verify(&self.signing_bytes()?, &self.sig) {
+        if self.sig.len() != SIGNATURE_LEN || !key.verify(signing_bytes, &self.sig) {
             return Err(Error::BadSignature);
         }
         Ok(())
@@ -250,6 +293,42 @@ impl Event {
         }
         out
     }
+}
+
+/// The `sig` entry's key and byte-string header (64 bytes) in canonical DAG-CBOR.
+const SIG_ENTRY: [u8; 6] = [0x63, b's', b'i', b'g', 0x58, SIGNATURE_LEN as u8];
+
+/// Bytes of a CBOR unsigned integer's encoding (header included).
+fn uint_len(n: u64) -> usize {
+    match n {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// Where the `sig` entry starts in an event's canonical encoding: keys are ordered length
+/// first, so the map header, then `v` (key 2 bytes) and `seq` (key 4 bytes), then `sig`.
+fn sig_offset(v: u64, seq: u64) -> usize {
+    1 + 2 + uint_len(v) + 4 + uint_len(seq)
+}
+
+/// The signed event's canonical encoding from its signing bytes (the map of 7 without `sig`):
+/// the same bytes with the map header of 8 and the `sig` entry put in after `seq`.
+fn with_sig_entry(signing: &[u8], event: &Event) -> Result<Vec<u8>, Error> {
+    let at = sig_offset(event.v, event.seq);
+    if signing.first() != Some(&0xa7) || signing.len() < at || event.sig.len() != SIGNATURE_LEN {
+        return event.encode();
+    }
+    let mut out = Vec::with_capacity(signing.len() + SIG_ENTRY.len() + SIGNATURE_LEN);
+    out.push(0xa8);
+    out.extend_from_slice(&signing[1..at]);
+    out.extend_from_slice(&SIG_ENTRY);
+    out.extend_from_slice(&event.sig);
+    out.extend_from_slice(&signing[at..]);
+    Ok(out)
 }
 
 fn shape(msg: String) -> Error {
@@ -359,6 +438,50 @@ mod tests {
         let signing = e.signing_bytes().expect("signing bytes");
         assert_eq!(signing[0], 0xa7, "map of 7");
         assert!(!signing.windows(4).any(|w| w == b"\x63sig"));
+    }
+
+    #[test]
+    fn spliced_encodings_equal_the_full_encodings() {
+        // seq at every CBOR integer width, so the `sig` entry's offset moves.
+        for seq in [
+            1,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX as u64,
+            u32::MAX as u64 + 1,
+        ] {
+            let kp = keypair(3);
+            let (e, block) = Event::sign_block(&kp, "/a/b", body(), seq, 1_700_000_000_000, vec![])
+                .expect("sign");
+            assert_eq!(block.data, e.encode().expect("encode"), "seq {seq}");
+            assert_eq!(block, e.to_block().expect("block"), "seq {seq}");
+            assert_eq!(
+                e.signing_bytes_in(&block.data).expect("cut"),
+                e.signing_bytes().expect("signing"),
+                "seq {seq}"
+            );
+            assert!(
+                e.verify_signature_over(&e.signing_bytes_in(&block.data).expect("cut"))
+                    .is_ok()
+            );
+        }
+        // Bytes that are not the event's canonical block: encoded afresh, not cut.
+        let e = sample();
+        assert_eq!(
+            e.signing_bytes_in(b"\xa8junk").expect("fallback"),
+            e.signing_bytes().expect("signing")
+        );
+        let mut other = e.encode().expect("encode");
+        let at = other.windows(4).position(|w| w == b"\x63sig").expect("sig") + 6;
+        other[at] ^= 1;
+        assert_eq!(
+            e.signing_bytes_in(&other).expect("fallback"),
+            e.signing_bytes().expect("signing")
+        );
     }
 
     #[test]
@@ -535,6 +658,13 @@ mod tests {
             e.author_text(),
             Some(e.author_peer_id().expect("peer id").to_base58())
         );
+        // The last author's text is kept per thread: another author, then the first again.
+        let other = Event::sign(&keypair(2), "/a", body(), 1, 0, vec![]).expect("sign");
+        assert_eq!(
+            other.author_text(),
+            Some(keypair(2).public().to_peer_id().to_base58())
+        );
+        assert_eq!(e.author_text(), Some(k.public().to_peer_id().to_base58()));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::{Block, Cid, DAG_CBOR, Error, Event, topic};
 /// The CID must be dag-cbor with a sha2-256 multihash. Returns the decoded event.
 pub fn verify(cid: &Cid, block: &[u8]) -> Result<Event, Error> {
     let event = verify_unsigned(cid, block)?;
-    event.verify_signature()?;
+    event.verify_signature_over(&event.signing_bytes_in(block)?)?;
     Ok(event)
 }
 
@@ -62,7 +62,7 @@ pub fn verify_batch<'a>(
             };
             let sig = ed25519_dalek::Signature::from_slice(&event.sig)
                 .map_err(|_| Error::BadSignature)?;
-            let msg = event.signing_bytes()?;
+            let msg = event.signing_bytes_in(data)?;
             Ok((event, msg, key, sig))
         });
         match checked {

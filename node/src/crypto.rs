@@ -5,11 +5,17 @@
 //! long, and run one block at a time it leaves cores idle. Blocks that arrive together are
 //! verified as one batch per core with ed25519 batch verification (a bad signature among them
 //! is still found: the batch falls back to checking each one).
+//!
+//! A block whose CID this process verified (or signed) lately is not verified again: its bytes
+//! are hashed against the CID, which proves they are the bytes that verified. On a broker that
+//! is both a replica and a subscriber's node, each event arrives twice (replicate, then
+//! deliver), and the second signature check was a quarter of the set's crypto.
 
-use std::sync::OnceLock;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
-use tidings_ipld_schema::{Block, Cid, Event, verify_batch};
+use tidings_ipld_schema::{Block, Cid, Event, verify, verify_batch};
 use tokio::sync::oneshot;
 
 /// Blocks below this are verified as one batch on one thread: spreading them costs more than
@@ -35,6 +41,58 @@ fn pool() -> &'static rayon::ThreadPool {
                     .unwrap_or_else(|e| panic!("cannot start a crypto thread: {e}"))
             })
     })
+}
+
+/// How many verified CIDs are remembered: several seconds of traffic at full rate, a few MB.
+const SEEN_CAP: usize = 1 << 16;
+
+/// CIDs of event blocks that passed full verification (or were signed) in this process, oldest
+/// first in `order`. Verification is a function of the bytes alone, so one memory serves every
+/// node in the process.
+#[derive(Default)]
+struct Seen {
+    set: HashSet<Cid>,
+    order: VecDeque<Cid>,
+}
+
+fn seen() -> &'static Mutex<Seen> {
+    static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+    SEEN.get_or_init(|| Mutex::new(Seen::default()))
+}
+
+/// Records event blocks that verified, or that this process signed (their bytes are the
+/// signer's own), so a later copy is checked by its hash alone.
+pub fn remember_verified(cids: impl IntoIterator<Item = Cid>) {
+    // A poisoned lock only loses the memory: every block is then verified in full.
+    let Ok(mut seen) = seen().lock() else { return };
+    for cid in cids {
+        if seen.set.insert(cid) {
+            seen.order.push_back(cid);
+        }
+    }
+    while seen.order.len() > SEEN_CAP {
+        if let Some(old) = seen.order.pop_front() {
+            seen.set.remove(&old);
+        }
+    }
+}
+
+/// Which of `cids` were verified lately (see [`remember_verified`]).
+fn verified_lately(cids: &[Option<Cid>]) -> Vec<bool> {
+    match seen().lock() {
+        Ok(seen) => cids
+            .iter()
+            .map(|c| c.as_ref().is_some_and(|c| seen.set.contains(c)))
+            .collect(),
+        Err(_) => vec![false; cids.len()],
+    }
+}
+
+/// A block whose CID verified lately: the bytes must hash to the CID (then they are the bytes
+/// that verified), and decode as the event they were.
+fn check_known(block: &Block) -> Result<Event, String> {
+    Block::check(&block.cid, &block.data).map_err(|e| format!("block {}: {e}", block.cid))?;
+    Event::decode_stored(&block.data).ok_or_else(|| format!("block {}: not an event", block.cid))
 }
 
 /// Runs `f` on the crypto pool and waits for it without blocking the reactor; `None` if it
@@ -70,6 +128,20 @@ pub async fn verify_wire_batch(
         })
 }
 
+/// Verifies one block received from the network on the calling thread (see
+/// [`verify_wire_batch`]): a block verified lately by its hash alone, any other in full.
+pub fn verify_wire_one(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), String> {
+    let cid = Cid::try_from(cid).map_err(|e| format!("bad CID: {e}"))?;
+    let block = Block { cid, data };
+    if verified_lately(&[Some(cid)]).first() == Some(&true) {
+        let event = check_known(&block)?;
+        return Ok((block, event));
+    }
+    let event = verify(&cid, &block.data).map_err(|e| format!("block {cid}: {e}"))?;
+    remember_verified([cid]);
+    Ok((block, event))
+}
+
 /// [`verify_wire_batch`] on the calling thread.
 pub fn verify_wire_now(blocks: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Result<(Block, Event), String>> {
     let parsed: Vec<Result<Block, String>> = blocks
@@ -80,18 +152,28 @@ pub fn verify_wire_now(blocks: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Result<(Block, Ev
                 .map_err(|e| format!("bad CID: {e}"))
         })
         .collect();
+    let cids: Vec<Option<Cid>> = parsed
+        .iter()
+        .map(|b| b.as_ref().ok().map(|b| b.cid))
+        .collect();
+    let known = verified_lately(&cids);
     let threads = pool().current_num_threads().max(1);
     let chunk = parsed.len().div_ceil(threads).max(MIN_SPLIT);
+    let items: Vec<(Result<Block, String>, bool)> = parsed.into_iter().zip(known).collect();
     let checked: Vec<Vec<Result<(Block, Event), String>>> = pool().install(|| {
-        parsed
+        items
             .par_chunks(chunk)
             .map(|part| {
-                let ok: Vec<&Block> = part.iter().filter_map(|b| b.as_ref().ok()).collect();
+                let ok: Vec<&Block> = part
+                    .iter()
+                    .filter_map(|(b, known)| b.as_ref().ok().filter(|_| !known))
+                    .collect();
                 let mut verdicts =
                     verify_batch(ok.iter().map(|b| (&b.cid, b.data.as_slice()))).into_iter();
                 part.iter()
-                    .map(|b| match b {
+                    .map(|(b, known)| match b {
                         Err(e) => Err(e.clone()),
+                        Ok(block) if *known => check_known(block).map(|e| (block.clone(), e)),
                         Ok(block) => match verdicts.next() {
                             Some(Ok(event)) => Ok((block.clone(), event)),
                             Some(Err(e)) => Err(format!("block {}: {e}", block.cid)),
@@ -102,7 +184,12 @@ pub fn verify_wire_now(blocks: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Result<(Block, Ev
             })
             .collect()
     });
-    checked.into_iter().flatten().collect()
+    let out: Vec<Result<(Block, Event), String>> = checked.into_iter().flatten().collect();
+    remember_verified(
+        out.iter()
+            .filter_map(|r| r.as_ref().ok().map(|(b, _)| b.cid)),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -144,5 +231,45 @@ mod tests {
         for (i, r) in out.iter().enumerate() {
             assert_eq!(r.is_err(), i == forged || i == 3, "block {i}: {r:?}");
         }
+    }
+
+    #[test]
+    fn a_block_verified_before_is_taken_by_its_hash_and_only_with_the_same_bytes() {
+        let kp = Keypair::ed25519_from_bytes([9; 32]).expect("key");
+        let made: Vec<(Vec<u8>, Vec<u8>)> = (1..=40)
+            .map(|seq| {
+                let e = Event::sign(&kp, "/c/seen", Ipld::Integer(seq.into()), seq, seq, vec![])
+                    .expect("sign");
+                let b = e.to_block().expect("block");
+                (b.cid.to_bytes(), b.data)
+            })
+            .collect();
+        assert!(verify_wire_now(made.clone()).iter().all(Result::is_ok));
+        let cids: Vec<Option<Cid>> = made
+            .iter()
+            .map(|(c, _)| Cid::try_from(c.as_slice()).ok())
+            .collect();
+        assert!(verified_lately(&cids).iter().all(|k| *k));
+        // Again, now known: the same events come back.
+        let again = verify_wire_now(made.clone());
+        for (r, seq) in again.iter().zip(1u64..) {
+            assert_eq!(r.as_ref().map(|(_, e)| e.seq).ok(), Some(seq));
+        }
+        // A known CID with other bytes (another verified event's): refused, in a batch and
+        // alone, and the good blocks beside it are kept.
+        let mut swapped = made.clone();
+        swapped[7].1 = made[8].1.clone();
+        let out = verify_wire_now(swapped);
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.is_err(), i == 7, "block {i}: {r:?}");
+        }
+        assert!(verify_wire_one(&made[7].0, made[8].1.clone()).is_err());
+        assert!(verify_wire_one(&made[7].0, made[7].1.clone()).is_ok());
+        // A forged signature under its own CID was never verified: checked in full, refused.
+        let mut forged = made[3].1.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let cid = tidings_ipld_schema::cid_of(tidings_ipld_schema::DAG_CBOR, &forged);
+        assert!(verify_wire_one(&cid.to_bytes(), forged).is_err());
     }
 }

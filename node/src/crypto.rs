@@ -131,8 +131,8 @@ pub async fn verify_wire_batch(
 /// Verifies one block received from the network on the calling thread (see
 /// [`verify_wire_batch`]): a block verified lately by its hash alone, any other in full.
 pub fn verify_wire_one(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), String> {
-    let cid = Cid::try_from(cid).map_err(|e| format!("bad CID: {e}"))?;
-    let block = Block { cid, data };
+    let block = wire_block(cid, data)?;
+    let cid = block.cid;
     if verified_lately(&[Some(cid)]).first() == Some(&true) {
         let event = check_known(&block)?;
         return Ok((block, event));
@@ -142,15 +142,18 @@ pub fn verify_wire_one(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), Stri
     Ok((block, event))
 }
 
+/// A block as it came off the wire: its CID bytes parsed.
+fn wire_block(cid: &[u8], data: Vec<u8>) -> Result<Block, String> {
+    Cid::try_from(cid)
+        .map(|cid| Block { cid, data })
+        .map_err(|e| format!("bad CID: {e}"))
+}
+
 /// [`verify_wire_batch`] on the calling thread.
 pub fn verify_wire_now(blocks: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Result<(Block, Event), String>> {
     let parsed: Vec<Result<Block, String>> = blocks
         .into_iter()
-        .map(|(cid, data)| {
-            Cid::try_from(cid.as_slice())
-                .map(|cid| Block { cid, data })
-                .map_err(|e| format!("bad CID: {e}"))
-        })
+        .map(|(cid, data)| wire_block(&cid, data))
         .collect();
     let cids: Vec<Option<Cid>> = parsed
         .iter()

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::crypto::verify_wire_one;
 use crate::metrics::Metrics;
 use crate::net::Inbound;
 use crate::net::deliver::{self, DeliverRequest, DeliverResponse};
 use crate::net::publish::{self, PublishResponse};
 use crate::net::replicate::{self, ReplicateResponse};
 use crate::pubsub::Router;
-use crate::pubsub::router::{Refusal, verify_wire};
+use crate::pubsub::router::Refusal;
 
 /// Serves inbound requests until the network stops.
 pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
@@ -25,7 +26,7 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
             Inbound::Publish { peer, req, reply } => {
                 tokio::spawn(async move {
                     // One block: verified here (see crate::crypto for why).
-                    let resp = match verify_wire(&req.cid, req.block.into_vec()) {
+                    let resp = match verify_wire_one(&req.cid, req.block.into_vec()) {
                         Ok((block, event)) => {
                             let resp = router.serve_publish(&block, &event).await;
                             let m = router.metrics();

@@ -1085,11 +1085,6 @@ async fn verify_all(blocks: Vec<(ByteBuf, ByteBuf)>) -> Result<Vec<(Block, Event
         .map_err(Refusal::BadBlock)
 }
 
-/// Verifies a block received over the network against its CID and as a signed event.
-pub(crate) fn verify_wire(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), String> {
-    crate::crypto::verify_wire_one(cid, data)
-}
-
 /// Milliseconds since the Unix epoch by this machine's clock (advisory only).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

@@ -14,6 +14,7 @@ pub mod ipfs;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod process;
 pub mod pubsub;
 pub mod store;
 

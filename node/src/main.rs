@@ -35,7 +35,7 @@ fn main() -> std::process::ExitCode {
     }
     #[cfg(target_os = "linux")]
     if matches!(cli.command, Command::Node(_) | Command::Devnet(_)) {
-        disable_transparent_huge_pages();
+        tidings_node::process::disable_transparent_huge_pages();
     }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -44,20 +44,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// Turns transparent huge pages off for this process (and the nodes a devnet starts).
-///
-/// mimalloc asks for huge pages on its arenas and returns memory to the kernel in 4 KiB-aligned
-/// pieces, so under load the kernel kept splitting huge pages and zeroing fresh 2 MiB ones: 12%
-/// of a node's CPU at 1->1 throughput went to `clear_page_erms`, against 0.07% with huge pages
-/// off. Failure (an old kernel) only leaves that cost in place, so it is logged nowhere.
-#[cfg(target_os = "linux")]
-fn disable_transparent_huge_pages() {
-    // SAFETY: PR_SET_THP_DISABLE takes one integer flag and touches no memory of ours.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 

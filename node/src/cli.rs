@@ -122,8 +122,10 @@ tidings pub /docs/report --file report.json            # any JSON document, pret
 tidings pub /demo --jsonl < events.jsonl               # one body per line; one CID per line\n  \
 printf '{\"n\":1}\\n{\"n\":2}\\n' | tidings pub /demo -     # the same as --jsonl\n  \
 tidings pub /demo --jsonl --file events.jsonl          # lines from a file\n\n\
-Lines are published in order, one after another; a bad line stops there (earlier ones were\n\
-published). An event is at most 1 MiB.")]
+Lines are published in order, up to 256 in flight, one CID printed per line in line order; a\n\
+line that is not JSON stops there (earlier ones were published, later ones not sent), a line\n\
+the node refuses stops there too (the error says how many lines sent after it were published).\n\
+An event is at most 1 MiB.")]
     Pub {
         /// Topic, e.g. /stocks/euronext/CTT (1-16 segments, no wildcards).
         topic: String,

@@ -636,6 +636,70 @@ fn pub_takes_a_large_pretty_printed_file_and_json_lines() -> Result<()> {
         !ok && out.lines().count() == 1 && err.contains("line 2"),
         "{out} {err}"
     );
+
+    // Many lines go in flight together and come out in order: one CID per line, the author's
+    // events numbered in line order.
+    let many: String = (1..=1000).map(|n| format!("{{\"n\": {n}}}\n")).collect();
+    std::fs::write(&jsonl, &many)?;
+    let (ok, out, err) = tidings(&[
+        "pub",
+        "/docs/many",
+        "--jsonl",
+        "--file",
+        jsonl.to_str().context("path")?,
+        "--api",
+        &node.api,
+    ])?;
+    ensure!(ok, "pub --jsonl of 1,000 lines: {err}");
+    let printed: Vec<&str> = out.lines().collect();
+    ensure!(printed.len() == 1000, "printed {} CIDs", printed.len());
+    let mut last_seq = None;
+    for (i, cid) in printed.iter().enumerate() {
+        let ev = node.api().event(cid)?;
+        ensure!(
+            ev["body"]["n"] == json!(i + 1),
+            "line {} printed {ev}",
+            i + 1
+        );
+        let seq = ev["seq"].as_u64().context("seq")?;
+        ensure!(
+            last_seq.is_none_or(|l: u64| seq == l + 1),
+            "line {}: seq {seq} after {last_seq:?}",
+            i + 1
+        );
+        last_seq = Some(seq);
+    }
+
+    // A line the node refuses (too large) stops the reading and says which; a line already
+    // sent after it was published anyway, and the error says so.
+    let huge = format!("{{\"text\": \"{}\"}}", "x".repeat(1_100_000));
+    std::fs::write(&jsonl, format!("{{\"n\": 5}}\n{huge}\n{{\"n\": 6}}\n"))?;
+    let (ok, out, err) = tidings(&[
+        "pub",
+        "/docs/refused",
+        "--jsonl",
+        "--file",
+        jsonl.to_str().context("path")?,
+        "--api",
+        &node.api,
+    ])?;
+    ensure!(!ok && err.contains("line 2"), "{out} {err}");
+    let printed: Vec<&str> = out.lines().collect();
+    ensure!(
+        node.api().event(printed.first().context("line 1's CID")?)?["body"]["n"] == json!(5),
+        "{out}"
+    );
+    match printed.len() {
+        1 => ensure!(!err.contains("later line"), "{err}"),
+        2 => {
+            ensure!(err.contains("1 later line(s)"), "{err}");
+            ensure!(
+                node.api().event(printed[1])?["body"]["n"] == json!(6),
+                "{out}"
+            );
+        }
+        n => bail!("{n} CIDs printed for 2 publishable lines: {out}"),
+    }
     Ok(())
 }
 

@@ -621,17 +621,22 @@ fn pub_takes_a_large_pretty_printed_file_and_json_lines() -> Result<()> {
         "{ns:?}"
     );
 
+    // `tidings pub --jsonl --file` of `lines` on `topic`: (succeeded, stdout, stderr).
+    let pub_lines = |topic: &str, lines: &str| -> Result<(bool, String, String)> {
+        std::fs::write(&jsonl, lines)?;
+        tidings(&[
+            "pub",
+            topic,
+            "--jsonl",
+            "--file",
+            jsonl.to_str().context("path")?,
+            "--api",
+            &node.api,
+        ])
+    };
+
     // A bad line stops there and says which.
-    std::fs::write(&jsonl, "{\"n\": 3}\n{nope\n{\"n\": 4}\n")?;
-    let (ok, out, err) = tidings(&[
-        "pub",
-        "/docs/lines",
-        "--jsonl",
-        "--file",
-        jsonl.to_str().context("path")?,
-        "--api",
-        &node.api,
-    ])?;
+    let (ok, out, err) = pub_lines("/docs/lines", "{\"n\": 3}\n{nope\n{\"n\": 4}\n")?;
     ensure!(
         !ok && out.lines().count() == 1 && err.contains("line 2"),
         "{out} {err}"
@@ -640,16 +645,7 @@ fn pub_takes_a_large_pretty_printed_file_and_json_lines() -> Result<()> {
     // Many lines go in flight together and come out in order: one CID per line, the author's
     // events numbered in line order.
     let many: String = (1..=1000).map(|n| format!("{{\"n\": {n}}}\n")).collect();
-    std::fs::write(&jsonl, &many)?;
-    let (ok, out, err) = tidings(&[
-        "pub",
-        "/docs/many",
-        "--jsonl",
-        "--file",
-        jsonl.to_str().context("path")?,
-        "--api",
-        &node.api,
-    ])?;
+    let (ok, out, err) = pub_lines("/docs/many", &many)?;
     ensure!(ok, "pub --jsonl of 1,000 lines: {err}");
     let printed: Vec<&str> = out.lines().collect();
     ensure!(printed.len() == 1000, "printed {} CIDs", printed.len());
@@ -673,16 +669,10 @@ fn pub_takes_a_large_pretty_printed_file_and_json_lines() -> Result<()> {
     // A line the node refuses (too large) stops the reading and says which; a line already
     // sent after it was published anyway, and the error says so.
     let huge = format!("{{\"text\": \"{}\"}}", "x".repeat(1_100_000));
-    std::fs::write(&jsonl, format!("{{\"n\": 5}}\n{huge}\n{{\"n\": 6}}\n"))?;
-    let (ok, out, err) = tidings(&[
-        "pub",
+    let (ok, out, err) = pub_lines(
         "/docs/refused",
-        "--jsonl",
-        "--file",
-        jsonl.to_str().context("path")?,
-        "--api",
-        &node.api,
-    ])?;
+        &format!("{{\"n\": 5}}\n{huge}\n{{\"n\": 6}}\n"),
+    )?;
     ensure!(!ok && err.contains("line 2"), "{out} {err}");
     let printed: Vec<&str> = out.lines().collect();
     ensure!(

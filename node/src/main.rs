@@ -33,7 +33,6 @@ fn main() -> std::process::ExitCode {
             libc::signal(libc::SIGPIPE, action);
         }
     }
-    #[cfg(target_os = "linux")]
     if matches!(cli.command, Command::Node(_) | Command::Devnet(_)) {
         tidings_node::process::disable_transparent_huge_pages();
     }

@@ -72,11 +72,16 @@ pub async fn run(client: &Client, topic: &str, input: Input) -> Result<()> {
 
 async fn one(client: &Client, topic: &str, body: &Value) -> Result<()> {
     let r = client.publish(topic, body).await?;
-    println!(
-        "{}",
-        r.get("cid").and_then(Value::as_str).unwrap_or_default()
-    );
+    println!("{}", cid_of(&r));
     Ok(())
+}
+
+/// The CID in a publish's answer.
+fn cid_of(answer: &Value) -> &str {
+    answer
+        .get("cid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Lines published at once: a window like the peers' clients keep, so the node's group commit
@@ -98,7 +103,7 @@ async fn lines(client: &Client, topic: &str, input: impl BufRead, name: &str) ->
         .await
         .context("opening the node's publish stream")?;
     let mut out = std::io::stdout().lock();
-    let mut in_flight: VecDeque<(usize, Answer)> = VecDeque::new();
+    let mut in_flight = VecDeque::new();
     let mut failed: Option<anyhow::Error> = None;
     let mut published_after = 0usize;
     let mut read = input.lines().enumerate();
@@ -122,8 +127,7 @@ async fn lines(client: &Client, topic: &str, input: impl BufRead, name: &str) ->
                     Ok(_) => stream
                         .send(topic, line.trim())
                         .await
-                        .map_err(anyhow::Error::new)
-                        .map(|a| Box::pin(a) as Answer),
+                        .map_err(anyhow::Error::new),
                 },
             };
             match sent {
@@ -135,14 +139,22 @@ async fn lines(client: &Client, topic: &str, input: impl BufRead, name: &str) ->
         let Some((n, answer)) = in_flight.pop_front() else {
             break;
         };
-        take(
-            &mut out,
-            n,
-            answer.await,
-            name,
-            &mut failed,
-            &mut published_after,
-        )?;
+        match answer.await {
+            Ok(r) => {
+                writeln!(out, "{}", cid_of(&r))?;
+                out.flush()?;
+                if failed.is_some() {
+                    published_after += 1;
+                }
+            }
+            Err(e) if failed.is_none() => {
+                failed = Some(anyhow::Error::new(e).context(format!(
+                    "{name} line {n}: stopped here, earlier lines were published"
+                )));
+            }
+            // A later line failed too: the first failure is the one reported.
+            Err(_) => {}
+        }
     }
     match failed {
         None => Ok(()),
@@ -152,42 +164,4 @@ async fn lines(client: &Client, topic: &str, input: impl BufRead, name: &str) ->
              the last {published_after} printed"
         ))),
     }
-}
-
-/// A publish's answer, awaited in line order.
-type Answer = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Value, tidings_node::client::ClientError>> + Send>,
->;
-
-/// Prints line `n`'s CID, or notes its failure (the first one stops the reading; a line
-/// published after it is counted).
-fn take(
-    out: &mut impl Write,
-    n: usize,
-    answer: Result<Value, tidings_node::client::ClientError>,
-    name: &str,
-    failed: &mut Option<anyhow::Error>,
-    published_after: &mut usize,
-) -> Result<()> {
-    match answer {
-        Ok(r) => {
-            writeln!(
-                out,
-                "{}",
-                r.get("cid").and_then(Value::as_str).unwrap_or_default()
-            )?;
-            out.flush()?;
-            if failed.is_some() {
-                *published_after += 1;
-            }
-        }
-        Err(e) if failed.is_none() => {
-            *failed = Some(anyhow::Error::new(e).context(format!(
-                "{name} line {n}: stopped here, earlier lines were published"
-            )));
-        }
-        // A later line failed too: the first failure is the one reported.
-        Err(_) => {}
-    }
-    Ok(())
 }

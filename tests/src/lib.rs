@@ -720,3 +720,46 @@ pub fn signed_stream_car(seed: u8, topic: &str, n: u64) -> Result<(Vec<u8>, Vec<
     )?;
     Ok((out, cids))
 }
+
+/// Walks a topic's stream from its single head back to seq 1; returns CIDs newest first.
+pub fn chain(api: &Api, topic: &str) -> Result<Vec<String>> {
+    let heads = api.heads(topic)?;
+    if heads.is_empty() {
+        return Ok(Vec::new());
+    }
+    ensure!(
+        heads.len() == 1,
+        "{topic}: one writer must give one head, got {heads:?}"
+    );
+    let mut out = Vec::new();
+    let mut cur = heads[0].clone();
+    let mut expect_seq: Option<u64> = None;
+    loop {
+        let e = api.event(&cur)?;
+        ensure!(
+            e["topic"] == topic,
+            "{cur}: topic {} in {topic}'s chain",
+            e["topic"]
+        );
+        let seq = e["seq"].as_u64().context("seq")?;
+        if let Some(s) = expect_seq {
+            ensure!(
+                seq == s,
+                "{topic}: seq {seq} where {s} was expected (gap or fork)"
+            );
+        }
+        out.push(cur.clone());
+        let prev = e["prev"].as_array().context("prev")?;
+        if seq == 1 {
+            ensure!(prev.is_empty(), "{topic}: first event has prev {prev:?}");
+            break;
+        }
+        ensure!(
+            prev.len() == 1,
+            "{topic}: seq {seq} must link exactly its predecessor, got {prev:?}"
+        );
+        cur = prev[0].as_str().context("prev cid")?.to_string();
+        expect_seq = Some(seq - 1);
+    }
+    Ok(out)
+}

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, ensure};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
-use tidings_tests::{Api, NodeProcess, poll};
+use tidings_tests::{Api, NodeProcess, chain, poll};
 
 const TOPICS: [&str; 3] = ["/crash/a", "/crash/b", "/crash/c/deep"];
 
@@ -141,49 +141,6 @@ fn sigkill_during_publish_loses_no_acknowledged_event() -> Result<()> {
         all.len()
     );
     Ok(())
-}
-
-/// Walks a topic's stream from its single head back to seq 1; returns CIDs newest first.
-fn chain(api: &Api, topic: &str) -> Result<Vec<String>> {
-    let heads = api.heads(topic)?;
-    if heads.is_empty() {
-        return Ok(Vec::new());
-    }
-    ensure!(
-        heads.len() == 1,
-        "{topic}: one writer must give one head, got {heads:?}"
-    );
-    let mut out = Vec::new();
-    let mut cur = heads[0].clone();
-    let mut expect_seq: Option<u64> = None;
-    loop {
-        let e = api.event(&cur)?;
-        ensure!(
-            e["topic"] == topic,
-            "{cur}: topic {} in {topic}'s chain",
-            e["topic"]
-        );
-        let seq = e["seq"].as_u64().context("seq")?;
-        if let Some(s) = expect_seq {
-            ensure!(
-                seq == s,
-                "{topic}: seq {seq} where {s} was expected (gap or fork)"
-            );
-        }
-        out.push(cur.clone());
-        let prev = e["prev"].as_array().context("prev")?;
-        if seq == 1 {
-            ensure!(prev.is_empty(), "{topic}: first event has prev {prev:?}");
-            break;
-        }
-        ensure!(
-            prev.len() == 1,
-            "{topic}: seq {seq} must link exactly its predecessor, got {prev:?}"
-        );
-        cur = prev[0].as_str().context("prev cid")?.to_string();
-        expect_seq = Some(seq - 1);
-    }
-    Ok(out)
 }
 
 /// Every acknowledged event is present and in its topic's unbroken chain; counts agree.

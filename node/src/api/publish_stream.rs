@@ -21,6 +21,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tidings_ipld_schema::Ipld;
+use tokio::sync::oneshot;
 
 use super::routes::{publish_fields, publish_object, published_json};
 use super::{ApiError, AppState, MAX_BODY};
@@ -56,15 +57,39 @@ struct Request {
     received: Instant,
 }
 
-/// A finished publish: its request's id and topic, and the outcome.
-type Finished = (Option<Value>, String, Instant, Result<Published, ApiError>);
+/// A finished publish: its request's id and topic, when it arrived, the outcome, and the
+/// token that, dropped once its answer is written, lets the next answer of its topic go.
+type Finished = (
+    Option<Value>,
+    String,
+    Instant,
+    Result<Published, ApiError>,
+    oneshot::Sender<()>,
+);
 
-/// Reads requests, runs each topic's in order and different topics' in parallel, and writes
-/// every answer; returns once the client closed and every publish it sent was answered.
+/// A topic's publishes on this connection.
+#[derive(Default)]
+struct Lane {
+    /// Requests not begun yet.
+    waiting: VecDeque<Request>,
+    /// Whether one is being signed and queued ([`Router::begin_publish`]): the next begins
+    /// after it, so the topic's events are in the order their frames came.
+    beginning: bool,
+    /// Publishes begun and not answered yet.
+    unanswered: usize,
+    /// Released once the last begun publish's answer is written.
+    answered: Option<oneshot::Receiver<()>>,
+}
+
+/// Reads requests, begins each topic's in order and different topics' in parallel, and writes
+/// every answer (a topic's in order); returns once the client closed and every publish it
+/// sent was answered. A topic's publishes overlap once begun: the next is signed while the
+/// one before it is still being stored and acknowledged.
 async fn run(st: AppState, socket: WebSocket) {
     let (mut out, mut input) = socket.split();
-    // Topics with a publish under way, and the requests waiting behind it.
-    let mut lanes: HashMap<String, VecDeque<Request>> = HashMap::new();
+    let mut lanes: HashMap<String, Lane> = HashMap::new();
+    // Topics whose publish under way has been signed and queued.
+    let mut begun = FuturesUnordered::new();
     let mut running = FuturesUnordered::new();
     let mut waiting = 0usize;
     let mut reading = true;
@@ -94,33 +119,40 @@ async fn run(st: AppState, socket: WebSocket) {
                         continue;
                     }
                 };
-                match lanes.get_mut(&req.topic) {
-                    Some(q) => {
-                        q.push_back(req);
-                        waiting += 1;
-                    }
-                    None => {
-                        lanes.insert(req.topic.clone(), VecDeque::new());
-                        running.push(start(&st, req));
-                    }
+                let lane = lanes.entry(req.topic.clone()).or_default();
+                if lane.beginning {
+                    lane.waiting.push_back(req);
+                    waiting += 1;
+                } else {
+                    let (b, r) = start(&st, lane, req);
+                    begun.push(b);
+                    running.push(r);
+                }
+            }
+            Some(topic) = begun.next() => {
+                let Some(lane) = lanes.get_mut(&topic) else { continue };
+                lane.beginning = false;
+                if let Some(req) = lane.waiting.pop_front() {
+                    waiting -= 1;
+                    let (b, r) = start(&st, lane, req);
+                    begun.push(b);
+                    running.push(r);
                 }
             }
             Some(done) = running.next() => {
                 // Answers that are ready together go out in one write.
                 let mut next = Some(done);
-                while let Some((id, topic, received, result)) = next.take() {
+                while let Some((id, topic, received, result, token)) = next.take() {
                     if result.is_ok() {
                         st.metrics.publish_ack.observe(received.elapsed());
                     }
                     if writable {
                         writable = out.feed(answer(id, result)).await.is_ok();
                     }
-                    match lanes.get_mut(&topic).and_then(VecDeque::pop_front) {
-                        Some(req) => {
-                            waiting -= 1;
-                            running.push(start(&st, req));
-                        }
-                        None => {
+                    drop(token);
+                    if let Some(lane) = lanes.get_mut(&topic) {
+                        lane.unanswered -= 1;
+                        if lane.unanswered == 0 && !lane.beginning && lane.waiting.is_empty() {
                             lanes.remove(&topic);
                         }
                     }
@@ -152,11 +184,17 @@ fn request(bytes: &[u8]) -> Result<Request, (Option<Value>, ApiError)> {
     })
 }
 
-/// Publishes on its own task (signing runs on whichever worker is free).
+/// Publishes on its own task (signing runs on whichever worker is free). Returns a future
+/// that gives the topic once the publish is begun (the next of the topic may begin), and one
+/// that gives the outcome once the publishes of the topic before it have been answered.
 fn start(
     st: &AppState,
+    lane: &mut Lane,
     req: Request,
-) -> impl std::future::Future<Output = Finished> + Send + 'static {
+) -> (
+    impl std::future::Future<Output = String> + Send + 'static,
+    impl std::future::Future<Output = Finished> + Send + 'static,
+) {
     let router = st.router.clone();
     let Request {
         id,
@@ -164,15 +202,34 @@ fn start(
         body,
         received,
     } = req;
+    let (began, on_begun) = oneshot::channel();
     let t = topic.clone();
-    let task = tokio::spawn(async move { router.publish(t, body).await });
-    async move {
+    let task = tokio::spawn(async move {
+        let b = router.begin_publish(t, body).await;
+        let _ = began.send(());
+        router.finish_publish(b).await
+    });
+    let (token, next_after) = oneshot::channel();
+    let after = lane.answered.replace(next_after);
+    lane.beginning = true;
+    lane.unanswered += 1;
+    let topic_begun = topic.clone();
+    let begun = async move {
+        // An error means the task ended without beginning (a panic): go on anyway.
+        let _ = on_begun.await;
+        topic_begun
+    };
+    let finished = async move {
         let result = match task.await {
             Ok(r) => r.map_err(ApiError::from),
             Err(e) => Err(ApiError::from(PublishError::Task(e.to_string()))),
         };
-        (id, topic, received, result)
-    }
+        if let Some(before) = after {
+            let _ = before.await;
+        }
+        (id, topic, received, result, token)
+    };
+    (begun, finished)
 }
 
 /// The frame that answers one publish.

@@ -5,6 +5,7 @@ mod backlog;
 pub mod held;
 pub mod history;
 pub mod inbound;
+mod lane;
 pub mod local;
 pub mod outbox;
 pub mod receive;

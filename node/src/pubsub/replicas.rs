@@ -51,17 +51,20 @@ impl Replicas {
 
     /// Replicates `block` to `peer`: whether the replica stored it durably (false if it
     /// refused, could not be reached, or took longer than [`REPLICATE_TIMEOUT`]).
-    pub async fn store_on(&self, peer: PeerId, block: &Block) -> bool {
+    pub fn store_on(
+        &self,
+        peer: PeerId,
+        block: &Block,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let (stored, answer) = oneshot::channel();
         let item = Pending {
             cid: ByteBuf::from(block.cid.to_bytes()),
             block: ByteBuf::from(block.data.clone()),
             stored,
         };
-        if !self.queue(peer, item) {
-            return false;
-        }
-        answer.await.unwrap_or(false)
+        // Queued now, not when first polled: a caller's order of calls is the order sent.
+        let queued = self.queue(peer, item);
+        async move { queued && answer.await.unwrap_or(false) }
     }
 
     fn queue(&self, peer: PeerId, item: Pending) -> bool {

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::net::publish::{PublishRequest, PublishResponse};
 use crate::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use crate::net::{Network, rendezvous};
+use crate::pubsub::lane::{Lane, Turn};
 use crate::pubsub::local::{LocalSubs, SLOW_GRACE, Subscription};
 use crate::pubsub::outbox::Outbox;
 use crate::pubsub::receive::{Arrival, Receiver, UNKNOWN_AFTER};
@@ -51,6 +52,24 @@ pub struct Published {
     /// The topic's heads after the publish, as the primary sees them.
     pub heads: Vec<Cid>,
 }
+
+/// A publish signed and queued to the store ([`Router::begin_publish`]), for
+/// [`Router::finish_publish`].
+pub struct Begun {
+    topic: String,
+    root: String,
+    set: Vec<PeerId>,
+    retry_body: Option<Ipld>,
+    lane: Arc<tokio::sync::Mutex<Lane>>,
+    appended: Appended,
+    commit: CommitFuture,
+    turn: Turn,
+    tries: u32,
+}
+
+/// The answer of an event's group commit: the topic's heads right after it.
+type CommitFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Cid>, StoreError>> + Send>>;
 
 /// Why a publish or subscribe failed.
 #[derive(Debug, thiserror::Error)]
@@ -111,8 +130,9 @@ pub struct Router {
     outbox: Outbox,
     replicas: Replicas,
     receiver: Receiver,
-    /// One lock per topic: an author's events of a topic reach the primary in `seq` order.
-    topic_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This node's own publishing state per topic ([`Lane`]): its events of a topic are
+    /// signed, stored and handed on in `seq` order.
+    lanes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lane>>>>,
     /// Events routed to this node's own subscriptions, in routing order, for
     /// [`Router::deliver_here`].
     local_in: mpsc::Sender<Routed>,
@@ -253,7 +273,7 @@ impl Router {
             local: Arc::default(),
             remote: RemoteSubs::default(),
             receiver: Receiver::default(),
-            topic_locks: std::sync::Mutex::default(),
+            lanes: std::sync::Mutex::default(),
             local_in,
             local_out: std::sync::Mutex::new(Some(local_out)),
             route_in,
@@ -324,8 +344,8 @@ impl Router {
         &self.remote
     }
 
-    fn topic_lock(&self, topic_name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        match self.topic_locks.lock() {
+    fn lane(&self, topic_name: &str) -> Arc<tokio::sync::Mutex<Lane>> {
+        match self.lanes.lock() {
             Ok(mut m) => m.entry(topic_name.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
         }
@@ -334,7 +354,54 @@ impl Router {
     /// Signs `body` as this node's next event on `topic`, stores it, and publishes it through
     /// the topic's rendezvous set.
     pub async fn publish(&self, topic_name: String, body: Ipld) -> Result<Published, PublishError> {
-        let result = self.publish_inner(topic_name, body).await;
+        let begun = self.begin_publish(topic_name, body).await;
+        self.finish_publish(begun).await
+    }
+
+    /// The first half of [`Router::publish`]: checks the topic, signs the event and queues it
+    /// to the store. Once it returns, the next publish of the topic may begin: its event comes
+    /// after this one in the stream, and it is stored and handed on after this one, while this
+    /// one's commit and acknowledgement are still under way (see [`crate::pubsub::lane`]).
+    pub async fn begin_publish(
+        &self,
+        topic_name: String,
+        body: Ipld,
+    ) -> Result<Begun, PublishError> {
+        topic::validate(&topic_name).map_err(PublishError::Invalid)?;
+        let root = topic::root_segment(&topic_name).to_string();
+        let set = self.net.rendezvous_set(&root);
+        if set.is_empty() {
+            return Err(PublishError::Unavailable(format!(
+                "no broker known for root {root:?}: a peer-role node needs --bootstrap to a broker"
+            )));
+        }
+        let lane = self.lane(&topic_name);
+        // Kept only to sign again after a conflict.
+        let retry_body = Some(body.clone());
+        let (appended, commit, turn) = self.sign_and_queue(&lane, &topic_name, body, false).await?;
+        Ok(Begun {
+            topic: topic_name,
+            root,
+            set,
+            retry_body,
+            lane,
+            appended,
+            commit,
+            turn,
+            tries: 1,
+        })
+    }
+
+    /// The second half of [`Router::publish`]: waits for the event's own commit, then hands it
+    /// to the topic's primary (failing over to the next member) and returns its answer.
+    pub async fn finish_publish(
+        &self,
+        begun: Result<Begun, PublishError>,
+    ) -> Result<Published, PublishError> {
+        let result = match begun {
+            Ok(b) => self.finish_inner(b).await,
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(p) => {
                 Metrics::inc(&self.metrics.published);
@@ -348,36 +415,57 @@ impl Router {
         result
     }
 
-    async fn publish_inner(
-        &self,
-        topic_name: String,
-        body: Ipld,
-    ) -> Result<Published, PublishError> {
-        topic::validate(&topic_name).map_err(PublishError::Invalid)?;
-        let root = topic::root_segment(&topic_name).to_string();
-        let set = self.net.rendezvous_set(&root);
-        if set.is_empty() {
-            return Err(PublishError::Unavailable(format!(
-                "no broker known for root {root:?}: a peer-role node needs --bootstrap to a broker"
-            )));
-        }
-        let lock = self.topic_lock(&topic_name);
-        let _in_order = lock.lock().await;
-        let (appended, heads) = self.append_own(&topic_name, body).await?;
-        let block = &appended.block;
+    async fn finish_inner(&self, mut b: Begun) -> Result<Published, PublishError> {
+        let heads = loop {
+            match (&mut b.commit).await {
+                Ok(heads) => break heads,
+                Err(e) => {
+                    b.lane.lock().await.forget(&b.appended.cid);
+                    match e {
+                        // The stream moved on (a CAR import or a sync of this node's own
+                        // events), or the event this one was linked to failed: sign again.
+                        StoreError::Conflict(why) if b.tries < 3 => {
+                            tracing::debug!(%why, "append raced another writer of this stream; signing again");
+                            b.tries += 1;
+                            let body = if b.tries < 3 {
+                                b.retry_body.clone()
+                            } else {
+                                b.retry_body.take()
+                            }
+                            .ok_or_else(|| {
+                                PublishError::Task("the event body was used up".into())
+                            })?;
+                            // Those behind this publish go on; it takes a new place at the end.
+                            b.turn = Turn::none();
+                            let (appended, commit, turn) =
+                                self.sign_and_queue(&b.lane, &b.topic, body, true).await?;
+                            (b.appended, b.commit, b.turn) = (appended, commit, turn);
+                        }
+                        e => return Err(e.into()),
+                    }
+                }
+            }
+        };
+        let block = &b.appended.block;
+        // Its bytes are this node's own: a copy delivered back needs no check.
+        crate::crypto::remember_verified([block.cid]);
         let me = self.net.local_peer();
         let mut last_error = String::new();
-        for member in rendezvous::publish_order(&set, &topic_name) {
+        for member in rendezvous::publish_order(&b.set, &b.topic) {
             let answer = if member == me {
-                // Already stored by append_own: straight to the primary's duties.
+                // Already stored: straight to the primary's duties.
                 Ok(self
                     .replicate_and_route(
                         block,
-                        &appended.event,
+                        &b.appended.event,
                         std::future::ready(Ok(heads.clone())),
+                        &mut b.turn,
                     )
                     .await)
             } else {
+                // A remote primary gets one publish of the topic at a time, in order.
+                b.turn.wait_sent().await;
+                b.turn.wait_routed().await;
                 self.net
                     .publish(
                         member,
@@ -392,7 +480,7 @@ impl Router {
                 Ok(PublishResponse::Stored { copies, heads }) => {
                     return Ok(Published {
                         cid: block.cid,
-                        seq: appended.event.seq,
+                        seq: b.appended.event.seq,
                         copies,
                         heads: heads
                             .iter()
@@ -416,52 +504,56 @@ impl Router {
             }
         }
         Err(PublishError::Unavailable(format!(
-            "no majority of the rendezvous set of {root:?} could store the event ({} members tried; last: {last_error}); \
+            "no majority of the rendezvous set of {:?} could store the event ({} members tried; last: {last_error}); \
              it is kept on this node and will reach subscribers by repair",
-            set.len()
+            b.root,
+            b.set.len()
         )))
     }
 
-    /// Signs `body` as this node's next event on `topic` and stores it in the next group
-    /// commit; returns it with the topic's heads right after. The links are read from the store
-    /// and the event signed here, on the request's own task (about 25 µs, less than a hand-off
-    /// to another thread costs on a busy machine, and the runtime's workers are one per core).
-    /// The caller holds the topic's lock, so nothing else appends to this stream meanwhile; a
-    /// conflict (the store moved on anyway: a CAR import or a sync of this node's own events) is
-    /// retried with fresh links.
-    async fn append_own(
+    /// Signs `body` as this node's next event on `topic` and queues it to the next group
+    /// commit, under the topic's lane lock: links from the last event signed here if that one
+    /// is not stored yet, else from the store. After a conflict (`retry`) the store is settled
+    /// first, so the links read are exact. Signing runs on the request's own task (about
+    /// 25 µs, less than a hand-off to another thread costs on a busy machine).
+    async fn sign_and_queue(
         &self,
+        lane: &tokio::sync::Mutex<Lane>,
         topic_name: &str,
         body: Ipld,
-    ) -> Result<(Appended, Vec<Cid>), PublishError> {
-        let mut body = Some(body);
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let (seq, prev) = self.store.next_links(&self.author, topic_name)?;
-            // The body is cloned only to sign again after a conflict.
-            let b = if tries < 3 { body.clone() } else { body.take() }
-                .ok_or_else(|| PublishError::Task("the event body was used up".into()))?;
-            let (event, block) =
-                Event::sign_block(&self.keypair, topic_name, b, seq, now_ms(), prev)
-                    .map_err(PublishError::Invalid)?;
-            match self.store.append_signed(block.clone(), event.clone()).await {
-                Ok(heads) => {
-                    // Its bytes are this node's own: a copy delivered back needs no check.
-                    crate::crypto::remember_verified([block.cid]);
-                    let appended = Appended {
-                        cid: block.cid,
-                        event,
-                        block,
-                    };
-                    return Ok((appended, heads));
-                }
-                Err(StoreError::Conflict(why)) if tries < 3 => {
-                    tracing::debug!(%why, "append raced another writer of this stream; signing again");
-                }
-                Err(e) => return Err(e.into()),
-            }
+        retry: bool,
+    ) -> Result<(Appended, CommitFuture, Turn), PublishError> {
+        let mut lane = lane.lock().await;
+        if retry {
+            self.store.settle().await?;
+            lane.last = None;
         }
+        let (stored_seq, mut prev) = self.store.next_links(&self.author, topic_name)?;
+        let seq = match lane.last {
+            // The last one signed here is still on its way to the store: link to it instead
+            // of to the stored one before it (`prev[0]`, when there is one).
+            Some((seq, cid)) if seq >= stored_seq => {
+                if stored_seq > 1 && !prev.is_empty() {
+                    prev.remove(0);
+                }
+                prev.retain(|c| *c != cid);
+                prev.insert(0, cid);
+                seq + 1
+            }
+            _ => stored_seq,
+        };
+        let (event, block) =
+            Event::sign_block(&self.keypair, topic_name, body, seq, now_ms(), prev)
+                .map_err(PublishError::Invalid)?;
+        let commit = Box::pin(self.store.queue_signed(block.clone(), event.clone())?);
+        lane.last = Some((seq, block.cid));
+        let turn = lane.take_turn();
+        let appended = Appended {
+            cid: block.cid,
+            event,
+            block,
+        };
+        Ok((appended, commit, turn))
     }
 
     /// Primary duty for a verified event from another node: store it and replicate it at once
@@ -469,7 +561,8 @@ impl Router {
     /// fsync fewer between the publish and its acknowledgement.
     pub async fn serve_publish(&self, block: &Block, event: &Event) -> PublishResponse {
         let stored = self.store.insert_publish(block.clone(), event.clone());
-        self.replicate_and_route(block, event, stored).await
+        self.replicate_and_route(block, event, stored, &mut Turn::none())
+            .await
     }
 
     /// Primary duty: replicate to the set while `stored` stores the event here (or is the heads
@@ -477,12 +570,14 @@ impl Router {
     /// majority in all hold it queue its deliveries. Until this node's own copy is durable the
     /// event is neither acknowledged nor routed, so a subscriber never learns of an event its
     /// primary cannot serve; a crash before that leaves an unacknowledged event on the replicas,
-    /// which replica sync spreads as it does any other.
+    /// which replica sync spreads as it does any other. For this node's own publishes, `turn`
+    /// keeps the replicas' copies and the deliveries in the stream's order.
     async fn replicate_and_route(
         &self,
         block: &Block,
         event: &Event,
         stored: impl std::future::Future<Output = Result<Vec<Cid>, StoreError>>,
+        turn: &mut Turn,
     ) -> PublishResponse {
         let root = topic::root_segment(&event.topic);
         let me = self.net.local_peer();
@@ -490,11 +585,13 @@ impl Router {
         let need = rendezvous::majority(set.len().max(1));
         // Answered as soon as a majority holds it: the slowest replica still gets it, but the
         // publisher does not wait for it.
+        turn.wait_sent().await;
         let mut replicas: futures::stream::FuturesUnordered<_> = set
             .iter()
             .filter(|p| **p != me)
             .map(|p| self.replicas.store_on(*p, block))
             .collect();
+        turn.sent();
         let mut stored = std::pin::pin!(stored);
         let mut copies = 0;
         // The members' answers are counted while this node's own copy is being stored.
@@ -530,7 +627,9 @@ impl Router {
             };
         }
         self.take_leases(root, &set).await;
+        turn.wait_routed().await;
         self.route(block, event).await;
+        turn.routed();
         PublishResponse::Stored {
             copies: copies as u32,
             heads: heads.iter().map(|c| ByteBuf::from(c.to_bytes())).collect(),

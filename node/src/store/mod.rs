@@ -202,32 +202,84 @@ impl Store {
         topic_name: &str,
     ) -> Result<(u64, Vec<Cid>), StoreError> {
         topic::validate(topic_name)?;
-        let last = self.last_seq(author, topic_name)?;
-        Ok(links(last, self.heads(topic_name)?))
+        // One read transaction: the last event and the heads as of the same commit (read
+        // apart, a commit in between would make the new last event a head "of another").
+        let txn = self.db.begin_read().map_err(db)?;
+        let last = match txn
+            .open_table(SEQS)
+            .map_err(db)?
+            .get((author, topic_name))
+            .map_err(db)?
+        {
+            Some(g) => {
+                let (seq, cid) = g.value();
+                Some((seq, parse_cid(cid)?))
+            }
+            None => None,
+        };
+        let mut heads = Vec::new();
+        for v in txn
+            .open_multimap_table(HEADS)
+            .map_err(db)?
+            .get(topic_name)
+            .map_err(db)?
+        {
+            heads.push(parse_cid(v.map_err(db)?.value())?);
+        }
+        Ok(links(last, heads))
     }
 
     /// Stores this node's own new event, signed with the links [`Store::next_links`] gave, in
     /// the next group commit, and returns the topic's heads right after it; fails with
     /// [`StoreError::Conflict`] (nothing stored) if the author's stream moved on meanwhile.
-    /// Callers serialise their appends per topic.
     pub async fn append_signed(&self, block: Block, event: Event) -> Result<Vec<Cid>, StoreError> {
+        self.queue_signed(block, event)?.await
+    }
+
+    /// [`Store::append_signed`] split in two: the event is queued to the writer now, before
+    /// this returns, and the future answers once its group commit did. Queued events are
+    /// applied in the order they were queued, so a caller may queue its event `n + 1` (linked to
+    /// `n`) before `n` is durable: `n + 1` then commits with `n` or after it, and fails with
+    /// [`StoreError::Conflict`] if `n` did not commit. Callers queue one stream's events in
+    /// `seq` order.
+    pub fn queue_signed(
+        &self,
+        block: Block,
+        event: Event,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<Cid>, StoreError>> + Send + 'static,
+        StoreError,
+    > {
         let bytes = block.data.len();
-        self.writer
-            .run(bytes, move |_, t| {
-                let want = event.seq.checked_sub(1);
-                let last = t.last_of(&event.author, &event.topic)?.map(|(s, _)| s);
-                if last != want.filter(|s| *s > 0) {
-                    return Err(StoreError::Conflict(format!(
-                        "stream {} moved on: seq {} was prepared after {want:?}, the store holds {last:?}",
-                        event.topic, event.seq
-                    )));
-                }
-                t.apply_event(&block, &event)?;
-                let mut heads = t.heads_of(&event.topic)?;
-                heads.sort();
-                Ok(heads)
-            })
-            .await
+        let answer = self.writer.queue(bytes, move |_, t| {
+            // The event must follow the stored last one exactly: the `seq` after it, and it
+            // (not another event of that `seq`) first in `prev`.
+            let want = event.seq.checked_sub(1).filter(|s| *s > 0);
+            let last = t.last_of(&event.author, &event.topic)?;
+            let follows = match last {
+                Some((seq, cid)) => want == Some(seq) && event.prev.first() == Some(&cid),
+                None => want.is_none(),
+            };
+            if !follows {
+                return Err(StoreError::Conflict(format!(
+                    "stream {} moved on: seq {} was prepared after {want:?}, the store holds {:?}",
+                    event.topic,
+                    event.seq,
+                    last.map(|(s, _)| s)
+                )));
+            }
+            t.apply_event(&block, &event)?;
+            let mut heads = t.heads_of(&event.topic)?;
+            heads.sort();
+            Ok(heads)
+        })?;
+        Ok(writer::answered(answer))
+    }
+
+    /// Waits until everything queued to the writer before this call has been committed (or
+    /// has failed): what a reader sees afterwards includes it.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        self.writer.run(0, |_, _| Ok(())).await
     }
 
     /// Stores already-verified events (and any other verified blocks) in one transaction:

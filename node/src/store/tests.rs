@@ -476,6 +476,41 @@ async fn a_stale_prepared_append_fails_alone_and_stores_nothing() {
     assert_eq!(store.stats().unwrap().blocks, 2);
 }
 
+#[tokio::test]
+async fn queued_appends_chain_before_durable_and_fall_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    // Three events linked one to the next and queued before any is durable: all land.
+    let mut prev = vec![];
+    let mut answers = Vec::new();
+    let mut cids = Vec::new();
+    for seq in 1..=3 {
+        let (e, b) = sign(&kp, "/q/t", seq, prev, seq as i128);
+        prev = vec![b.cid];
+        cids.push(b.cid);
+        answers.push(store.queue_signed(b, e).unwrap());
+    }
+    for a in answers {
+        a.await.unwrap();
+    }
+    let author = kp.public().encode_protobuf();
+    assert_eq!(store.last_seq(&author, "/q/t").unwrap(), Some((3, cids[2])));
+    // 4 is prepared on a 3' that is not the stored 3 (same seq, other event): 3' is refused,
+    // and 4 with it, though its seq follows the store's.
+    let (e3x, b3x) = sign(&kp, "/q/t", 3, vec![cids[1]], 33);
+    let (e4, b4) = sign(&kp, "/q/t", 4, vec![b3x.cid], 4);
+    let wrong = store.queue_signed(b3x.clone(), e3x).unwrap();
+    let behind = store.queue_signed(b4.clone(), e4).unwrap();
+    assert!(matches!(wrong.await, Err(StoreError::Conflict(_))));
+    assert!(matches!(behind.await, Err(StoreError::Conflict(_))));
+    assert!(!store.has_block(&b3x.cid).unwrap());
+    assert!(!store.has_block(&b4.cid).unwrap());
+    assert_eq!(store.last_seq(&author, "/q/t").unwrap(), Some((3, cids[2])));
+    store.settle().await.unwrap();
+    assert_eq!(store.stats().unwrap().blocks, 3);
+}
+
 /// What the crash child writes through the group committer: a chain on one topic as the
 /// primary takes publishes, replicas with an extra block on another, and a durable record.
 async fn write_for_crash(store: &Store, kp: &Keypair, other: &Keypair) -> Vec<Cid> {

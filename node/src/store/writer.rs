@@ -264,7 +264,7 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&WriteTransaction, &mut Tables<'_>) -> Result<R, StoreError> + Send + 'static,
     {
-        self.queue(bytes, f)?.await.map_err(|_| stopped())?
+        answered(self.queue(bytes, f)?).await
     }
 
     /// [`Writer::run`] for a thread that may block (not an async task).
@@ -278,7 +278,9 @@ impl Writer {
             .map_err(|_| stopped())?
     }
 
-    fn queue<R, F>(
+    /// Queues `f` for the next group transaction now; the receiver gets its result once that
+    /// transaction committed ([`answered`] turns it into that result).
+    pub(super) fn queue<R, F>(
         &self,
         bytes: usize,
         f: F,
@@ -301,6 +303,13 @@ impl Writer {
             .map_err(|_| stopped())?;
         Ok(answer)
     }
+}
+
+/// The result a [`Writer::queue`]d operation's receiver gets.
+pub(super) async fn answered<R>(
+    answer: oneshot::Receiver<Result<R, StoreError>>,
+) -> Result<R, StoreError> {
+    answer.await.map_err(|_| stopped())?
 }
 
 fn stopped() -> StoreError {

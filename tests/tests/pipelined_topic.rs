@@ -111,12 +111,19 @@ fn one_topic_in_flight_from_every_node_reaches_every_subscriber_once_and_in_orde
         got.extend(ends.iter().cloned());
         let distinct: HashSet<&String> = got.iter().collect();
         ensure!(distinct.len() == got.len(), "{api}: duplicates delivered");
-        ensure!(
-            got.len() == info.len(),
-            "{api}: {} of {} events delivered",
-            got.len(),
-            info.len()
-        );
+        if got.len() != info.len() {
+            let mut missing: Vec<(usize, u64)> = info
+                .iter()
+                .filter(|(c, _)| !distinct.contains(c))
+                .map(|(_, a)| *a)
+                .collect();
+            missing.sort();
+            anyhow::bail!(
+                "{api}: {} of {} events delivered; missing (node, seq): {missing:?}",
+                got.len(),
+                info.len()
+            );
+        }
         let mut last: HashMap<usize, u64> = HashMap::new();
         for c in &got {
             let (author, seq) = *info.get(c).with_context(|| format!("{api}: unknown {c}"))?;

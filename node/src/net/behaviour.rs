@@ -48,6 +48,9 @@ pub struct Behaviour {
     pub stream: libp2p_stream::Behaviour,
 }
 
+/// Streams of one request-response protocol a connection takes at once, each way.
+pub const MAX_STREAMS: usize = 256;
+
 fn rr<Req, Resp>(name: &'static str) -> Rr<Req, Resp>
 where
     Req: Send + Clone + serde::Serialize + serde::de::DeserializeOwned + 'static,
@@ -56,7 +59,9 @@ where
     request_response::Behaviour::with_codec(
         Codec::default(),
         [(StreamProtocol::new(name), ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(10))
+            .with_max_concurrent_streams(MAX_STREAMS),
     )
 }
 

@@ -17,7 +17,7 @@ pub mod subscribe;
 mod swarm;
 pub mod wire;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use libp2p::{Multiaddr, PeerId};
@@ -204,7 +204,14 @@ pub struct Network {
     penalties: penalty::Penalties,
     /// The IPFS backend, when the node has one: history fetches ask it for what no peer has.
     ipfs: Arc<std::sync::OnceLock<Arc<crate::ipfs::Ipfs>>>,
+    /// Publishes in flight to each peer, at most [`PUBLISHES_IN_FLIGHT`].
+    publish_slots: Arc<std::sync::Mutex<HashMap<PeerId, Arc<tokio::sync::Semaphore>>>>,
 }
+
+/// Publishes this node has in flight to one peer at most: each is a stream of the connection,
+/// and a connection takes [`behaviour::MAX_STREAMS`] of a protocol at once; past that a
+/// request fails as if the peer were unreachable.
+pub const PUBLISHES_IN_FLIGHT: usize = 128;
 
 impl Network {
     /// Opens a `/tidings/fetch/1` stream to `peer` (dialling it if needed).
@@ -301,6 +308,37 @@ impl Network {
             .await
             .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)?
+    }
+
+    /// Hands a publish to the swarm (requests go out in the order they were handed) and
+    /// returns its answer, to wait for after.
+    pub async fn send_publish(
+        &self,
+        peer: PeerId,
+        req: PublishRequest,
+    ) -> Result<
+        impl std::future::Future<Output = Result<PublishResponse, NetError>> + use<>,
+        NetError,
+    > {
+        let slots = match self.publish_slots.lock() {
+            Ok(mut m) => m
+                .entry(peer)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PUBLISHES_IN_FLIGHT)))
+                .clone(),
+            Err(_) => return Err(NetError::Stopped),
+        };
+        // Fair: publishes get their slots in the order they asked.
+        let slot = slots.acquire_owned().await.map_err(|_| NetError::Stopped)?;
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Request(peer, Outbound::Publish(req, tx)))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        Ok(async move {
+            let answer = rx.await.map_err(|_| NetError::Stopped)?;
+            drop(slot);
+            answer
+        })
     }
 
     /// Sends a publish to `peer` and waits for its answer.

@@ -156,6 +156,7 @@ pub fn start(
         replication: config.replication.max(1),
         directory: directory.clone(),
         ipfs: Arc::default(),
+        publish_slots: Arc::default(),
     };
     let task = Task {
         swarm,

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::net::publish::{PublishRequest, PublishResponse};
 use crate::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use crate::net::{Network, rendezvous};
-use crate::pubsub::lane::{Lane, Turn};
+use crate::pubsub::lane::{Lane, Streams, Turn};
 use crate::pubsub::local::{LocalSubs, SLOW_GRACE, Subscription};
 use crate::pubsub::outbox::Outbox;
 use crate::pubsub::receive::{Arrival, Receiver, UNKNOWN_AFTER};
@@ -133,6 +133,8 @@ pub struct Router {
     /// This node's own publishing state per topic ([`Lane`]): its events of a topic are
     /// signed, stored and handed on in `seq` order.
     lanes: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lane>>>>,
+    /// As a primary, the order of the streams other nodes publish to this node.
+    streams: Streams,
     /// Events routed to this node's own subscriptions, in routing order, for
     /// [`Router::deliver_here`].
     local_in: mpsc::Sender<Routed>,
@@ -274,6 +276,7 @@ impl Router {
             remote: RemoteSubs::default(),
             receiver: Receiver::default(),
             lanes: std::sync::Mutex::default(),
+            streams: Streams::default(),
             local_in,
             local_out: std::sync::Mutex::new(Some(local_out)),
             route_in,
@@ -458,23 +461,26 @@ impl Router {
                     .replicate_and_route(
                         block,
                         &b.appended.event,
-                        std::future::ready(Ok(heads.clone())),
+                        || std::future::ready(Ok(heads.clone())),
                         &mut b.turn,
                     )
                     .await)
             } else {
-                // A remote primary gets one publish of the topic at a time, in order.
+                // Handed to the network after the publish before it, so the primary gets
+                // the stream in order (and puts it in order if requests overtake each other).
                 b.turn.wait_sent().await;
-                b.turn.wait_routed().await;
-                self.net
-                    .publish(
-                        member,
-                        PublishRequest {
-                            cid: ByteBuf::from(block.cid.to_bytes()),
-                            block: ByteBuf::from(block.data.clone()),
-                        },
-                    )
-                    .await
+                let req = PublishRequest {
+                    cid: ByteBuf::from(block.cid.to_bytes()),
+                    block: ByteBuf::from(block.data.clone()),
+                };
+                match self.net.send_publish(member, req).await {
+                    Ok(answer) => {
+                        b.turn.sent();
+                        b.turn.routed();
+                        answer.await
+                    }
+                    Err(e) => Err(e),
+                }
             };
             match answer {
                 Ok(PublishResponse::Stored { copies, heads }) => {
@@ -556,29 +562,49 @@ impl Router {
         Ok((appended, commit, turn))
     }
 
-    /// Primary duty for a verified event from another node: store it and replicate it at once
+    /// Primary duty for a verified event from another node, in its stream's order: store it
+    /// and replicate it at once
     /// ([`Router::replicate_and_route`]): the replicas' fsyncs overlap this node's own, one
     /// fsync fewer between the publish and its acknowledgement.
     pub async fn serve_publish(&self, block: &Block, event: &Event) -> PublishResponse {
-        let stored = self.store.insert_publish(block.clone(), event.clone());
-        self.replicate_and_route(block, event, stored, &mut Turn::none())
-            .await
+        // In the stream's order: a publish pipelined behind this stream's previous event
+        // waits (briefly) for it.
+        let mut turn = self
+            .streams
+            .turn(&event.author, &event.topic, event.seq, || {
+                match self.store.last_seq(&event.author, &event.topic) {
+                    Ok(last) => last.map_or(0, |(s, _)| s),
+                    // Unknown: wait for nothing.
+                    Err(_) => u64::MAX,
+                }
+            });
+        self.replicate_and_route(
+            block,
+            event,
+            || self.store.insert_publish(block.clone(), event.clone()),
+            &mut turn,
+        )
+        .await
     }
 
-    /// Primary duty: replicate to the set while `stored` stores the event here (or is the heads
-    /// right after the event this node already stored), count copies, and once this node and a
+    /// Primary duty: replicate to the set while `store` stores the event here (or gives the
+    /// heads right after the event this node already stored), count copies, and once this node and a
     /// majority in all hold it queue its deliveries. Until this node's own copy is durable the
     /// event is neither acknowledged nor routed, so a subscriber never learns of an event its
     /// primary cannot serve; a crash before that leaves an unacknowledged event on the replicas,
-    /// which replica sync spreads as it does any other. For this node's own publishes, `turn`
-    /// keeps the replicas' copies and the deliveries in the stream's order.
-    async fn replicate_and_route(
+    /// which replica sync spreads as it does any other. `turn` keeps the stream's order: `store`
+    /// and the copies to the replicas start after the previous event's did, and the deliveries
+    /// are queued after the previous event's.
+    async fn replicate_and_route<S>(
         &self,
         block: &Block,
         event: &Event,
-        stored: impl std::future::Future<Output = Result<Vec<Cid>, StoreError>>,
+        store: impl FnOnce() -> S,
         turn: &mut Turn,
-    ) -> PublishResponse {
+    ) -> PublishResponse
+    where
+        S: std::future::Future<Output = Result<Vec<Cid>, StoreError>>,
+    {
         let root = topic::root_segment(&event.topic);
         let me = self.net.local_peer();
         let set = self.net.rendezvous_set(root);
@@ -586,6 +612,7 @@ impl Router {
         // Answered as soon as a majority holds it: the slowest replica still gets it, but the
         // publisher does not wait for it.
         turn.wait_sent().await;
+        let stored = store();
         let mut replicas: futures::stream::FuturesUnordered<_> = set
             .iter()
             .filter(|p| **p != me)

@@ -322,18 +322,22 @@ impl Store {
     }
 
     /// A publish taken as the topic's primary: stored (holes recorded: the set keeps whole
-    /// streams) in the next group commit; the topic's heads right after.
-    pub async fn insert_publish(&self, block: Block, event: Event) -> Result<Vec<Cid>, StoreError> {
+    /// streams) in the next group commit; the topic's heads right after. Queued when called,
+    /// not when first polled: a caller's order of calls is the order applied.
+    pub fn insert_publish(
+        &self,
+        block: Block,
+        event: Event,
+    ) -> impl std::future::Future<Output = Result<Vec<Cid>, StoreError>> + Send + 'static {
         let bytes = block.data.len();
-        self.writer
-            .run(bytes, move |_, t| {
-                t.set_note_holes(true);
-                t.apply_event(&block, &event)?;
-                let mut heads = t.heads_of(&event.topic)?;
-                heads.sort();
-                Ok(heads)
-            })
-            .await
+        let queued = self.writer.queue(bytes, move |_, t| {
+            t.set_note_holes(true);
+            t.apply_event(&block, &event)?;
+            let mut heads = t.heads_of(&event.topic)?;
+            heads.sort();
+            Ok(heads)
+        });
+        async move { writer::answered(queued?).await }
     }
 
     /// [`Store::insert_keeping`] in the next group commit: the hot paths' way in (replicas,

@@ -763,3 +763,49 @@ pub fn chain(api: &Api, topic: &str) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// Starts `brokers` brokers and `peers` peer-role nodes joined through the first broker, and
+/// waits until every node knows every broker.
+pub fn network(dir: &Path, brokers: usize, peers: usize, k: usize) -> Result<Vec<NodeProcess>> {
+    let k = k.to_string();
+    let first = NodeProcess::start(&dir.join("b0"), &["--replication", &k])?;
+    let boot = first.p2p_addr()?;
+    let mut nodes = vec![first];
+    for i in 1..brokers {
+        nodes.push(NodeProcess::start(
+            &dir.join(format!("b{i}")),
+            &["--replication", &k, "--bootstrap", &boot],
+        )?);
+    }
+    for i in 0..peers {
+        nodes.push(NodeProcess::start(
+            &dir.join(format!("p{i}")),
+            &["--replication", &k, "--bootstrap", &boot, "--role", "peer"],
+        )?);
+    }
+    for n in &nodes {
+        poll(Duration::from_secs(60), || {
+            (n.status().ok()?["brokers"].as_u64()? == brokers as u64).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{} never learned all {brokers} brokers: {:?}",
+                n.api,
+                n.status().ok()
+            )
+        })?;
+    }
+    Ok(nodes)
+}
+
+/// Waits until the nodes hold `want` subscription leases in all.
+pub fn wait_leases(nodes: &[NodeProcess], want: usize) -> Result<()> {
+    poll(Duration::from_secs(30), || {
+        let total: u64 = nodes
+            .iter()
+            .filter_map(|n| n.status().ok()?["leases"].as_u64())
+            .sum();
+        (total == want as u64).then_some(())
+    })
+    .with_context(|| format!("leases never all placed ({want} wanted)"))
+}

@@ -13,46 +13,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use tidings_tests::oracle::Filter;
 use tidings_tests::workloads::network::{FILTERS, ROOTS, body};
-use tidings_tests::{NodeProcess, poll, sse_subscribe};
-
-/// Starts `brokers` brokers and `peers` peer-role nodes joined through the first broker, and
-/// waits until every node knows every broker.
-fn network(
-    dir: &std::path::Path,
-    brokers: usize,
-    peers: usize,
-    k: usize,
-) -> Result<Vec<NodeProcess>> {
-    let k = k.to_string();
-    let first = NodeProcess::start(&dir.join("b0"), &["--replication", &k])?;
-    let boot = first.p2p_addr()?;
-    let mut nodes = vec![first];
-    for i in 1..brokers {
-        nodes.push(NodeProcess::start(
-            &dir.join(format!("b{i}")),
-            &["--replication", &k, "--bootstrap", &boot],
-        )?);
-    }
-    for i in 0..peers {
-        nodes.push(NodeProcess::start(
-            &dir.join(format!("p{i}")),
-            &["--replication", &k, "--bootstrap", &boot, "--role", "peer"],
-        )?);
-    }
-    for n in &nodes {
-        poll(Duration::from_secs(60), || {
-            (n.status().ok()?["brokers"].as_u64()? == brokers as u64).then_some(())
-        })
-        .with_context(|| {
-            format!(
-                "{} never learned all {brokers} brokers: {:?}",
-                n.api,
-                n.status().ok()
-            )
-        })?;
-    }
-    Ok(nodes)
-}
+use tidings_tests::{NodeProcess, network, poll, sse_subscribe, wait_leases};
 
 fn run(brokers: usize, peers: usize, k: usize, seed: u64, events: usize) -> Result<()> {
     let _heavy = tidings_tests::one_heavy_test_at_a_time();
@@ -76,15 +37,7 @@ fn run(brokers: usize, peers: usize, k: usize, seed: u64, events: usize) -> Resu
         }
     }
     // Each subscription is leased on every member of its root's set.
-    let want_leases = subs.len() * k.min(brokers);
-    poll(Duration::from_secs(30), || {
-        let total: u64 = nodes
-            .iter()
-            .filter_map(|n| n.status().ok()?["leases"].as_u64())
-            .sum();
-        (total == want_leases as u64).then_some(())
-    })
-    .context("leases never all placed")?;
+    wait_leases(&nodes, subs.len() * k.min(brokers))?;
 
     // Publish from every node, round robin; remember what the oracle expects.
     let mut rng = StdRng::seed_from_u64(seed);

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use tidings_node::client::Client;
-use tidings_tests::{NodeProcess, chain, collect_until, poll, sse_subscribe};
+use tidings_tests::{NodeProcess, chain, collect_until, network, sse_subscribe, wait_leases};
 
 const TOPIC: &str = "/burst/t";
 
@@ -40,25 +40,8 @@ async fn burst(api: &str, topic: &str, n: u64, tag: String) -> Result<Vec<Result
 fn one_topic_in_flight_from_every_node_reaches_every_subscriber_once_and_in_order() -> Result<()> {
     let _heavy = tidings_tests::one_heavy_test_at_a_time();
     let dir = tempfile::tempdir()?;
-    let first = NodeProcess::start(&dir.path().join("b0"), &["--replication", "3"])?;
-    let boot = first.p2p_addr()?;
-    let mut nodes = vec![first];
-    for i in 1..3 {
-        nodes.push(NodeProcess::start(
-            &dir.path().join(format!("b{i}")),
-            &["--replication", "3", "--bootstrap", &boot],
-        )?);
-    }
-    nodes.push(NodeProcess::start(
-        &dir.path().join("p0"),
-        &["--replication", "3", "--bootstrap", &boot, "--role", "peer"],
-    )?);
-    for n in &nodes {
-        poll(Duration::from_secs(60), || {
-            (n.status().ok()?["brokers"].as_u64()? == 3).then_some(())
-        })
-        .with_context(|| format!("{} never learned the 3 brokers", n.api))?;
-    }
+    // Three brokers (K = 3) and a peer.
+    let nodes = network(dir.path(), 3, 1, 3)?;
     // A subscriber on every node: the peer, and each broker (one of them is the primary).
     let mut subs = Vec::new();
     for n in &nodes {
@@ -68,14 +51,7 @@ fn one_topic_in_flight_from_every_node_reaches_every_subscriber_once_and_in_orde
         )?;
         subs.push((n.api.clone(), sse_subscribe(&url)?));
     }
-    poll(Duration::from_secs(30), || {
-        let total: u64 = nodes
-            .iter()
-            .filter_map(|n| n.status().ok()?["leases"].as_u64())
-            .sum();
-        (total == (subs.len() * 3) as u64).then_some(())
-    })
-    .context("leases never all placed")?;
+    wait_leases(&nodes, subs.len() * 3)?;
 
     // Every node publishes 300 events on the one topic at once, each with all 300 in flight.
     const PER_NODE: u64 = 300;

@@ -213,6 +213,11 @@ pub struct Network {
 /// request fails as if the peer were unreachable.
 pub const PUBLISHES_IN_FLIGHT: usize = 128;
 
+/// A request's answer from the swarm task (which drops the sender only when stopping).
+async fn answer<T>(rx: oneshot::Receiver<Result<T, NetError>>) -> Result<T, NetError> {
+    rx.await.map_err(|_| NetError::Stopped)?
+}
+
 impl Network {
     /// Opens a `/tidings/fetch/1` stream to `peer` (dialling it if needed).
     pub async fn open_fetch(&self, peer: PeerId) -> Result<libp2p::Stream, NetError> {
@@ -302,12 +307,21 @@ impl Network {
         peer: PeerId,
         make: impl FnOnce(oneshot::Sender<Result<T, NetError>>) -> Outbound,
     ) -> Result<T, NetError> {
+        answer(self.send(peer, make).await?).await
+    }
+
+    /// Hands a request to the swarm task (in call order); the receiver gets its answer.
+    async fn send<T>(
+        &self,
+        peer: PeerId,
+        make: impl FnOnce(oneshot::Sender<Result<T, NetError>>) -> Outbound,
+    ) -> Result<oneshot::Receiver<Result<T, NetError>>, NetError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Command::Request(peer, make(tx)))
             .await
             .map_err(|_| NetError::Stopped)?;
-        rx.await.map_err(|_| NetError::Stopped)?
+        Ok(rx)
     }
 
     /// Hands a publish to the swarm (requests go out in the order they were handed) and
@@ -329,15 +343,11 @@ impl Network {
         };
         // Fair: publishes get their slots in the order they asked.
         let slot = slots.acquire_owned().await.map_err(|_| NetError::Stopped)?;
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Request(peer, Outbound::Publish(req, tx)))
-            .await
-            .map_err(|_| NetError::Stopped)?;
+        let rx = self.send(peer, |tx| Outbound::Publish(req, tx)).await?;
         Ok(async move {
-            let answer = rx.await.map_err(|_| NetError::Stopped)?;
+            let answered = answer(rx).await;
             drop(slot);
-            answer
+            answered
         })
     }
 

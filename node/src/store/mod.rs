@@ -205,28 +205,10 @@ impl Store {
         // One read transaction: the last event and the heads as of the same commit (read
         // apart, a commit in between would make the new last event a head "of another").
         let txn = self.db.begin_read().map_err(db)?;
-        let last = match txn
-            .open_table(SEQS)
-            .map_err(db)?
-            .get((author, topic_name))
-            .map_err(db)?
-        {
-            Some(g) => {
-                let (seq, cid) = g.value();
-                Some((seq, parse_cid(cid)?))
-            }
-            None => None,
-        };
-        let mut heads = Vec::new();
-        for v in txn
-            .open_multimap_table(HEADS)
-            .map_err(db)?
-            .get(topic_name)
-            .map_err(db)?
-        {
-            heads.push(parse_cid(v.map_err(db)?.value())?);
-        }
-        Ok(links(last, heads))
+        Ok(links(
+            last_in(&txn, author, topic_name)?,
+            heads_in(&txn, topic_name)?,
+        ))
     }
 
     /// Stores this node's own new event, signed with the links [`Store::next_links`] gave, in
@@ -268,10 +250,7 @@ impl Store {
                     last.map(|(s, _)| s)
                 )));
             }
-            t.apply_event(&block, &event)?;
-            let mut heads = t.heads_of(&event.topic)?;
-            heads.sort();
-            Ok(heads)
+            apply_with_heads(t, &block, &event)
         })?;
         Ok(writer::answered(answer))
     }
@@ -332,10 +311,7 @@ impl Store {
         let bytes = block.data.len();
         let queued = self.writer.queue(bytes, move |_, t| {
             t.set_note_holes(true);
-            t.apply_event(&block, &event)?;
-            let mut heads = t.heads_of(&event.topic)?;
-            heads.sort();
-            Ok(heads)
+            apply_with_heads(t, &block, &event)
         });
         async move { writer::answered(queued?).await }
     }
@@ -377,11 +353,7 @@ impl Store {
     /// Current heads of `topic` (events no stored event links to), sorted.
     pub fn heads(&self, topic_name: &str) -> Result<Vec<Cid>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let heads = txn.open_multimap_table(HEADS).map_err(db)?;
-        let mut out = Vec::new();
-        for v in heads.get(topic_name).map_err(db)? {
-            out.push(parse_cid(v.map_err(db)?.value())?);
-        }
+        let mut out = heads_in(&txn, topic_name)?;
         out.sort();
         Ok(out)
     }
@@ -392,15 +364,7 @@ impl Store {
         author: &[u8],
         topic_name: &str,
     ) -> Result<Option<(u64, Cid)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let seqs = txn.open_table(SEQS).map_err(db)?;
-        match seqs.get((author, topic_name)).map_err(db)? {
-            Some(g) => {
-                let (seq, cid) = g.value();
-                Ok(Some((seq, parse_cid(cid)?)))
-            }
-            None => Ok(None),
-        }
+        last_in(&self.db.begin_read().map_err(db)?, author, topic_name)
     }
 
     /// Block count and total bytes.
@@ -558,6 +522,45 @@ const MAX_MERGED_HEADS: usize = 16;
 /// The `seq` and `prev` of an author's next event on a topic, given its last one there and
 /// the topic's heads: its previous event first, then other writers' heads (sorted, at most
 /// [`MAX_MERGED_HEADS`]), so the stream DAG stays connected.
+/// The last `seq` stored for (`author`, `topic`) and its CID, as `txn` sees them.
+fn last_in(
+    txn: &redb::ReadTransaction,
+    author: &[u8],
+    topic_name: &str,
+) -> Result<Option<(u64, Cid)>, StoreError> {
+    let seqs = txn.open_table(SEQS).map_err(db)?;
+    match seqs.get((author, topic_name)).map_err(db)? {
+        Some(g) => {
+            let (seq, cid) = g.value();
+            Ok(Some((seq, parse_cid(cid)?)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A topic's heads as `txn` sees them, unsorted.
+fn heads_in(txn: &redb::ReadTransaction, topic_name: &str) -> Result<Vec<Cid>, StoreError> {
+    let heads = txn.open_multimap_table(HEADS).map_err(db)?;
+    let mut out = Vec::new();
+    for v in heads.get(topic_name).map_err(db)? {
+        out.push(parse_cid(v.map_err(db)?.value())?);
+    }
+    Ok(out)
+}
+
+/// Applies a publish (this node's own or taken as primary) and gives the topic's heads right
+/// after it, sorted.
+fn apply_with_heads(
+    t: &mut Tables<'_>,
+    block: &Block,
+    event: &Event,
+) -> Result<Vec<Cid>, StoreError> {
+    t.apply_event(block, event)?;
+    let mut heads = t.heads_of(&event.topic)?;
+    heads.sort();
+    Ok(heads)
+}
+
 fn links(last: Option<(u64, Cid)>, heads: Vec<Cid>) -> (u64, Vec<Cid>) {
     let mut prev: Vec<Cid> = Vec::new();
     if let Some((_, cid)) = &last {

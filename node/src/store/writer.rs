@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, WriteTransaction};
 use tokio::sync::oneshot;
@@ -111,35 +111,101 @@ pub(super) struct Writer {
 /// ms, which at high rates reaches the p99.
 const LOG_MAX_RATE: f64 = 2_000.0;
 
+/// A window whose durable commits held this many operations each on average means the writer
+/// no longer keeps up: operations pile up while it waits for the fsync of every page a batch
+/// touched. It then goes back to the log, whose commit is one small sequential fsync with
+/// the store's pages written back in the background ([`start_flusher`]): that takes about a
+/// quarter more a second, and the queue's own wait already outweighs a checkpoint's stall. (One
+/// node, 256 publishes in flight: durable commits average 47–82 operations; 5,000/s offered:
+/// 3–5; on the log, 24–78 and 2–3.)
+const SATURATED_BATCH: f64 = 32.0;
+
+/// A window on the log whose batches average fewer operations than this means the queue has
+/// drained: back to durable commits, so that a checkpoint's stall stays out of the tail. Far
+/// below [`SATURATED_BATCH`], because the log's cheaper commit itself makes batches smaller.
+const DRAINED_BATCH: f64 = 8.0;
+
 /// How long the writer's rate is measured over: short, so a burst's end (or start) changes
 /// the way it commits within a fraction of a second.
 const LOAD_WINDOW: Duration = Duration::from_millis(250);
 
-/// The writer's recent rate, measured over windows of [`LOAD_WINDOW`].
+/// How the writer makes a batch durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Through the write-ahead log: a quiet writer, or one that is saturated.
+    Log,
+    /// A durable redb commit per batch: a busy writer that keeps up.
+    Durable,
+}
+
+/// The writer's recent load, measured over windows of [`LOAD_WINDOW`], and the way of
+/// committing it calls for.
 struct Load {
-    since: std::time::Instant,
+    since: Instant,
     ops: u64,
-    /// Whether the last window was above [`LOG_MAX_RATE`].
-    busy: bool,
+    batches: u64,
+    /// Whether the writer is saturated (entered at [`SATURATED_BATCH`], left at
+    /// [`DRAINED_BATCH`]).
+    saturated: bool,
+    mode: Mode,
 }
 
 impl Load {
-    fn new() -> Load {
+    fn new(now: Instant) -> Load {
         Load {
-            since: std::time::Instant::now(),
+            since: now,
             ops: 0,
-            busy: false,
+            batches: 0,
+            saturated: false,
+            mode: Mode::Log,
         }
     }
 
-    fn note(&mut self, ops: usize) {
+    /// Counts a batch of `ops` operations taken at `now`; at a window's end, decides how the
+    /// next batches commit.
+    fn note(&mut self, ops: usize, now: Instant) {
         self.ops += ops as u64;
-        let took = self.since.elapsed();
-        if took >= LOAD_WINDOW {
-            self.busy = self.ops as f64 / took.as_secs_f64() > LOG_MAX_RATE;
-            self.ops = 0;
-            self.since = std::time::Instant::now();
+        self.batches += 1;
+        let took = now.saturating_duration_since(self.since);
+        if took < LOAD_WINDOW {
+            return;
         }
+        let rate = self.ops as f64 / took.as_secs_f64();
+        let batch = self.ops as f64 / self.batches as f64;
+        // Hysteresis: once saturated, it takes a drained queue to leave.
+        let threshold = if self.saturated {
+            DRAINED_BATCH
+        } else {
+            SATURATED_BATCH
+        };
+        let saturated = rate > LOG_MAX_RATE && batch >= threshold;
+        if saturated != self.saturated {
+            tracing::debug!(
+                rate = rate as u64,
+                batch,
+                saturated,
+                "store: the writer commits through the {}",
+                if saturated || rate <= LOG_MAX_RATE {
+                    "write-ahead log"
+                } else {
+                    "store"
+                }
+            );
+        }
+        self.saturated = saturated;
+        self.mode = if rate > LOG_MAX_RATE && !saturated {
+            Mode::Durable
+        } else {
+            Mode::Log
+        };
+        self.ops = 0;
+        self.batches = 0;
+        self.since = now;
+    }
+
+    /// Whether the next batch is a durable redb commit (else it goes through the log).
+    fn durable(&self) -> bool {
+        self.mode == Mode::Durable
     }
 }
 
@@ -319,7 +385,7 @@ fn stopped() -> StoreError {
 /// The writer thread: takes what is queued, commits it as one transaction, answers everyone.
 /// When the queue closes it makes a last durable commit, so a clean restart replays nothing.
 fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
-    let mut load = Load::new();
+    let mut load = Load::new(Instant::now());
     while let Ok(first) = rx.recv() {
         let mut bytes = first.bytes();
         let mut batch = vec![first];
@@ -332,8 +398,8 @@ fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, co
                 Err(_) => break,
             }
         }
-        load.note(batch.len());
-        let outcome = commit(database, wal, load.busy, &mut batch, counts);
+        load.note(batch.len(), Instant::now());
+        let outcome = commit(database, wal, load.durable(), &mut batch, counts);
         counts.commits.fetch_add(1, Ordering::Relaxed);
         counts
             .operations
@@ -355,17 +421,17 @@ fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, co
 
 /// Applies `batch` in one transaction. Its changes go to the write-ahead log (one fsync of
 /// one sequential write) before the transaction commits without redb's own fsync; when the
-/// writer is `busy` or a checkpoint is due the commit is a durable one instead, and the log is
-/// emptied after it.
+/// writer's load calls for `durable` commits ([`Load`]) or a checkpoint is due the commit is a
+/// durable one instead, and the log is emptied after it.
 /// Either way nothing is visible to readers, or answered, before it is on disk.
 fn commit(
     database: &Database,
     wal: &mut Wal,
-    busy: bool,
+    durable: bool,
     batch: &mut [Box<dyn Job>],
     counts: &Counts,
 ) -> Result<(), StoreError> {
-    let durable = busy || wal.checkpoint_due();
+    let durable = durable || wal.checkpoint_due();
     let mut txn = database.begin_write().map_err(db)?;
     if !durable {
         txn.set_durability(Durability::None)
@@ -411,5 +477,74 @@ fn emptied(wal: &mut Wal, counts: &Counts) {
     counts.logging.store(false, Ordering::Relaxed);
     if let Err(e) = wal.reset() {
         tracing::warn!(error = %e, "store: cannot empty the write-ahead log after a checkpoint");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `load` one window of `batches` batches of `per_batch` operations each, spread
+    /// over exactly [`LOAD_WINDOW`] from `start`; returns the window's end.
+    fn window(load: &mut Load, start: Instant, ops_per_s: f64, per_batch: usize) -> Instant {
+        let batches = ((ops_per_s * LOAD_WINDOW.as_secs_f64()) / per_batch as f64).max(1.0) as u32;
+        let step = LOAD_WINDOW / batches;
+        for k in 1..batches {
+            load.note(per_batch, start + step * k);
+        }
+        // The last one closes the window (the steps' rounding would leave it a hair short).
+        load.note(per_batch, start + LOAD_WINDOW);
+        start + LOAD_WINDOW
+    }
+
+    #[test]
+    fn quiet_writer_logs_busy_one_commits_durably_saturated_one_logs_again() {
+        let t0 = Instant::now();
+        let mut load = Load::new(t0);
+        assert!(!load.durable(), "a new writer commits through the log");
+        // 500/s in batches of 1: quiet, the log's small fsync answers soonest.
+        let t = window(&mut load, t0, 500.0, 1);
+        assert!(!load.durable());
+        // 5,000/s in batches of 4 (what 5,000/s offered to one node gives): keeps up, durable.
+        let t = window(&mut load, t, 5_000.0, 4);
+        assert!(load.durable());
+        // 12,000/s in batches of 60 (256 publishes in flight): saturated, back to the log.
+        let t = window(&mut load, t, 12_000.0, 60);
+        assert!(
+            !load.durable(),
+            "a saturated writer commits through the log"
+        );
+        // On the log the batches shrink (24 here) but the queue is still full: stay.
+        let t = window(&mut load, t, 18_000.0, 24);
+        assert!(
+            !load.durable(),
+            "smaller batches on the log alone do not leave saturation"
+        );
+        // The load falls to 5,000/s: batches of 2 on the log, the queue drained.
+        let t = window(&mut load, t, 5_000.0, 2);
+        assert!(
+            load.durable(),
+            "a drained queue goes back to durable commits"
+        );
+        // And a quiet writer logs again.
+        window(&mut load, t, 500.0, 1);
+        assert!(!load.durable());
+    }
+
+    #[test]
+    fn a_busy_writer_below_the_saturation_batch_stays_durable() {
+        let t0 = Instant::now();
+        let mut load = Load::new(t0);
+        let mut t = t0;
+        for _ in 0..8 {
+            t = window(&mut load, t, 8_000.0, (SATURATED_BATCH as usize) - 1);
+            assert!(load.durable());
+        }
+        t = window(&mut load, t, 8_000.0, SATURATED_BATCH as usize);
+        assert!(!load.durable());
+        // A quiet window leaves saturation whatever its batches.
+        window(&mut load, t, 1_000.0, 10);
+        assert!(!load.durable());
+        assert!(!load.saturated);
     }
 }

@@ -1,8 +1,8 @@
 //! The event: building, signing, canonical encoding and strict decoding (docs/protocols.md).
 
 use crate::block::{Block, check_depth, cid_of, decode_dag_cbor, encode_dag_cbor};
+use crate::signer::Signer;
 use crate::{Cid, DAG_CBOR, Error, Ipld, Keypair, PeerId, PublicKey, topic};
-use libp2p_identity::KeyType;
 use std::collections::BTreeMap;
 
 /// The event format version this crate writes and reads.
@@ -51,8 +51,23 @@ impl Event {
     }
 
     /// Like [`Event::sign`], also returning the encoded block (saves encoding twice).
+    ///
+    /// Prepares the key for this one event; an author signing many uses a [`Signer`] and
+    /// [`Event::sign_block_with`].
     pub fn sign_block(
         keypair: &Keypair,
+        topic: &str,
+        body: Ipld,
+        seq: u64,
+        time: u64,
+        prev: Vec<Cid>,
+    ) -> Result<(Event, Block), Error> {
+        Self::sign_block_with(&Signer::new(keypair)?, topic, body, seq, time, prev)
+    }
+
+    /// [`Event::sign_block`] with a key prepared once ([`Signer`]).
+    pub fn sign_block_with(
+        signer: &Signer,
         topic: &str,
         body: Ipld,
         seq: u64,
@@ -63,27 +78,19 @@ impl Event {
         if seq < 1 {
             return Err(Error::BadSeq);
         }
-        if keypair.key_type() != KeyType::Ed25519 {
-            return Err(Error::Signing(format!(
-                "tidings events are signed with ed25519 keys, not {:?}",
-                keypair.key_type()
-            )));
-        }
         check_depth(&body)?;
         let mut event = Event {
             v: VERSION,
             topic: topic.to_owned(),
             body,
-            author: keypair.public().encode_protobuf(),
+            author: signer.author().to_vec(),
             seq,
             time,
             prev,
             sig: Vec::new(),
         };
         let to_sign = event.signing_bytes()?;
-        event.sig = keypair
-            .sign(&to_sign)
-            .map_err(|e| Error::Signing(e.to_string()))?;
+        event.sig = signer.sign(&to_sign);
         // The block is the signed bytes with the `sig` entry put in: no second encoding (and
         // no second copy of the body) per published event.
         let block = Block::new_dag_cbor(with_sig_entry(&to_sign, &event)?)?;
@@ -194,7 +201,7 @@ impl Event {
     pub fn author_key(&self) -> Result<PublicKey, Error> {
         let key = PublicKey::try_decode_protobuf(&self.author)
             .map_err(|e| Error::BadAuthor(e.to_string()))?;
-        if key.key_type() != KeyType::Ed25519 {
+        if key.key_type() != libp2p_identity::KeyType::Ed25519 {
             return Err(Error::BadAuthor(format!(
                 "{:?} key, tidings authors are ed25519",
                 key.key_type()

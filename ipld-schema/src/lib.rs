@@ -8,6 +8,7 @@ pub mod car;
 pub mod error;
 pub mod event;
 pub mod json;
+pub mod signer;
 pub mod topic;
 pub mod verify;
 
@@ -17,6 +18,7 @@ pub use error::Error;
 pub use event::Event;
 pub use ipld_core::ipld::Ipld;
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
+pub use signer::Signer;
 pub use verify::{verify, verify_batch, verify_link};
 
 /// Largest block accepted or produced: 1 MiB (IPFS's bitswap limit).

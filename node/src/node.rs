@@ -60,6 +60,9 @@ pub enum NodeError {
     /// Identity file problem.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The identity key cannot sign events (not ed25519).
+    #[error("the node's identity key cannot sign events: {0}")]
+    Key(tidings_ipld_schema::Error),
     /// Store problem.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -179,9 +182,10 @@ impl Node {
         if !config.net.listen.is_empty() && !network.wait_listening(LISTEN_WAIT).await {
             tracing::warn!(waited = ?LISTEN_WAIT, "no listen address reported yet; /v1/status lists none until one is");
         }
+        let signer = tidings_ipld_schema::Signer::new(&keypair).map_err(NodeError::Key)?;
         let router = Arc::new(Router::new(
             store.clone(),
-            keypair,
+            signer,
             metrics.clone(),
             network.clone(),
             config.history,

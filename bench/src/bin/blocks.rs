@@ -9,7 +9,8 @@
 //!   (`verify_batch`, as a node verifies blocks that arrive together), on one core and split
 //!   over every core;
 //! - baselines over the very same block bytes: raw SHA-256 (the limit to approach for hashing),
-//!   and raw ed25519 sign / verify of the signing bytes (the floor set by the signature).
+//!   and raw ed25519 sign / verify of the signing bytes (the floor set by the signature): sign
+//!   with aws-lc-rs as the node signs (`Signer`), and with ed25519-dalek beside it.
 //!
 //! Every figure is the median of R repetitions. Saves them in `<DIR>/results/blocks-<date>.jsonl`
 //! (DIR: bench/ by default, whose READMEs' figures it then rewrites).
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tidings_bench::figures::{self, blocks::Record};
 use tidings_ipld_schema::json::json_to_ipld;
-use tidings_ipld_schema::{Block, Event, Keypair, verify, verify_batch};
+use tidings_ipld_schema::{Block, Event, Keypair, Signer, verify, verify_batch};
 
 /// SplitMix64: a tiny seeded generator, so the workload is identical run to run.
 struct SplitMix(u64);
@@ -134,6 +135,7 @@ fn main() -> Result<()> {
     let n = args.events;
     let keypair = Keypair::ed25519_from_bytes([42u8; 32])?;
     let public = keypair.public();
+    let signer = Signer::new(&keypair)?;
     let mut rng = SplitMix(0x7469_6469_6e67_7321);
     let inputs: Vec<(String, Value)> = (0..n as u64).map(|i| stock_order(&mut rng, i)).collect();
     let body_bytes: usize = inputs
@@ -147,8 +149,8 @@ fn main() -> Result<()> {
         blocks.clear();
         for (i, (topic, body)) in inputs.iter().enumerate() {
             let ipld = json_to_ipld(body)?;
-            let (_, block) = Event::sign_block(
-                &keypair,
+            let (_, block) = Event::sign_block_with(
+                &signer,
                 topic,
                 ipld,
                 i as u64 + 1,
@@ -216,7 +218,13 @@ fn main() -> Result<()> {
     let ed_sign = median(args.reps, || {
         sigs.clear();
         for m in &signing {
-            sigs.push(keypair.sign(m)?);
+            sigs.push(signer.sign(m));
+        }
+        Ok(())
+    })?;
+    let dalek_sign = median(args.reps, || {
+        for m in &signing {
+            black_box(keypair.sign(m)?);
         }
         Ok(())
     })?;
@@ -242,6 +250,7 @@ fn main() -> Result<()> {
         baseline_sha256_blocks_per_s: per_sec(n, sha),
         baseline_sha256_mb_per_s: mb(block_bytes, sha),
         baseline_ed25519_sign_per_s: per_sec(n, ed_sign),
+        baseline_ed25519_dalek_sign_per_s: per_sec(n, dalek_sign),
         baseline_ed25519_verify_per_s: per_sec(n, ed_verify),
     };
     if args.json {

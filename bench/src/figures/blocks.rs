@@ -22,7 +22,12 @@ pub struct Record {
     pub cores: usize,
     pub baseline_sha256_blocks_per_s: f64,
     pub baseline_sha256_mb_per_s: f64,
+    /// ed25519 signing as the node signs (aws-lc-rs, `tidings_ipld_schema::Signer`).
     pub baseline_ed25519_sign_per_s: f64,
+    /// The same signatures with ed25519-dalek (libp2p's key), which signed before; 0 in files
+    /// older than the switch.
+    #[serde(default)]
+    pub baseline_ed25519_dalek_sign_per_s: f64,
     pub baseline_ed25519_verify_per_s: f64,
 }
 
@@ -36,8 +41,10 @@ pub fn text(r: &Record) -> String {
     );
     let _ = writeln!(
         s,
-        "  build+encode+hash+sign  {:>12.0} events/s   (baseline: ed25519 sign alone {:>10.0}/s)",
-        r.build_encode_hash_sign_events_per_s, r.baseline_ed25519_sign_per_s
+        "  build+encode+hash+sign  {:>12.0} events/s   (baseline: ed25519 sign alone {:>10.0}/s; ed25519-dalek's {:.0}/s)",
+        r.build_encode_hash_sign_events_per_s,
+        r.baseline_ed25519_sign_per_s,
+        r.baseline_ed25519_dalek_sign_per_s
     );
     let _ = writeln!(
         s,

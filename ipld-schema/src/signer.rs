@@ -7,7 +7,6 @@
 //! ed25519-dalek ([`crate::verify`]), whose single and batch verification are the faster ones.
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
-use libp2p_identity::KeyType;
 
 use crate::event::SIGNATURE_LEN;
 use crate::{Error, Keypair};
@@ -31,16 +30,12 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Prepares `keypair`, which must be ed25519 ([`Error::Signing`] otherwise).
     pub fn new(keypair: &Keypair) -> Result<Signer, Error> {
-        if keypair.key_type() != KeyType::Ed25519 {
-            return Err(Error::Signing(format!(
+        let ed = keypair.clone().try_into_ed25519().map_err(|_| {
+            Error::Signing(format!(
                 "tidings events are signed with ed25519 keys, not {:?}",
                 keypair.key_type()
-            )));
-        }
-        let ed = keypair
-            .clone()
-            .try_into_ed25519()
-            .map_err(|e| Error::Signing(e.to_string()))?;
+            ))
+        })?;
         let secret = ed.secret();
         let key =
             Ed25519KeyPair::from_seed_and_public_key(secret.as_ref(), &ed.public().to_bytes())

@@ -122,7 +122,6 @@ pub struct Router {
     store: Arc<Store>,
     /// This node's key, prepared once for the events it signs.
     signer: Signer,
-    author: Vec<u8>,
     metrics: Arc<Metrics>,
     net: Network,
     local: Arc<LocalSubs>,
@@ -261,13 +260,11 @@ impl Router {
         net: Network,
         history: history::HistoryConfig,
     ) -> Router {
-        let author = signer.author().to_vec();
         let (local_in, local_out) = mpsc::channel(ROUTE_QUEUE);
         let (route_in, route_out) = mpsc::channel(ROUTE_QUEUE);
         Router {
             store,
             signer,
-            author,
             outbox: Outbox::new(net.clone(), metrics.clone()),
             metrics,
             replicas: Replicas::new(net.clone()),
@@ -525,7 +522,7 @@ impl Router {
             self.store.settle().await?;
             lane.last = None;
         }
-        let (stored_seq, mut prev) = self.store.next_links(&self.author, topic_name)?;
+        let (stored_seq, mut prev) = self.store.next_links(self.signer.author(), topic_name)?;
         let seq = match lane.last {
             // The last one signed here is still on its way to the store: link to it instead
             // of to the stored one before it (`prev[0]`, when there is one).
@@ -1192,7 +1189,11 @@ impl Router {
         loop {
             tick.tick().await;
             self.touch_open_durables().await;
-            let (store, config, author) = (self.store.clone(), self.history, self.author.clone());
+            let (store, config, author) = (
+                self.store.clone(),
+                self.history,
+                self.signer.author().to_vec(),
+            );
             if let Err(e) =
                 blocking(move || Ok(history::maintain(&store, &config, &author, now_ms())?)).await
             {

@@ -519,9 +519,6 @@ impl Store {
 /// At most this many other writers' heads are merged into one new event's `prev`.
 const MAX_MERGED_HEADS: usize = 16;
 
-/// The `seq` and `prev` of an author's next event on a topic, given its last one there and
-/// the topic's heads: its previous event first, then other writers' heads (sorted, at most
-/// [`MAX_MERGED_HEADS`]), so the stream DAG stays connected.
 /// The last `seq` stored for (`author`, `topic`) and its CID, as `txn` sees them.
 fn last_in(
     txn: &redb::ReadTransaction,
@@ -561,6 +558,9 @@ fn apply_with_heads(
     Ok(heads)
 }
 
+/// The `seq` and `prev` of an author's next event on a topic, given its last one there and
+/// the topic's heads: its previous event first, then other writers' heads (sorted, at most
+/// [`MAX_MERGED_HEADS`]), so the stream DAG stays connected.
 fn links(last: Option<(u64, Cid)>, heads: Vec<Cid>) -> (u64, Vec<Cid>) {
     let mut prev: Vec<Cid> = Vec::new();
     if let Some((_, cid)) = &last {

@@ -129,25 +129,17 @@ const DRAINED_BATCH: f64 = 8.0;
 /// the way it commits within a fraction of a second.
 const LOAD_WINDOW: Duration = Duration::from_millis(250);
 
-/// How the writer makes a batch durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Through the write-ahead log: a quiet writer, or one that is saturated.
-    Log,
-    /// A durable redb commit per batch: a busy writer that keeps up.
-    Durable,
-}
-
 /// The writer's recent load, measured over windows of [`LOAD_WINDOW`], and the way of
 /// committing it calls for.
 struct Load {
     since: Instant,
     ops: u64,
     batches: u64,
+    /// Whether the last window was above [`LOG_MAX_RATE`].
+    busy: bool,
     /// Whether the writer is saturated (entered at [`SATURATED_BATCH`], left at
-    /// [`DRAINED_BATCH`]).
+    /// [`DRAINED_BATCH`]); only a busy writer is.
     saturated: bool,
-    mode: Mode,
 }
 
 impl Load {
@@ -156,8 +148,8 @@ impl Load {
             since: now,
             ops: 0,
             batches: 0,
+            busy: false,
             saturated: false,
-            mode: Mode::Log,
         }
     }
 
@@ -179,25 +171,22 @@ impl Load {
             SATURATED_BATCH
         };
         let saturated = rate > LOG_MAX_RATE && batch >= threshold;
-        if saturated != self.saturated {
+        let changed = saturated != self.saturated;
+        self.busy = rate > LOG_MAX_RATE;
+        self.saturated = saturated;
+        if changed {
             tracing::debug!(
                 rate = rate as u64,
                 batch,
                 saturated,
                 "store: the writer commits through the {}",
-                if saturated || rate <= LOG_MAX_RATE {
-                    "write-ahead log"
-                } else {
+                if self.durable() {
                     "store"
+                } else {
+                    "write-ahead log"
                 }
             );
         }
-        self.saturated = saturated;
-        self.mode = if rate > LOG_MAX_RATE && !saturated {
-            Mode::Durable
-        } else {
-            Mode::Log
-        };
         self.ops = 0;
         self.batches = 0;
         self.since = now;
@@ -205,7 +194,7 @@ impl Load {
 
     /// Whether the next batch is a durable redb commit (else it goes through the log).
     fn durable(&self) -> bool {
-        self.mode == Mode::Durable
+        self.busy && !self.saturated
     }
 }
 

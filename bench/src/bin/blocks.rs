@@ -10,7 +10,9 @@
 //!   over every core;
 //! - baselines over the very same block bytes: raw SHA-256 (the limit to approach for hashing),
 //!   and raw ed25519 sign / verify of the signing bytes (the floor set by the signature): sign
-//!   with aws-lc-rs as the node signs (`Signer`), and with ed25519-dalek beside it.
+//!   with aws-lc-rs as the node signs (`Signer`), and with ed25519-dalek beside it; and
+//!   ed25519-dalek's `verify_batch` over the same signatures and batches (no decoding), which
+//!   `verify_batch`'s merged-key batch equation replaced.
 //!
 //! Every figure is the median of R repetitions. Saves them in `<DIR>/results/blocks-<date>.jsonl`
 //! (DIR: bench/ by default, whose READMEs' figures it then rewrites).
@@ -234,6 +236,27 @@ fn main() -> Result<()> {
         }
         Ok(())
     })?;
+    // Baseline: ed25519-dalek's own batch verification of the same signatures, in the same
+    // batches, without decoding (what `verify_batch` used before it merged each key's terms).
+    let dalek_key = ed25519_dalek::VerifyingKey::from_bytes(
+        &public
+            .clone()
+            .try_into_ed25519()
+            .context("the bench key is ed25519")?
+            .to_bytes(),
+    )?;
+    let dalek_sigs: Vec<ed25519_dalek::Signature> = sigs
+        .iter()
+        .map(|s| ed25519_dalek::Signature::from_slice(s))
+        .collect::<Result<_, _>>()?;
+    let dalek_batch = median(args.reps, || {
+        for (ms, ss) in signing.chunks(BATCH).zip(dalek_sigs.chunks(BATCH)) {
+            let msgs: Vec<&[u8]> = ms.iter().map(|m| m.as_slice()).collect();
+            let keys = vec![dalek_key; ms.len()];
+            ed25519_dalek::verify_batch(&msgs, ss, &keys).context("baseline batch failed")?;
+        }
+        Ok(())
+    })?;
 
     let mb = |bytes: usize, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
     let r = Record {
@@ -252,6 +275,7 @@ fn main() -> Result<()> {
         baseline_ed25519_sign_per_s: per_sec(n, ed_sign),
         baseline_ed25519_dalek_sign_per_s: per_sec(n, dalek_sign),
         baseline_ed25519_verify_per_s: per_sec(n, ed_verify),
+        baseline_ed25519_dalek_batch_verify_per_s: per_sec(n, dalek_batch),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

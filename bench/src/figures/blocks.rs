@@ -29,6 +29,10 @@ pub struct Record {
     #[serde(default)]
     pub baseline_ed25519_dalek_sign_per_s: f64,
     pub baseline_ed25519_verify_per_s: f64,
+    /// ed25519-dalek's batch verification of the same signatures in the same batches, signatures
+    /// only (no decoding); 0 in files older than the merged-key batch.
+    #[serde(default)]
+    pub baseline_ed25519_dalek_batch_verify_per_s: f64,
 }
 
 /// What the bench prints for `r` (and bench/README.md shows).
@@ -59,6 +63,14 @@ pub fn text(r: &Record) -> String {
         r.cores,
         r.decode_batch_verify_all_cores_events_per_s
     );
+    if r.baseline_ed25519_dalek_batch_verify_per_s > 0.0 {
+        let _ = writeln!(
+            s,
+            "  baseline dalek batch    {:>12.0} sigs/s     (ed25519-dalek's verify_batch, signatures alone; decode+batch verify is {:.2}x it)",
+            r.baseline_ed25519_dalek_batch_verify_per_s,
+            r.decode_batch_verify_events_per_s / r.baseline_ed25519_dalek_batch_verify_per_s
+        );
+    }
     let _ = writeln!(
         s,
         "  baseline raw SHA-256    {:>12.0} blocks/s   {:.1} MB/s over the same block bytes",

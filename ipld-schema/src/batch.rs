@@ -20,7 +20,7 @@ use sha2::{Digest, Sha512};
 const Z_LABEL: &[u8] = b"tidings ed25519 batch z v1";
 
 /// One signature to check: the signed message, the signature and its signer's key.
-pub(crate) struct Item<'a> {
+pub struct Item<'a> {
     /// The signed bytes.
     pub msg: &'a [u8],
     /// The signature over `msg`.
@@ -30,12 +30,12 @@ pub(crate) struct Item<'a> {
 }
 
 /// True when every signature of `items` is valid (true for none). False names no culprit: the
-/// caller checks each one on its own to find which.
+/// caller checks each one on its own to find which (as [`crate::verify_batch`] does).
 ///
 /// The `zᵢ` are derived from a hash of every `kᵢ` (which commits to `Rᵢ`, `Aᵢ` and `Mᵢ`) and
 /// every `sᵢ`, as ed25519-dalek derives them: a sender cannot choose signatures that cancel in
 /// the sum without knowing the `zᵢ`, and cannot know them before fixing every signature.
-pub(crate) fn verify_all(items: &[Item<'_>]) -> bool {
+pub fn verify_all(items: &[Item<'_>]) -> bool {
     let mut seed = Sha512::new();
     seed.update(Z_LABEL);
     seed.update((items.len() as u64).to_le_bytes());

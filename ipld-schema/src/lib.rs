@@ -3,7 +3,7 @@
 //!
 //! No I/O, no async. The schema is `schema/tidings.ipldsch`.
 
-mod batch;
+pub mod batch;
 pub mod block;
 pub mod car;
 pub mod error;

@@ -52,13 +52,25 @@ fn a_node_stops_cleanly_on_sigterm_and_on_sighup_and_keeps_what_it_stored() -> R
             "no clean stop logged on {name}:\n{}",
             node.log()
         );
-        let said = sse
-            .recv_timeout(Duration::from_secs(5))
-            .context("the SSE subscriber was not told why its stream ended")?;
-        ensure!(
-            said.contains("shutting down"),
-            "SSE subscriber told {said:?}"
-        );
+        // The event published just before the subscription may still reach it (deliveries
+        // are routed after the acknowledgement), as the WebSocket's may: the stream must end
+        // with the reason.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut heard = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let said = sse.recv_timeout(left).with_context(|| {
+                format!("the SSE subscriber was not told why its stream ended; it got {heard:?}")
+            })?;
+            if said.contains("shutting down") {
+                break;
+            }
+            ensure!(
+                said.contains(&format!("\"before\":\"{name}\"")),
+                "SSE subscriber told {said:?}"
+            );
+            heard.push(said);
+        }
         let close = loop {
             match ws
                 .read()

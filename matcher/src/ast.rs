@@ -184,14 +184,16 @@ impl Path {
 }
 
 /// Whether a dotted path's segments can be written as they are in the text form: each a word
-/// of name characters, and a single segment no keyword (the JSON form takes any key).
+/// of name characters, and the first no keyword (the JSON form takes any key). The first
+/// segment of a longer path counts too: `not.bb exists` reads as `not` applied to `.bb`.
 fn plain_field(segs: &[Box<str>]) -> bool {
     let word = |s: &str| !s.is_empty() && s.chars().all(crate::parse_text::is_name_char);
     segs.iter().all(|s| word(s))
-        && !(segs.len() == 1
-            && ["and", "or", "not", "where", "in", "exists", "prefix"]
+        && !segs.first().is_some_and(|first| {
+            ["and", "or", "not", "where", "in", "exists", "prefix"]
                 .iter()
-                .any(|kw| segs[0].eq_ignore_ascii_case(kw)))
+                .any(|kw| first.eq_ignore_ascii_case(kw))
+        })
 }
 
 impl fmt::Display for Path {

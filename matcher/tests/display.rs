@@ -119,3 +119,20 @@ fn json_keys_that_are_jsonpaths_must_have_a_text_form() {
         );
     }
 }
+
+#[test]
+fn a_path_starting_with_a_keyword_prints_as_a_json_path() {
+    // Found by the fuzzer: a JSON-form field `not` holding `bb` printed as `not.bb exists`,
+    // which reads back as `not` applied to `.bb`.
+    let src = r#"{"topic": "/a", "$and": [{"a": {"$ne": 1}}, {"not": {"bb": {"$exists": true}}}], "c": {"$nin": [1, 2]}}"#;
+    round_trip(src);
+    same_on(src, "/a", &json!({"a": 2, "not": {"bb": 1}, "c": 3}));
+    same_on(src, "/a", &json!({"a": 2, "not": {"cc": 1}, "c": 3}));
+    for kw in ["and", "or", "where", "in", "exists", "prefix", "NOT"] {
+        same_on(
+            &format!(r#"{{"topic": "/a", "{kw}": {{"x": 1}}}}"#),
+            "/a",
+            &json!({ kw: {"x": 1} }),
+        );
+    }
+}

@@ -33,7 +33,8 @@ fn verify_unsigned(cid: &Cid, block: &[u8]) -> Result<Event, Error> {
 }
 
 /// [`verify`] for many blocks at once, with the signatures checked as one ed25519 batch, each
-/// author's key terms merged (about three times as fast per signature as one by one). Returns one result per block, in order.
+/// author's key terms merged ([`crate::batch`]: about three times as fast per signature as one
+/// by one). Returns one result per block, in order.
 ///
 /// When the batch fails, each signature is checked on its own so the bad blocks are named and
 /// the good ones kept: a hostile sender cannot make honest blocks look bad.

@@ -3,13 +3,17 @@
 //!
 //! The input is the block; its CID is computed from it, so the fuzzer gets past the hash check
 //! to the decoder, the shape checks and the signature. Checks, beyond "never panics": a decoded
-//! event re-encodes to exactly the input (decoding is canonical-only), `verify` accepts only
-//! what decodes, and `verify_batch` (the fetch path) accepts exactly what `verify` accepts.
+//! event re-encodes to exactly the input (decoding is canonical-only), the fast decoders agree
+//! with their reference definitions (`Event::decode_reference`, `decode_dag_cbor_reference`,
+//! links), `verify` accepts only what decodes, and `verify_batch` (the fetch path) accepts
+//! exactly what `verify` accepts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
-use tidings_ipld_schema::{DAG_CBOR, Error, Event, RAW, cid_of, json, verify, verify_batch};
+use tidings_ipld_schema::{
+    DAG_CBOR, Error, Event, RAW, block, cid_of, json, verify, verify_batch,
+};
 use tidings_matcher::Filter;
 
 static FILTER: LazyLock<Option<Filter>> =
@@ -22,6 +26,21 @@ fuzz_target!(|data: &[u8]| {
         let again = event.encode().expect("a decoded event encodes");
         assert_eq!(again, data, "decode accepted non-canonical bytes");
         assert_eq!(event.to_block().expect("block").cid, cid);
+    }
+    // The fast reader and the definition (decode, encode again, compare) agree.
+    match (&decoded, Event::decode_reference(data)) {
+        (Ok(a), Ok(b)) => assert_eq!(*a, b),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        (a, b) => panic!("decode gave {a:?}, its reference {b:?}"),
+    }
+    assert_eq!(
+        block::decode_dag_cbor(data).map_err(|e| e.to_string()),
+        block::decode_dag_cbor_reference(data).map_err(|e| e.to_string()),
+        "the generic decoder disagrees with its reference"
+    );
+    if let Ok(event) = &decoded {
+        let links: Vec<_> = event.prev.iter().copied().chain(event.body_links()).collect();
+        assert_eq!(Event::links_stored(data), Some(links));
     }
     let verified = verify(&cid, data);
     let batched = verify_batch([(&cid, data)]);

@@ -126,7 +126,22 @@ pub fn encode_dag_cbor(v: &Ipld) -> Result<Vec<u8>, Error> {
 /// Decodes DAG-CBOR strictly: the bytes must be at most [`MAX_BLOCK_SIZE`], decode as one
 /// DAG-CBOR value with nothing after it, and be exactly the canonical encoding of that value
 /// (so re-encoding anything accepted here is byte-identical).
+///
+/// Bytes the allocation-free reader ([`crate::canonical`]) finds canonical are decoded once;
+/// the rest go through [`decode_dag_cbor_reference`], which gives the answer and the error.
 pub fn decode_dag_cbor(bytes: &[u8]) -> Result<Ipld, Error> {
+    check_size(bytes.len())?;
+    if crate::canonical::is_canonical(bytes)
+        && let Ok(v) = serde_ipld_dagcbor::from_slice::<Ipld>(bytes)
+    {
+        return Ok(v);
+    }
+    decode_dag_cbor_reference(bytes)
+}
+
+/// [`decode_dag_cbor`] by its definition: decode, encode the value again and compare the bytes.
+/// Slower; the tests and fuzz targets check the fast path against it.
+pub fn decode_dag_cbor_reference(bytes: &[u8]) -> Result<Ipld, Error> {
     check_size(bytes.len())?;
     let v: Ipld =
         serde_ipld_dagcbor::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))?;

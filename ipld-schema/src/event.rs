@@ -1,6 +1,9 @@
 //! The event: building, signing, canonical encoding and strict decoding (docs/protocols.md).
 
-use crate::block::{Block, check_depth, cid_of, decode_dag_cbor, encode_dag_cbor};
+use crate::block::{
+    Block, check_depth, check_size, cid_of, decode_dag_cbor_reference, encode_dag_cbor,
+};
+use crate::canonical::Reader;
 use crate::signer::Signer;
 use crate::{Cid, DAG_CBOR, Error, Ipld, Keypair, PeerId, PublicKey, topic};
 use std::collections::BTreeMap;
@@ -125,18 +128,46 @@ impl Event {
     /// a map with exactly the eight schema keys of the right kinds, `v == 1`, at most 1 MiB.
     ///
     /// Does not check the signature, topic or seq: [`crate::verify`] does.
+    ///
+    /// A block laid out as tidings writes events is read field by field, its canonical form
+    /// checked as it is read ([`crate::canonical`]), with only the body built as generic IPLD;
+    /// anything else goes through [`Event::decode_reference`], which gives the same answer.
     pub fn decode(bytes: &[u8]) -> Result<Event, Error> {
-        let v = decode_dag_cbor(bytes)?;
+        check_size(bytes.len())?;
+        if let Some(event) = read_canonical(bytes) {
+            return Ok(event);
+        }
+        Event::decode_reference(bytes)
+    }
+
+    /// [`Event::decode`] by its definition: decode as generic IPLD, check the bytes are that
+    /// value's canonical encoding by encoding it again, then check the shape. Slower; the tests
+    /// and the `event_verify` fuzz target check [`Event::decode`] against it.
+    pub fn decode_reference(bytes: &[u8]) -> Result<Event, Error> {
+        let v = decode_dag_cbor_reference(bytes)?;
         Event::from_ipld(v)
     }
 
     /// Decodes a block that was verified before (read back from a store): the shape is checked,
-    /// the canonical re-encoding is not, which saves an encode per block on hot read paths.
+    /// the canonical form need not be (the fast reader checks it anyway, at no extra cost).
     /// `None` for a block that is not an event.
     pub fn decode_stored(bytes: &[u8]) -> Option<Event> {
-        serde_ipld_dagcbor::from_slice::<Ipld>(bytes)
-            .ok()
-            .and_then(|v| Event::from_ipld(v).ok())
+        read_canonical(bytes).or_else(|| {
+            serde_ipld_dagcbor::from_slice::<Ipld>(bytes)
+                .ok()
+                .and_then(|v| Event::from_ipld(v).ok())
+        })
+    }
+
+    /// The links of a stored event block, `prev` first and then those in the body (the order of
+    /// `prev` followed by [`Event::body_links`]), for walking a DAG without building the event:
+    /// a body without links is skipped over, not decoded. `None` for a block that is not an
+    /// event.
+    pub fn links_stored(bytes: &[u8]) -> Option<Vec<Cid>> {
+        read_prev_if_body_unlinked(bytes).or_else(|| {
+            Event::decode_stored(bytes)
+                .map(|e| e.prev.iter().copied().chain(e.body_links()).collect())
+        })
     }
 
     /// Builds an event from its IPLD map form, checking the shape as [`Event::decode`] does.
@@ -300,6 +331,82 @@ impl Event {
         }
         out
     }
+}
+
+/// The map header and keys of an event as tidings writes it, in canonical order.
+const HEAD_V: &[u8] = b"\xa8\x61v";
+const KEY_SEQ: &[u8] = b"\x63seq";
+const KEY_SIG: &[u8] = b"\x63sig";
+const KEY_BODY: &[u8] = b"\x64body";
+const KEY_PREV: &[u8] = b"\x64prev";
+const KEY_TIME: &[u8] = b"\x64time";
+const KEY_TOPIC: &[u8] = b"\x65topic";
+const KEY_AUTHOR: &[u8] = b"\x66author";
+
+/// The fast path of [`Event::decode`]: the eight fields read in place, each checked canonical,
+/// the body skipped over (checked) and then decoded alone. `None` for anything else, which the
+/// reference path then decides (and explains).
+fn read_canonical(bytes: &[u8]) -> Option<Event> {
+    let mut r = Reader::new(bytes);
+    r.expect(HEAD_V)?;
+    let v = r.uint()?;
+    if v != VERSION {
+        return None;
+    }
+    r.expect(KEY_SEQ)?;
+    let seq = r.uint()?;
+    r.expect(KEY_SIG)?;
+    let sig = r.bytes()?.to_vec();
+    r.expect(KEY_BODY)?;
+    let start = r.pos();
+    r.skip_value()?;
+    let body = serde_ipld_dagcbor::from_slice::<Ipld>(bytes.get(start..r.pos())?).ok()?;
+    r.expect(KEY_PREV)?;
+    let n = r.list()?;
+    // The length is the sender's word: grow as links are read, not by it.
+    let mut prev = Vec::with_capacity(usize::try_from(n).ok()?.min(16));
+    for _ in 0..n {
+        prev.push(r.link()?);
+    }
+    r.expect(KEY_TIME)?;
+    let time = r.uint()?;
+    r.expect(KEY_TOPIC)?;
+    let topic = r.text()?.to_owned();
+    r.expect(KEY_AUTHOR)?;
+    let author = r.bytes()?.to_vec();
+    r.at_end().then_some(Event {
+        v,
+        topic,
+        body,
+        author,
+        seq,
+        time,
+        prev,
+        sig,
+    })
+}
+
+/// `prev` of an event block whose body holds no link; `None` otherwise (or when the block is
+/// not laid out as tidings writes events).
+fn read_prev_if_body_unlinked(bytes: &[u8]) -> Option<Vec<Cid>> {
+    let mut r = Reader::new(bytes);
+    r.expect(HEAD_V)?;
+    r.uint()?;
+    r.expect(KEY_SEQ)?;
+    r.uint()?;
+    r.expect(KEY_SIG)?;
+    r.bytes()?;
+    r.expect(KEY_BODY)?;
+    if r.skip_value()? {
+        return None;
+    }
+    r.expect(KEY_PREV)?;
+    let n = r.list()?;
+    let mut prev = Vec::with_capacity(usize::try_from(n).ok()?.min(16));
+    for _ in 0..n {
+        prev.push(r.link()?);
+    }
+    Some(prev)
 }
 
 /// The `sig` entry's key and byte-string header (64 bytes) in canonical DAG-CBOR.
@@ -648,6 +755,50 @@ mod tests {
         }
         for bytes in [&[0x80][..], &[0x01], &[0xa0]] {
             assert!(matches!(Event::decode(bytes), Err(Error::Decode(_))));
+        }
+    }
+
+    /// The fixed fields are read by the fast path, not by the generic decoder: each written in a
+    /// longer form than canonical must be refused there too, as the reference refuses it.
+    #[test]
+    fn long_forms_of_the_fixed_fields_are_refused() {
+        let prev = vec![cid_of(DAG_CBOR, b"p")];
+        let e = Event::sign(&keypair(1), "/stocks/euronext/CTT", body(), 5, 7, prev).expect("sign");
+        let good = e.encode().expect("encode");
+        assert!(
+            read_canonical(&good).is_some(),
+            "a tidings event takes the fast path"
+        );
+        assert_eq!(read_prev_if_body_unlinked(&good), Some(e.prev.clone()));
+        // (key, the value's canonical header, the same in a longer form)
+        let cases: [(&[u8], &[u8], &[u8]); 7] = [
+            (b"\x61v", &[0x01], &[0x18, 0x01]),
+            (KEY_SEQ, &[0x05], &[0x18, 0x05]),
+            (KEY_SIG, &[0x58, 0x40], &[0x59, 0x00, 0x40]),
+            (KEY_PREV, &[0x81], &[0x98, 0x01]),
+            (KEY_TIME, &[0x07], &[0x19, 0x00, 0x07]),
+            (KEY_TOPIC, &[0x74], &[0x78, 0x14]),
+            (KEY_AUTHOR, &[0x58, 0x24], &[0x5a, 0x00, 0x00, 0x00, 0x24]),
+        ];
+        for (key, short, long) in cases {
+            let at = good
+                .windows(key.len() + short.len())
+                .position(|w| w == [key, short].concat())
+                .expect("the field is in the block")
+                + key.len();
+            let bytes = [&good[..at], long, &good[at + short.len()..]].concat();
+            let what = String::from_utf8_lossy(&key[1..]).into_owned();
+            assert!(
+                read_canonical(&bytes).is_none(),
+                "{what} in a long form was read"
+            );
+            let err = Event::decode(&bytes).expect_err(&what);
+            assert_eq!(
+                err.to_string(),
+                Event::decode_reference(&bytes)
+                    .expect_err(&what)
+                    .to_string()
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod block;
+mod canonical;
 pub mod car;
 pub mod error;
 pub mod event;

@@ -1,12 +1,13 @@
-//! Property tests: JSON bodies round-trip through event blocks; decoding is canonical; any
-//! single-bit change to a block makes `verify` fail.
+//! Property tests: JSON bodies round-trip through event blocks; decoding is canonical, and the
+//! fast decoders agree with their reference definitions; any single-bit change to a block makes
+//! `verify` fail.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use tidings_ipld_schema::json::{ipld_to_json, json_to_ipld};
-use tidings_ipld_schema::{Cid, DAG_CBOR, Event, Keypair, RAW, cid_of, verify};
+use tidings_ipld_schema::{Cid, DAG_CBOR, Event, Keypair, RAW, block, cid_of, verify};
 
 fn keypair() -> Keypair {
     Keypair::ed25519_from_bytes([9u8; 32]).expect("32-byte secret")
@@ -44,6 +45,39 @@ fn arb_json() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
         ]
     })
+}
+
+/// Pieces of CBOR, canonical and not (short and long forms of one number, duplicate and
+/// misordered keys, narrow floats, indefinite lengths, links), which strung together make values
+/// that tell a canonical check from a sloppy one far more often than random bytes do.
+fn cbor_token() -> impl Strategy<Value = Vec<u8>> {
+    let link = {
+        let mut t = vec![0xd8, 0x2a, 0x58, 37, 0x00];
+        t.extend_from_slice(&cid_of(DAG_CBOR, b"t").to_bytes());
+        t
+    };
+    prop_oneof![
+        (0u8..24).prop_map(|n| vec![n]),
+        any::<u8>().prop_map(|n| vec![0x18, n]),
+        any::<u16>().prop_map(|n| [&[0x19][..], &n.to_be_bytes()].concat()),
+        any::<u32>().prop_map(|n| [&[0x1a][..], &n.to_be_bytes()].concat()),
+        any::<u64>().prop_map(|n| [&[0x3b][..], &n.to_be_bytes()].concat()),
+        (0u8..4).prop_map(|n| vec![0xa0 + n]),
+        (0u8..4).prop_map(|n| vec![0x80 + n]),
+        Just(vec![0x61, b'a']),
+        Just(vec![0x61, b'b']),
+        Just(vec![0x62, b'a', b'a']),
+        Just(vec![0x78, 0x01, b'a']),
+        Just(vec![0x41, 0x00]),
+        Just(vec![0xf4]),
+        Just(vec![0xf6]),
+        Just(vec![0xf7]),
+        Just(vec![0x9f]),
+        Just(vec![0xff]),
+        Just(vec![0xfa, 0x3f, 0x80, 0x00, 0x00]),
+        any::<f64>().prop_map(|f| [&[0xfb][..], &f.to_be_bytes()].concat()),
+        Just(link),
+    ]
 }
 
 fn topic() -> impl Strategy<Value = String> {
@@ -102,8 +136,25 @@ proptest! {
             bytes[i] = b;
         }
         if let Ok(e) = Event::decode(&bytes) {
-            prop_assert_eq!(e.encode().expect("re-encode"), bytes);
+            prop_assert_eq!(e.encode().expect("re-encode"), bytes.clone());
         }
+        same_as_reference(&bytes);
+    }
+
+    #[test]
+    fn fast_decoding_agrees_with_the_reference(
+        body in arb_json(),
+        prev in prop::collection::vec(arb_cid(), 0..4),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        let ipld = json_to_ipld(&body).expect("convertible");
+        let (_, block) = Event::sign_block(&keypair(), "/p", ipld, 7, 9, prev).expect("sign");
+        let mut bytes = block.data.clone();
+        for (pos, b) in edits {
+            let i = pos.index(bytes.len());
+            bytes[i] = b;
+        }
+        same_as_reference(&bytes);
     }
 
     #[test]
@@ -111,8 +162,70 @@ proptest! {
         if let Ok(e) = Event::decode(&bytes) {
             prop_assert_eq!(e.encode().expect("re-encode"), bytes.clone());
         }
+        same_as_reference(&bytes);
         let _ = verify(&cid_of(DAG_CBOR, &bytes), &bytes);
         let _ = tidings_ipld_schema::car::read_car(&bytes);
+    }
+}
+
+proptest! {
+    // Cheap cases (a few dozen bytes each), so many of them.
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn cbor_like_token_streams_decode_as_the_reference_says(
+        tokens in prop::collection::vec(cbor_token(), 1..12),
+    ) {
+        same_as_reference(&tokens.concat());
+    }
+}
+
+/// The fast decoders give what their reference definitions give: the same event or the same
+/// error, the same generic value, and the links a walk follows.
+fn same_as_reference(bytes: &[u8]) {
+    let fast = Event::decode(bytes);
+    let reference = Event::decode_reference(bytes);
+    match (&fast, &reference) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        _ => panic!("decode {fast:?} but the reference {reference:?} for {bytes:02x?}"),
+    }
+    let generic = block::decode_dag_cbor(bytes).map_err(|e| e.to_string());
+    let generic_reference = block::decode_dag_cbor_reference(bytes).map_err(|e| e.to_string());
+    assert_eq!(generic, generic_reference, "{bytes:02x?}");
+    if let Ok(event) = reference {
+        // What decodes strictly is also what a store gives back, links included.
+        assert_eq!(Event::decode_stored(bytes).as_ref(), Some(&event));
+        let links: Vec<Cid> = event
+            .prev
+            .iter()
+            .copied()
+            .chain(event.body_links())
+            .collect();
+        assert_eq!(Event::links_stored(bytes), Some(links));
+    }
+}
+
+/// Every byte value at every position of one fixed block (with links in `prev` and the body):
+/// the fast decoders agree with the reference on each.
+#[test]
+fn every_byte_change_of_a_fixed_block_decodes_as_the_reference_says() {
+    let body = json_to_ipld(&json!({
+        "exchange": "Euronext Lisboa", "order": "buy", "number": 100, "price": 5.55,
+        "neg": -300, "list": [true, null, 1.5], "link": {"/": cid_of(RAW, b"x").to_string()},
+        "raw": {"/": {"bytes": "AAEC"}},
+    }))
+    .expect("json");
+    let prev = vec![cid_of(DAG_CBOR, b"p"), cid_of(DAG_CBOR, b"q")];
+    let (_, block) =
+        Event::sign_block(&keypair(), "/stocks/euronext/CTT", body, 300, 1, prev).expect("sign");
+    same_as_reference(&block.data);
+    for i in 0..block.data.len() {
+        for b in 0..=255u8 {
+            let mut changed = block.data.clone();
+            changed[i] = b;
+            same_as_reference(&changed);
+        }
     }
 }
 

@@ -437,10 +437,7 @@ impl Store {
                 continue; // history this node never held: the CAR is partial, not wrong
             };
             let data = g.value().to_vec();
-            if let Ok(event) = Event::decode(&data) {
-                queue.extend(event.prev.iter().copied());
-                queue.extend(event.body_links());
-            }
+            queue.extend(Event::links_stored(&data).unwrap_or_default());
             out.push(Block { cid, data });
         }
         Ok((heads, out))
@@ -503,12 +500,11 @@ impl Store {
                 out.more.extend(queue.drain(..));
                 break;
             }
-            // The store checked these blocks on the way in: read links without re-checking.
-            if let Some(event) = Event::decode_stored(data) {
-                for link in event.prev.iter().copied().chain(event.body_links()) {
-                    if seen.insert(link) {
-                        queue.push_back(link);
-                    }
+            // The store checked these blocks on the way in: read the links without building
+            // the event (a body without links is skipped over, not decoded).
+            for link in Event::links_stored(data).unwrap_or_default() {
+                if seen.insert(link) {
+                    queue.push_back(link);
                 }
             }
         }

@@ -136,3 +136,15 @@ fn a_path_starting_with_a_keyword_prints_as_a_json_path() {
         );
     }
 }
+
+#[test]
+fn the_documented_json_paths_for_keyword_fields_match() {
+    // docs/filters.md: a field named like a keyword is reached with JSONPath.
+    let f = Filter::parse(r#"/a where $["not"] = 1"#).expect("parses");
+    assert!(f.matches("/a", &json!({"not": 1})));
+    assert!(!f.matches("/a", &json!({"not": 2})));
+    let f = Filter::parse(r#"/a where $["in"]["bb"] exists"#).expect("parses");
+    assert!(f.matches("/a", &json!({"in": {"bb": null}})));
+    assert!(!f.matches("/a", &json!({"in": {"cc": 1}})));
+    assert!(Filter::parse("/a where not.bb exists").is_err());
+}

@@ -3,11 +3,11 @@
 //! the heads and this node's own events, so the author always holds its stream: what ages out
 //! here can still be fetched by CID from a holder.
 
-use redb::ReadableTable;
+use redb::{ReadableMultimapTable, ReadableTable};
 use tidings_ipld_schema::Event;
 
 use super::tables::{
-    BLOCKS, LOG, PRUNED, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key,
+    BLOCKS, HEADS, LOG, PRUNED, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key,
 };
 use super::{Store, StoreError, db};
 
@@ -53,7 +53,8 @@ impl Store {
         {
             let mut log = txn.open_table(LOG).map_err(db)?;
             let mut blocks = txn.open_table(BLOCKS).map_err(db)?;
-            let referenced = txn.open_table(REFERENCED).map_err(db)?;
+            let mut referenced = txn.open_table(REFERENCED).map_err(db)?;
+            let heads = txn.open_multimap_table(HEADS).map_err(db)?;
             let mut pruned = txn.open_table(PRUNED).map_err(db)?;
             let mut stats = txn.open_table(STATS).map_err(db)?;
             let key = root_bytes_key(root);
@@ -85,11 +86,12 @@ impl Store {
                 }
                 let len = data.len() as u64;
                 root_bytes = root_bytes.saturating_sub(len);
-                // Heads (nothing links them yet) and own events stay as blocks.
-                let keep = referenced.get(cid.as_slice()).map_err(db)?.is_none()
-                    || event
-                        .as_ref()
-                        .is_some_and(|e| e.author == limits.own_author);
+                // Heads (nothing links them yet), own events and blocks that are not events
+                // stay as blocks.
+                let keep = match &event {
+                    None => true,
+                    Some(e) => e.author == limits.own_author || is_head(&heads, &e.topic, &cid)?,
+                };
                 let stream = event.map(|e| (e.author, e.topic, e.seq));
                 doomed.push((pos, cid, (!keep).then_some((len, stream))));
             }
@@ -103,6 +105,9 @@ impl Store {
                     out.blocks += 1;
                     out.bytes += len;
                 }
+                // Not a head, so a stored event links it: should it arrive again (a fetch, a
+                // replica), it must not become a head (see REFERENCED).
+                referenced.insert(cid.as_slice(), ()).map_err(db)?;
                 // The stream's past up to here is gone: replica sync must not chase it as a
                 // hole, here or on a member that syncs from here.
                 if let Some((author, topic, seq)) = stream {
@@ -122,4 +127,18 @@ impl Store {
         txn.commit().map_err(db)?;
         Ok(out)
     }
+}
+
+/// Whether `cid` is one of `topic`'s heads.
+fn is_head(
+    heads: &redb::MultimapTable<'_, &str, &[u8]>,
+    topic: &str,
+    cid: &[u8],
+) -> Result<bool, StoreError> {
+    for h in heads.get(topic).map_err(db)? {
+        if h.map_err(db)?.value() == cid {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

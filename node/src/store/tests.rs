@@ -287,6 +287,52 @@ fn retention_records_each_stream_s_pruned_past_and_no_hole_is_recorded_or_listed
     assert!(other.holes(10, |_, _| true).unwrap().is_empty());
 }
 
+#[test]
+fn a_parent_retention_deleted_stays_out_of_the_heads_when_it_arrives_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let c = chain(&kp, "/r/x", 6);
+    // In order, one event at a time: each parent is stored when its child arrives.
+    for e in &c {
+        store.insert_replicas(std::slice::from_ref(e), &[]).unwrap();
+    }
+    assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid]);
+    let r = store
+        .retain(
+            "r",
+            Limits {
+                max_bytes: Some(0),
+                now_ms: 1,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.blocks, 5, "every block but the head's");
+    assert!(
+        store.has_block(&c[5].0.cid).unwrap(),
+        "the head keeps its block"
+    );
+    // Fetched again (oldest first, then the rest in one batch): still one head.
+    store.insert_replicas(&c[0..1], &[]).unwrap();
+    assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid]);
+    store.insert_replicas(&c[1..5], &[]).unwrap();
+    assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid]);
+    // And a second pass still finds the head and keeps it.
+    let r = store
+        .retain(
+            "r",
+            Limits {
+                max_bytes: Some(0),
+                now_ms: 1,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+    assert!(store.has_block(&c[5].0.cid).unwrap());
+    assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid], "{r:?}");
+}
+
 /// A chain of `n` events by `kp` on `topic`, seq 1..=n, each linking the one before.
 fn chain(kp: &Keypair, topic: &str, n: u64) -> Vec<(Block, Event)> {
     let mut out: Vec<(Block, Event)> = Vec::new();

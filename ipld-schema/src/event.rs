@@ -348,26 +348,15 @@ const KEY_AUTHOR: &[u8] = b"\x66author";
 /// reference path then decides (and explains).
 fn read_canonical(bytes: &[u8]) -> Option<Event> {
     let mut r = Reader::new(bytes);
-    r.expect(HEAD_V)?;
-    let v = r.uint()?;
+    let (v, seq, sig) = read_to_body(&mut r)?;
     if v != VERSION {
         return None;
     }
-    r.expect(KEY_SEQ)?;
-    let seq = r.uint()?;
-    r.expect(KEY_SIG)?;
-    let sig = r.bytes()?.to_vec();
-    r.expect(KEY_BODY)?;
+    let sig = sig.to_vec();
     let start = r.pos();
     r.skip_value()?;
     let body = serde_ipld_dagcbor::from_slice::<Ipld>(bytes.get(start..r.pos())?).ok()?;
-    r.expect(KEY_PREV)?;
-    let n = r.list()?;
-    // The length is the sender's word: grow as links are read, not by it.
-    let mut prev = Vec::with_capacity(usize::try_from(n).ok()?.min(16));
-    for _ in 0..n {
-        prev.push(r.link()?);
-    }
+    let prev = read_prev(&mut r)?;
     r.expect(KEY_TIME)?;
     let time = r.uint()?;
     r.expect(KEY_TOPIC)?;
@@ -390,18 +379,30 @@ fn read_canonical(bytes: &[u8]) -> Option<Event> {
 /// not laid out as tidings writes events).
 fn read_prev_if_body_unlinked(bytes: &[u8]) -> Option<Vec<Cid>> {
     let mut r = Reader::new(bytes);
-    r.expect(HEAD_V)?;
-    r.uint()?;
-    r.expect(KEY_SEQ)?;
-    r.uint()?;
-    r.expect(KEY_SIG)?;
-    r.bytes()?;
-    r.expect(KEY_BODY)?;
+    read_to_body(&mut r)?;
     if r.skip_value()? {
         return None;
     }
+    read_prev(&mut r)
+}
+
+/// The fields before the body (`v`, `seq`, `sig`), read up to and including the `body` key.
+fn read_to_body<'a>(r: &mut Reader<'a>) -> Option<(u64, u64, &'a [u8])> {
+    r.expect(HEAD_V)?;
+    let v = r.uint()?;
+    r.expect(KEY_SEQ)?;
+    let seq = r.uint()?;
+    r.expect(KEY_SIG)?;
+    let sig = r.bytes()?;
+    r.expect(KEY_BODY)?;
+    Some((v, seq, sig))
+}
+
+/// The `prev` key and its list of links.
+fn read_prev(r: &mut Reader<'_>) -> Option<Vec<Cid>> {
     r.expect(KEY_PREV)?;
     let n = r.list()?;
+    // The length is the sender's word: grow as links are read, not by it.
     let mut prev = Vec::with_capacity(usize::try_from(n).ok()?.min(16));
     for _ in 0..n {
         prev.push(r.link()?);

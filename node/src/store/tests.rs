@@ -232,16 +232,7 @@ fn retention_records_each_stream_s_pruned_past_and_no_hole_is_recorded_or_listed
     assert_eq!(store.pruned(&author, "/p/x").unwrap(), 0);
     // A byte limit of 0: every entry leaves the log; seq 1..=9 lose their blocks, the head
     // keeps its own, so the pruned past ends at 9.
-    let r = store
-        .retain(
-            "p",
-            Limits {
-                max_bytes: Some(0),
-                now_ms: 1,
-                ..Limits::default()
-            },
-        )
-        .unwrap();
+    let r = retain_everything(&store, "p");
     assert_eq!((r.entries, r.blocks), (10, 9));
     assert_eq!(store.pruned(&author, "/p/x").unwrap(), 9);
     let tips = store.stream_tips("p").unwrap();
@@ -298,16 +289,7 @@ fn a_parent_retention_deleted_stays_out_of_the_heads_when_it_arrives_again() {
         store.insert_replicas(std::slice::from_ref(e), &[]).unwrap();
     }
     assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid]);
-    let r = store
-        .retain(
-            "r",
-            Limits {
-                max_bytes: Some(0),
-                now_ms: 1,
-                ..Limits::default()
-            },
-        )
-        .unwrap();
+    let r = retain_everything(&store, "r");
     assert_eq!(r.blocks, 5, "every block but the head's");
     assert!(
         store.has_block(&c[5].0.cid).unwrap(),
@@ -319,18 +301,24 @@ fn a_parent_retention_deleted_stays_out_of_the_heads_when_it_arrives_again() {
     store.insert_replicas(&c[1..5], &[]).unwrap();
     assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid]);
     // And a second pass still finds the head and keeps it.
-    let r = store
+    let r = retain_everything(&store, "r");
+    assert!(store.has_block(&c[5].0.cid).unwrap());
+    assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid], "{r:?}");
+}
+
+/// One retention pass over `root` with a byte limit of 0: every log entry goes, and every
+/// block but the heads' and own events'.
+fn retain_everything(store: &Store, root: &str) -> Retained {
+    store
         .retain(
-            "r",
+            root,
             Limits {
                 max_bytes: Some(0),
                 now_ms: 1,
                 ..Limits::default()
             },
         )
-        .unwrap();
-    assert!(store.has_block(&c[5].0.cid).unwrap());
-    assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid], "{r:?}");
+        .unwrap()
 }
 
 /// A chain of `n` events by `kp` on `topic`, seq 1..=n, each linking the one before.

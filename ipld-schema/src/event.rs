@@ -81,7 +81,6 @@ impl Event {
         if seq < 1 {
             return Err(Error::BadSeq);
         }
-        check_depth(&body)?;
         let mut event = Event {
             v: VERSION,
             topic: topic.to_owned(),
@@ -120,8 +119,65 @@ impl Event {
     }
 
     /// Canonical DAG-CBOR encoding of the whole event; [`Error::TooLarge`] over 1 MiB.
+    ///
+    /// Written field by field ([`Event::write_canonical`]); [`Event::encode_reference`] is its
+    /// definition.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        encode_dag_cbor(&self.to_ipld(true))
+        self.write_canonical(true)
+    }
+
+    /// [`Event::encode`] by its definition: the event as a generic IPLD map, encoded as any
+    /// value is. Slower; the tests check [`Event::encode`] and [`Event::signing_bytes`] against
+    /// it.
+    pub fn encode_reference(&self, with_sig: bool) -> Result<Vec<u8>, Error> {
+        encode_dag_cbor(&self.to_ipld(with_sig))
+    }
+
+    /// The event's canonical encoding (without the `sig` entry unless `with_sig`), written key
+    /// by key in canonical order with only the body going through the generic encoder: the
+    /// same bytes as [`Event::encode_reference`], without copying the body into a map first.
+    /// Every publish encodes its event once, so this is on the publish path.
+    fn write_canonical(&self, with_sig: bool) -> Result<Vec<u8>, Error> {
+        // The event map nests the body one level down: this is `encode_dag_cbor`'s bound.
+        check_depth(&self.body)?;
+        let mut out =
+            Vec::with_capacity(160 + self.topic.len() + self.author.len() + 48 * self.prev.len());
+        out.push(if with_sig { 0xa8 } else { 0xa7 });
+        out.extend_from_slice(&[0x61, b'v']);
+        cbor_head(&mut out, 0, self.v);
+        out.extend_from_slice(&[0x63, b's', b'e', b'q']);
+        cbor_head(&mut out, 0, self.seq);
+        if with_sig {
+            out.extend_from_slice(&[0x63, b's', b'i', b'g']);
+            cbor_head(&mut out, 2, self.sig.len() as u64);
+            out.extend_from_slice(&self.sig);
+        }
+        out.extend_from_slice(&[0x64, b'b', b'o', b'd', b'y']);
+        let mut body =
+            serde_ipld_dagcbor::ser::Serializer::new(serde_ipld_dagcbor::ser::BufWriter::new(out));
+        serde::Serialize::serialize(&self.body, &mut body)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        let mut out = body.into_inner().into_inner();
+        out.extend_from_slice(&[0x64, b'p', b'r', b'e', b'v']);
+        cbor_head(&mut out, 4, self.prev.len() as u64);
+        for c in &self.prev {
+            let bytes = c.to_bytes();
+            // A link: tag 42 over a byte string of the identity multibase prefix and the CID.
+            out.extend_from_slice(&[0xd8, 0x2a]);
+            cbor_head(&mut out, 2, bytes.len() as u64 + 1);
+            out.push(0x00);
+            out.extend_from_slice(&bytes);
+        }
+        out.extend_from_slice(&[0x64, b't', b'i', b'm', b'e']);
+        cbor_head(&mut out, 0, self.time);
+        out.extend_from_slice(&[0x65, b't', b'o', b'p', b'i', b'c']);
+        cbor_head(&mut out, 3, self.topic.len() as u64);
+        out.extend_from_slice(self.topic.as_bytes());
+        out.extend_from_slice(&[0x66, b'a', b'u', b't', b'h', b'o', b'r']);
+        cbor_head(&mut out, 2, self.author.len() as u64);
+        out.extend_from_slice(&self.author);
+        check_size(out.len())?;
+        Ok(out)
     }
 
     /// Decodes an event block strictly: canonical DAG-CBOR only (re-encoding is byte-identical),
@@ -279,7 +335,7 @@ impl Event {
 
     /// DAG-CBOR of the event map without `sig`: the bytes the signature covers.
     pub fn signing_bytes(&self) -> Result<Vec<u8>, Error> {
-        encode_dag_cbor(&self.to_ipld(false))
+        self.write_canonical(false)
     }
 
     /// [`Event::signing_bytes`] cut out of `block`, this event's canonical encoding (as
@@ -421,6 +477,28 @@ fn uint_len(n: u64) -> usize {
         0x100..=0xffff => 3,
         0x1_0000..=0xffff_ffff => 5,
         _ => 9,
+    }
+}
+
+/// Appends a CBOR head in its shortest form: major type `major` (0 unsigned, 2 bytes, 3 text,
+/// 4 array) with argument `n`.
+fn cbor_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    match n {
+        0..=23 => out.push(m | n as u8),
+        24..=0xff => out.extend_from_slice(&[m | 24, n as u8]),
+        0x100..=0xffff => {
+            out.push(m | 25);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(m | 26);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 27);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
     }
 }
 
@@ -663,6 +741,47 @@ mod tests {
             Event::decode(&vec![0u8; MAX_BLOCK_SIZE + 1]),
             Err(Error::TooLarge { .. })
         ));
+    }
+
+    /// The errors the direct encoder gives are the reference's: a body too deep, a float
+    /// DAG-CBOR cannot carry, an event too large (and one just under the limit encodes).
+    #[test]
+    fn fast_encoding_fails_as_the_reference_does() {
+        let mut deep = Ipld::Integer(1);
+        for _ in 0..MAX_BODY_DEPTH {
+            deep = Ipld::List(vec![deep]);
+        }
+        let bodies = [
+            Ipld::List(vec![deep.clone()]),
+            deep,
+            Ipld::Float(f64::NAN),
+            Ipld::List(vec![Ipld::Float(f64::INFINITY)]),
+            Ipld::Bytes(vec![7; MAX_BLOCK_SIZE]),
+            Ipld::Bytes(vec![7; MAX_BLOCK_SIZE - 300]),
+        ];
+        for b in bodies {
+            let mut e = sample();
+            e.body = b;
+            for with_sig in [false, true] {
+                let fast = if with_sig {
+                    e.encode()
+                } else {
+                    e.signing_bytes()
+                };
+                match (fast, e.encode_reference(with_sig)) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b),
+                    (Err(a), Err(b)) => {
+                        assert_eq!(std::mem::discriminant(&a), std::mem::discriminant(&b));
+                        if matches!(e.body, Ipld::Float(_) | Ipld::List(_))
+                            && let Error::Encode(m) = &a
+                        {
+                            assert!(m.contains("finite"), "{m}");
+                        }
+                    }
+                    (a, b) => panic!("fast {a:?}, reference {b:?}"),
+                }
+            }
+        }
     }
 
     #[test]

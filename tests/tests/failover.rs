@@ -129,6 +129,17 @@ fn run(dir: &std::path::Path) -> Result<()> {
     expect_sse(&on_a, &want[..2], "A's subscriber, before the kill")?;
     expect_sse(&on_p, &want[..2], "P's subscriber, before the kill")?;
     lost_on_the_way(&[&a, &c, &p], &want[2])?;
+    // A stored its events before handing them to B, so B counted A's copies and replicated
+    // to C alone: C stored all three, A none.
+    poll(Duration::from_secs(20), || {
+        (c.api().metric("tidings_replicas_stored_total")? >= 3).then_some(())
+    })
+    .context("B's replicas never reached C")?;
+    ensure!(
+        a.api().metric("tidings_replicas_stored_total") == Some(0),
+        "B sent the author's node A its own events back: A stored {:?} replicas",
+        a.api().metric("tidings_replicas_stored_total")
+    );
     b.kill();
     want.extend(publish(&a, &first, 4..=5)?);
     expect(

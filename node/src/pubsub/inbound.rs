@@ -28,7 +28,7 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
                     // One block: verified here (see crate::crypto for why).
                     let resp = match verify_wire_one(&req.cid, req.block.into_vec()) {
                         Ok((block, event)) => {
-                            let resp = router.serve_publish(&block, &event).await;
+                            let resp = router.serve_publish(peer, &block, &event).await;
                             let m = router.metrics();
                             match &resp {
                                 PublishResponse::Stored { .. } => Metrics::inc(&m.primary_stored),

@@ -451,6 +451,7 @@ impl Router {
                         &b.appended.event,
                         || std::future::ready(Ok(heads.clone())),
                         &mut b.turn,
+                        None,
                     )
                     .await)
             } else {
@@ -554,7 +555,16 @@ impl Router {
     /// and replicate it at once
     /// ([`Router::replicate_and_route`]): the replicas' fsyncs overlap this node's own, one
     /// fsync fewer between the publish and its acknowledgement.
-    pub async fn serve_publish(&self, block: &Block, event: &Event) -> PublishResponse {
+    ///
+    /// `from` sent it. A node hands an event on only once its own group commit made it durable
+    /// ([`Router::finish_publish`]), so when `from` is a member of the set its copy counts
+    /// toward the majority and the event is not sent back to it.
+    pub async fn serve_publish(
+        &self,
+        from: PeerId,
+        block: &Block,
+        event: &Event,
+    ) -> PublishResponse {
         // In the stream's order: a publish pipelined behind this stream's previous event
         // waits (briefly) for it.
         let mut turn = self
@@ -571,6 +581,7 @@ impl Router {
             event,
             || self.store.insert_publish(block.clone(), event.clone()),
             &mut turn,
+            Some(from),
         )
         .await
     }
@@ -582,13 +593,16 @@ impl Router {
     /// primary cannot serve; a crash before that leaves an unacknowledged event on the replicas,
     /// which replica sync spreads as it does any other. `turn` keeps the stream's order: `store`
     /// and the copies to the replicas start after the previous event's did, and the deliveries
-    /// are queued after the previous event's.
+    /// are queued after the previous event's. `holder` is a node that already holds the event
+    /// durably (the member that handed it here): if it is in the set its copy is counted, not
+    /// sent again.
     async fn replicate_and_route<S>(
         &self,
         block: &Block,
         event: &Event,
         store: impl FnOnce() -> S,
         turn: &mut Turn,
+        holder: Option<PeerId>,
     ) -> PublishResponse
     where
         S: std::future::Future<Output = Result<Vec<Cid>, StoreError>>,
@@ -597,13 +611,14 @@ impl Router {
         let me = self.net.local_peer();
         let set = self.net.rendezvous_set(root);
         let need = rendezvous::majority(set.len().max(1));
+        let holder = holder.filter(|h| *h != me && set.contains(h));
         // Answered as soon as a majority holds it: the slowest replica still gets it, but the
         // publisher does not wait for it.
         turn.wait_sent().await;
         let stored = store();
         let mut replicas: futures::stream::FuturesUnordered<_> = set
             .iter()
-            .filter(|p| **p != me)
+            .filter(|p| **p != me && Some(**p) != holder)
             .map(|p| self.replicas.store_on(*p, block))
             .collect();
         turn.sent();
@@ -624,7 +639,7 @@ impl Router {
                 Some(held) = futures::StreamExt::next(&mut replicas) => copies += usize::from(held),
             }
         };
-        copies += 1;
+        copies += 1 + usize::from(holder.is_some());
         while copies < need {
             match futures::StreamExt::next(&mut replicas).await {
                 Some(true) => copies += 1,

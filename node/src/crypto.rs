@@ -15,7 +15,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
-use tidings_ipld_schema::{Block, Cid, Event, verify, verify_batch};
+use tidings_ipld_schema::{Block, Cid, Event, verify_batch};
 use tokio::sync::oneshot;
 
 /// Blocks below this are verified as one batch on one thread: spreading them costs more than
@@ -126,20 +126,6 @@ pub async fn verify_wire_batch(
                 .map(|_| Err("verification failed".to_string()))
                 .collect()
         })
-}
-
-/// Verifies one block received from the network on the calling thread (see
-/// [`verify_wire_batch`]): a block verified lately by its hash alone, any other in full.
-pub fn verify_wire_one(cid: &[u8], data: Vec<u8>) -> Result<(Block, Event), String> {
-    let block = wire_block(cid, data)?;
-    let cid = block.cid;
-    if verified_lately(&[Some(cid)]).first() == Some(&true) {
-        let event = check_known(&block)?;
-        return Ok((block, event));
-    }
-    let event = verify(&cid, &block.data).map_err(|e| format!("block {cid}: {e}"))?;
-    remember_verified([cid]);
-    Ok((block, event))
 }
 
 /// A block as it came off the wire: its CID bytes parsed.
@@ -266,13 +252,14 @@ mod tests {
         for (i, r) in out.iter().enumerate() {
             assert_eq!(r.is_err(), i == 7, "block {i}: {r:?}");
         }
-        assert!(verify_wire_one(&made[7].0, made[8].1.clone()).is_err());
-        assert!(verify_wire_one(&made[7].0, made[7].1.clone()).is_ok());
+        let alone = |cid: &[u8], data: &[u8]| verify_wire_now(vec![(cid.to_vec(), data.to_vec())]);
+        assert!(alone(&made[7].0, &made[8].1)[0].is_err());
+        assert!(alone(&made[7].0, &made[7].1)[0].is_ok());
         // A forged signature under its own CID was never verified: checked in full, refused.
         let mut forged = made[3].1.clone();
         let last = forged.len() - 1;
         forged[last] ^= 1;
         let cid = tidings_ipld_schema::cid_of(tidings_ipld_schema::DAG_CBOR, &forged);
-        assert!(verify_wire_one(&cid.to_bytes(), forged).is_err());
+        assert!(alone(&cid.to_bytes(), &forged)[0].is_err());
     }
 }

@@ -142,23 +142,23 @@ impl Event {
         check_depth(&self.body)?;
         let mut out =
             Vec::with_capacity(160 + self.topic.len() + self.author.len() + 48 * self.prev.len());
-        out.push(if with_sig { 0xa8 } else { 0xa7 });
-        out.extend_from_slice(&[0x61, b'v']);
+        out.push(if with_sig { MAP_SIGNED } else { MAP_UNSIGNED });
+        out.extend_from_slice(KEY_V);
         cbor_head(&mut out, 0, self.v);
-        out.extend_from_slice(&[0x63, b's', b'e', b'q']);
+        out.extend_from_slice(KEY_SEQ);
         cbor_head(&mut out, 0, self.seq);
         if with_sig {
-            out.extend_from_slice(&[0x63, b's', b'i', b'g']);
+            out.extend_from_slice(KEY_SIG);
             cbor_head(&mut out, 2, self.sig.len() as u64);
             out.extend_from_slice(&self.sig);
         }
-        out.extend_from_slice(&[0x64, b'b', b'o', b'd', b'y']);
+        out.extend_from_slice(KEY_BODY);
         let mut body =
             serde_ipld_dagcbor::ser::Serializer::new(serde_ipld_dagcbor::ser::BufWriter::new(out));
         serde::Serialize::serialize(&self.body, &mut body)
             .map_err(|e| Error::Encode(e.to_string()))?;
         let mut out = body.into_inner().into_inner();
-        out.extend_from_slice(&[0x64, b'p', b'r', b'e', b'v']);
+        out.extend_from_slice(KEY_PREV);
         cbor_head(&mut out, 4, self.prev.len() as u64);
         for c in &self.prev {
             let bytes = c.to_bytes();
@@ -168,12 +168,12 @@ impl Event {
             out.push(0x00);
             out.extend_from_slice(&bytes);
         }
-        out.extend_from_slice(&[0x64, b't', b'i', b'm', b'e']);
+        out.extend_from_slice(KEY_TIME);
         cbor_head(&mut out, 0, self.time);
-        out.extend_from_slice(&[0x65, b't', b'o', b'p', b'i', b'c']);
+        out.extend_from_slice(KEY_TOPIC);
         cbor_head(&mut out, 3, self.topic.len() as u64);
         out.extend_from_slice(self.topic.as_bytes());
-        out.extend_from_slice(&[0x66, b'a', b'u', b't', b'h', b'o', b'r']);
+        out.extend_from_slice(KEY_AUTHOR);
         cbor_head(&mut out, 2, self.author.len() as u64);
         out.extend_from_slice(&self.author);
         check_size(out.len())?;
@@ -345,12 +345,12 @@ impl Event {
     pub fn signing_bytes_in(&self, block: &[u8]) -> Result<Vec<u8>, Error> {
         let at = sig_offset(self.v, self.seq);
         let entry_end = at + SIG_ENTRY.len() + SIGNATURE_LEN;
-        if block.first() == Some(&0xa8)
+        if block.first() == Some(&MAP_SIGNED)
             && block.get(at..at + SIG_ENTRY.len()) == Some(&SIG_ENTRY[..])
             && block.get(at + SIG_ENTRY.len()..entry_end) == Some(self.sig.as_slice())
         {
             let mut out = Vec::with_capacity(block.len() - SIG_ENTRY.len() - SIGNATURE_LEN);
-            out.push(0xa7);
+            out.push(MAP_UNSIGNED);
             out.extend_from_slice(&block[1..at]);
             out.extend_from_slice(&block[entry_end..]);
             return Ok(out);
@@ -389,8 +389,11 @@ impl Event {
     }
 }
 
-/// The map header and keys of an event as tidings writes it, in canonical order.
-const HEAD_V: &[u8] = b"\xa8\x61v";
+/// The map headers of an event with and without `sig`, and its keys as tidings writes them,
+/// in canonical order: what the fast reader expects and the writer writes.
+const MAP_SIGNED: u8 = 0xa8;
+const MAP_UNSIGNED: u8 = 0xa7;
+const KEY_V: &[u8] = b"\x61v";
 const KEY_SEQ: &[u8] = b"\x63seq";
 const KEY_SIG: &[u8] = b"\x63sig";
 const KEY_BODY: &[u8] = b"\x64body";
@@ -444,7 +447,8 @@ fn read_prev_if_body_unlinked(bytes: &[u8]) -> Option<Vec<Cid>> {
 
 /// The fields before the body (`v`, `seq`, `sig`), read up to and including the `body` key.
 fn read_to_body<'a>(r: &mut Reader<'a>) -> Option<(u64, u64, &'a [u8])> {
-    r.expect(HEAD_V)?;
+    r.expect(&[MAP_SIGNED])?;
+    r.expect(KEY_V)?;
     let v = r.uint()?;
     r.expect(KEY_SEQ)?;
     let seq = r.uint()?;
@@ -512,11 +516,14 @@ fn sig_offset(v: u64, seq: u64) -> usize {
 /// the same bytes with the map header of 8 and the `sig` entry put in after `seq`.
 fn with_sig_entry(signing: &[u8], event: &Event) -> Result<Vec<u8>, Error> {
     let at = sig_offset(event.v, event.seq);
-    if signing.first() != Some(&0xa7) || signing.len() < at || event.sig.len() != SIGNATURE_LEN {
+    if signing.first() != Some(&MAP_UNSIGNED)
+        || signing.len() < at
+        || event.sig.len() != SIGNATURE_LEN
+    {
         return event.encode();
     }
     let mut out = Vec::with_capacity(signing.len() + SIG_ENTRY.len() + SIGNATURE_LEN);
-    out.push(0xa8);
+    out.push(MAP_SIGNED);
     out.extend_from_slice(&signing[1..at]);
     out.extend_from_slice(&SIG_ENTRY);
     out.extend_from_slice(&event.sig);

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use libp2p::PeerId;
+use tidings_ipld_schema::{Block, Event};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::verify_wire_batch;
@@ -14,7 +15,6 @@ use crate::net::publish::{self, PublishRequest, PublishResponse};
 use crate::net::replicate::{self, ReplicateResponse};
 use crate::pubsub::Router;
 use crate::pubsub::router::Refusal;
-use tidings_ipld_schema::{Block, Event};
 
 /// Serves inbound requests until the network stops.
 pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub primary_refused: AtomicU64,
     /// Event blocks stored here as a replica for a primary.
     pub replicas_stored: AtomicU64,
+    /// Delivered events this node already held durably, taken without a store write.
+    pub deliveries_held: AtomicU64,
     /// Events pulled by replica sync.
     pub sync_events: AtomicU64,
     /// Holes in authors' chains filled by replica sync.
@@ -202,7 +204,7 @@ impl Metrics {
             head(out, name, help, kind);
             let _ = writeln!(out, "{name} {v}");
         };
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "tidings_published_events_total",
                 "Events published through this node's API and acknowledged.",
@@ -257,6 +259,11 @@ impl Metrics {
                 "tidings_replicas_stored_total",
                 "Event blocks stored here as a replica for a primary.",
                 &self.replicas_stored,
+            ),
+            (
+                "tidings_deliveries_already_held_total",
+                "Delivered events this node already held durably (its own, or replicas it stores for their primary), taken without a store write.",
+                &self.deliveries_held,
             ),
             (
                 "tidings_replica_sync_events_total",

@@ -140,6 +140,12 @@ fn run(dir: &std::path::Path) -> Result<()> {
         "B sent the author's node A its own events back: A stored {:?} replicas",
         a.api().metric("tidings_replicas_stored_total")
     );
+    // B's deliveries of A's own events find them already held: taken without a store write.
+    let held = a.api().metric("tidings_deliveries_already_held_total");
+    ensure!(
+        held.is_some_and(|n| n >= 2),
+        "A wrote again the events it delivered to itself through B: {held:?} already held"
+    );
     b.kill();
     want.extend(publish(&a, &first, 4..=5)?);
     expect(

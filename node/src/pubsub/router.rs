@@ -1071,17 +1071,27 @@ impl Router {
             verified.push((block, event));
             afters.push(after.get(i).copied().unwrap_or(UNKNOWN_AFTER));
         }
-        let keep: std::collections::HashSet<String> = verified
-            .iter()
-            .map(|(_, e)| e.topic.clone())
-            .filter(|t| self.keeps_whole(t))
-            .collect();
-        self.store
-            .insert_grouped(verified.clone(), Vec::new(), move |e| {
-                keep.contains(&e.topic)
-            })
-            .await
-            .map_err(|e| Refusal::Failed(e.to_string()))?;
+        // A member of the topic's set usually holds a delivered event already (as the replica
+        // it stored moments before): what it holds is durable, and needs no write.
+        let held = self
+            .store
+            .holds_all(verified.iter().map(|(b, _)| &b.cid))
+            .unwrap_or(false);
+        if held {
+            Metrics::add(&self.metrics.deliveries_held, verified.len() as u64);
+        } else {
+            let keep: std::collections::HashSet<String> = verified
+                .iter()
+                .map(|(_, e)| e.topic.clone())
+                .filter(|t| self.keeps_whole(t))
+                .collect();
+            self.store
+                .insert_grouped(verified.clone(), Vec::new(), move |e| {
+                    keep.contains(&e.topic)
+                })
+                .await
+                .map_err(|e| Refusal::Failed(e.to_string()))?;
+        }
         for ((block, event), after) in verified.iter().zip(afters) {
             self.take_delivered(from, block, event, after).await;
         }

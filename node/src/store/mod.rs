@@ -367,6 +367,22 @@ impl Store {
         last_in(&self.db.begin_read().map_err(db)?, author, topic_name)
     }
 
+    /// Whether every one of `cids` is stored. A reader sees only what is durable (the writer
+    /// answers, and commits visibly, only once the log holds it), so `true` means each is on disk.
+    pub fn holds_all<'a>(
+        &self,
+        cids: impl IntoIterator<Item = &'a Cid>,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        for cid in cids {
+            if blocks.get(cid.to_bytes().as_slice()).map_err(db)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Block count and total bytes.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;

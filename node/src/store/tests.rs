@@ -726,3 +726,19 @@ async fn replay_applies_logged_changes_to_a_store_that_lacks_them_and_skips_the_
     assert_eq!(store.heads("/r/t").unwrap(), vec![b3.cid]);
     assert_eq!(e3.seq, 3);
 }
+
+#[test]
+fn holds_all_is_true_only_once_every_block_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let events = chain(&kp, "/h/t", 3);
+    let cids: Vec<Cid> = events.iter().map(|(b, _)| b.cid).collect();
+    assert!(store.holds_all(&[]).unwrap(), "nothing asked: all held");
+    assert!(!store.holds_all(&cids).unwrap());
+    store.insert_events(&events[..2], &[]).unwrap();
+    assert!(store.holds_all(&cids[..2]).unwrap());
+    assert!(!store.holds_all(&cids).unwrap(), "the third is not stored");
+    store.insert_events(&events[2..], &[]).unwrap();
+    assert!(store.holds_all(&cids).unwrap());
+}

@@ -345,9 +345,7 @@ impl Store {
 
     /// Whether a block is stored under `cid`.
     pub fn has_block(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
-        Ok(blocks.get(cid.to_bytes().as_slice()).map_err(db)?.is_some())
+        self.holds_all([cid])
     }
 
     /// Current heads of `topic` (events no stored event links to), sorted.

@@ -135,7 +135,29 @@ fn wire_block(cid: &[u8], data: Vec<u8>) -> Result<Block, String> {
         .map_err(|e| format!("bad CID: {e}"))
 }
 
-/// [`verify_wire_batch`] on the calling thread.
+/// Verifies one part of a batch as one ed25519 batch; blocks whose CID verified lately are
+/// checked by their hash.
+fn check_part(part: &[(Result<Block, String>, bool)]) -> Vec<Result<(Block, Event), String>> {
+    let ok: Vec<&Block> = part
+        .iter()
+        .filter_map(|(b, known)| b.as_ref().ok().filter(|_| !known))
+        .collect();
+    let mut verdicts = verify_batch(ok.iter().map(|b| (&b.cid, b.data.as_slice()))).into_iter();
+    part.iter()
+        .map(|(b, known)| match b {
+            Err(e) => Err(e.clone()),
+            Ok(block) if *known => check_known(block).map(|e| (block.clone(), e)),
+            Ok(block) => match verdicts.next() {
+                Some(Ok(event)) => Ok((block.clone(), event)),
+                Some(Err(e)) => Err(format!("block {}: {e}", block.cid)),
+                None => Err(format!("block {}: not verified", block.cid)),
+            },
+        })
+        .collect()
+}
+
+/// [`verify_wire_batch`] on the calling thread; a batch too large for one thread is spread
+/// over the pool, and this thread waits for it.
 pub fn verify_wire_now(blocks: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Result<(Block, Event), String>> {
     let parsed: Vec<Result<Block, String>> = blocks
         .into_iter()
@@ -149,31 +171,15 @@ pub fn verify_wire_now(blocks: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Result<(Block, Ev
     let threads = pool().current_num_threads().max(1);
     let chunk = parsed.len().div_ceil(threads).max(MIN_SPLIT);
     let items: Vec<(Result<Block, String>, bool)> = parsed.into_iter().zip(known).collect();
-    let checked: Vec<Vec<Result<(Block, Event), String>>> = pool().install(|| {
-        items
-            .par_chunks(chunk)
-            .map(|part| {
-                let ok: Vec<&Block> = part
-                    .iter()
-                    .filter_map(|(b, known)| b.as_ref().ok().filter(|_| !known))
-                    .collect();
-                let mut verdicts =
-                    verify_batch(ok.iter().map(|b| (&b.cid, b.data.as_slice()))).into_iter();
-                part.iter()
-                    .map(|(b, known)| match b {
-                        Err(e) => Err(e.clone()),
-                        Ok(block) if *known => check_known(block).map(|e| (block.clone(), e)),
-                        Ok(block) => match verdicts.next() {
-                            Some(Ok(event)) => Ok((block.clone(), event)),
-                            Some(Err(e)) => Err(format!("block {}: {e}", block.cid)),
-                            None => Err(format!("block {}: not verified", block.cid)),
-                        },
-                    })
-                    .collect()
-            })
-            .collect()
-    });
-    let out: Vec<Result<(Block, Event), String>> = checked.into_iter().flatten().collect();
+    let out: Vec<Result<(Block, Event), String>> = if items.len() <= chunk {
+        // One batch: checked right here. `install` from outside the pool would hand it to a
+        // pool thread and block this one until it is done, two thread switches for nothing.
+        check_part(&items)
+    } else {
+        let checked: Vec<Vec<Result<(Block, Event), String>>> =
+            pool().install(|| items.par_chunks(chunk).map(check_part).collect());
+        checked.into_iter().flatten().collect()
+    };
     remember_verified(
         out.iter()
             .filter_map(|r| r.as_ref().ok().map(|(b, _)| b.cid)),
@@ -220,6 +226,44 @@ mod tests {
         for (i, r) in out.iter().enumerate() {
             assert_eq!(r.is_err(), i == forged || i == 3, "block {i}: {r:?}");
         }
+    }
+
+    #[test]
+    fn a_small_batch_is_verified_on_the_calling_thread_even_while_the_pool_is_busy() {
+        // Hold every pool thread, then verify a few blocks: they must not wait for the pool
+        // (before, they were handed to it and the caller blocked until a thread was free).
+        let threads = pool().current_num_threads();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = std::sync::Arc::new(Mutex::new(release_rx));
+        for _ in 0..threads {
+            let started = started_tx.clone();
+            let release = release_rx.clone();
+            pool().spawn(move || {
+                let _ = started.send(());
+                if let Ok(r) = release.lock() {
+                    let _ = r.recv();
+                }
+            });
+        }
+        // Only one held thread can take the lock and wait; the others wait on the lock, which
+        // holds them just the same.
+        for _ in 0..threads {
+            started_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("pool threads start");
+        }
+        let bs = blocks(INLINE_BELOW as u64 - 1);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(verify_wire_now(bs));
+        });
+        let out = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+        for _ in 0..threads {
+            let _ = release_tx.send(());
+        }
+        let out = out.expect("a small batch waited for the busy pool");
+        assert!(out.iter().all(Result::is_ok));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tidings_ipld_schema::{Cid, verify};
 use tidings_matcher::Filter;
 use tidings_node::net::fetch::{self, Frame};
 use tidings_node::net::history::{HistoryRequest, HistoryResponse};
-use tidings_node::net::publish::PublishResponse;
+use tidings_node::net::publish::{PublishAnswer, PublishResponse};
 use tidings_node::net::subscribe::SubscribeRequest;
 use tidings_node::net::wire::{Kind, Message, decode, encode};
 
@@ -66,13 +66,17 @@ fuzz_target!(|data: &[u8]| {
     let twice = encode(decode(kind, &once).expect("an encoded message decodes")).expect("encodes");
     assert_eq!(once, twice, "{kind:?} does not round-trip");
     match msg {
-        Message::PublishRequest(r) => check_block(&r.cid, &r.block),
+        Message::PublishRequest(r) => r.blocks.iter().for_each(|(c, b)| check_block(c, b)),
         Message::ReplicateRequest(r) => r.blocks.iter().for_each(|(c, b)| check_block(c, b)),
         Message::DeliverRequest(r) => r.events.iter().for_each(|(c, b)| check_block(c, b)),
-        Message::PublishResponse(PublishResponse::Stored { heads, .. }) => {
-            heads.iter().for_each(|h| {
-                let _ = Cid::try_from(h.as_slice());
-            })
+        Message::PublishResponse(PublishResponse::Each(answers)) => {
+            for a in answers {
+                if let PublishAnswer::Stored { heads, .. } = a {
+                    heads.iter().for_each(|h| {
+                        let _ = Cid::try_from(h.as_slice());
+                    })
+                }
+            }
         }
         Message::SubscribeRequest(SubscribeRequest::Lease { filter, .. })
         | Message::HistoryRequest(

@@ -18,7 +18,7 @@ use tidings_matcher::Filter;
 use tidings_node::net::deliver::{DeliverRequest, DeliverResponse};
 use tidings_node::net::fetch::{self, FetchEnd, FetchRequest};
 use tidings_node::net::history::{Ack, HistoryRequest, HistoryResponse};
-use tidings_node::net::publish::{PublishRequest, PublishResponse};
+use tidings_node::net::publish::{PublishAnswer, PublishRequest, PublishResponse};
 use tidings_node::net::replicate::{ReplicateRequest, ReplicateResponse};
 use tidings_node::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use tidings_node::net::wire::{Kind, Message, encode};
@@ -154,13 +154,18 @@ fn generate() -> Result<BTreeMap<&'static str, Seeds>> {
     };
     let messages = vec![
         Message::PublishRequest(PublishRequest {
-            cid: pair(&events[0]).0,
-            block: pair(&events[0]).1,
+            blocks: events[..2].iter().map(pair).collect(),
         }),
-        Message::PublishResponse(PublishResponse::Stored {
-            copies: 2,
-            heads: vec![pair(&events[4]).0, pair(&events[3]).0],
-        }),
+        Message::PublishResponse(PublishResponse::Each(vec![
+            PublishAnswer::Stored {
+                copies: 2,
+                heads: vec![pair(&events[4]).0, pair(&events[3]).0],
+            },
+            PublishAnswer::Refused {
+                status: 503,
+                message: "no majority of the rendezvous set answered".into(),
+            },
+        ])),
         Message::PublishResponse(PublishResponse::Refused {
             status: 503,
             message: "no majority of the rendezvous set answered".into(),

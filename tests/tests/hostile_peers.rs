@@ -22,7 +22,7 @@ use tidings_ipld_schema::json::json_to_ipld;
 use tidings_ipld_schema::{Block, DAG_CBOR, Event, Ipld, Keypair, MAX_BLOCK_SIZE, cid_of};
 use tidings_node::net::codec::MAX_MESSAGE;
 use tidings_node::net::deliver::{DeliverRequest, DeliverResponse};
-use tidings_node::net::publish::{PublishRequest, PublishResponse};
+use tidings_node::net::publish::{PublishAnswer, PublishRequest, PublishResponse};
 use tidings_node::net::replicate::{ReplicateRequest, ReplicateResponse};
 use tidings_node::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use tidings_node::net::wire::{self, Kind, Message};
@@ -277,11 +277,18 @@ fn replicate(h: &Hostile, blocks: Vec<Block>) -> Result<()> {
     Ok(())
 }
 
-fn publish_block(h: &Hostile, b: &Block) -> Result<()> {
-    let (cid, block) = wire_block(b);
-    let answer = h.request(Message::PublishRequest(PublishRequest { cid, block }));
-    if let Ok(Message::PublishResponse(PublishResponse::Stored { .. })) = answer {
-        bail!("the broker took a bad published block");
+fn publish_blocks(h: &Hostile, blocks: Vec<Block>) -> Result<()> {
+    let req = PublishRequest {
+        blocks: blocks.iter().map(wire_block).collect(),
+    };
+    // The answer, if the broker gives one before disconnecting, must refuse every event.
+    if let Ok(Message::PublishResponse(PublishResponse::Each(answers))) =
+        h.request(Message::PublishRequest(req))
+        && answers
+            .iter()
+            .any(|a| matches!(a, PublishAnswer::Stored { .. }))
+    {
+        bail!("the broker took a bad publish request");
     }
     Ok(())
 }
@@ -387,7 +394,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "publish: a tampered block",
             reason: Some("block hash does not match its CID"),
-            act: |h| publish_block(h, &tampered(h.seed)?),
+            act: |h| publish_blocks(h, vec![tampered(h.seed)?]),
         },
         Case {
             name: "replicate: a forged signature",
@@ -410,6 +417,11 @@ fn cases() -> Vec<Case> {
             act: |h| deliver_blocks(h, good_batch_with_forged(h.seed)?),
         },
         Case {
+            name: "publish: one forged signature among 200 good events (one batch verification)",
+            reason: Some("signature does not verify for the event's author"),
+            act: |h| publish_blocks(h, good_batch_with_forged(h.seed)?),
+        },
+        Case {
             name: "replicate: a block over 1 MiB",
             reason: Some("block too large: 1048577 bytes"),
             act: |h| replicate(h, vec![oversized_block()]),
@@ -417,7 +429,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "publish: a block that is not an event",
             reason: Some("not a tidings event"),
-            act: |h| publish_block(h, &not_an_event()?),
+            act: |h| publish_blocks(h, vec![not_an_event()?]),
         },
         Case {
             name: "replicate: bytes that are not CBOR",
@@ -429,7 +441,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "publish: CBOR of the wrong shape",
-            reason: Some("/tidings/publish/1 request: undecodable message"),
+            reason: Some("/tidings/publish/2 request: undecodable message"),
             act: |h| {
                 let _ = h.raw(publish::PROTOCOL, b"\xa1\x61x\x00".to_vec());
                 Ok(())

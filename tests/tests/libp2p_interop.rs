@@ -105,7 +105,7 @@ fn a_standard_libp2p_client_identifies_and_pings_a_node_over_tcp_and_quic() -> R
         let protocols = rt.block_on(probe(addr.clone()))?;
         for want in [
             "/tidings/kad/1.0.0",
-            "/tidings/publish/1",
+            "/tidings/publish/2",
             "/tidings/replicate/1",
             "/tidings/subscribe/1",
             "/tidings/deliver/1",

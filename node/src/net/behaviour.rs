@@ -34,7 +34,7 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     /// ping: liveness.
     pub ping: ping::Behaviour,
-    /// `/tidings/publish/1`.
+    /// `/tidings/publish/2`.
     pub publish: Rr<PublishRequest, PublishResponse>,
     /// `/tidings/replicate/1`.
     pub replicate: Rr<ReplicateRequest, ReplicateResponse>,

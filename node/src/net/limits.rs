@@ -1,8 +1,9 @@
 //! Per-peer inbound request rate limit: one token bucket per connected peer over all of
 //! tidings' request-response protocols together, so no single peer can monopolise the node.
 //!
-//! Honest peers stay far below it: a node sends a broker one publish or replicate request per
-//! event (deliveries are batched), and a busy author publishes a few thousand events a second.
+//! Honest peers stay far below it: publishes, replicas and deliveries travel in batches (what
+//! queued up while the last requests were out), so even an author publishing tens of thousands
+//! of events a second sends a broker a few hundred requests a second at most.
 //! A peer that keeps sending past it after being refused is flooding, and is penalised.
 
 use std::collections::HashMap;

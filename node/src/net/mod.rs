@@ -17,7 +17,7 @@ pub mod subscribe;
 mod swarm;
 pub mod wire;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use libp2p::{Multiaddr, PeerId};
@@ -204,14 +204,7 @@ pub struct Network {
     penalties: penalty::Penalties,
     /// The IPFS backend, when the node has one: history fetches ask it for what no peer has.
     ipfs: Arc<std::sync::OnceLock<Arc<crate::ipfs::Ipfs>>>,
-    /// Publishes in flight to each peer, at most [`PUBLISHES_IN_FLIGHT`].
-    publish_slots: Arc<std::sync::Mutex<HashMap<PeerId, Arc<tokio::sync::Semaphore>>>>,
 }
-
-/// Publishes this node has in flight to one peer at most: each is a stream of the connection,
-/// and a connection takes [`behaviour::MAX_STREAMS`] of a protocol at once; past that a
-/// request fails as if the peer were unreachable.
-pub const PUBLISHES_IN_FLIGHT: usize = 128;
 
 /// A request's answer from the swarm task (which drops the sender only when stopping).
 async fn answer<T>(rx: oneshot::Receiver<Result<T, NetError>>) -> Result<T, NetError> {
@@ -324,8 +317,9 @@ impl Network {
         Ok(rx)
     }
 
-    /// Hands a publish to the swarm (requests go out in the order they were handed) and
-    /// returns its answer, to wait for after.
+    /// Hands a publish request to the swarm (requests go out in the order they were handed)
+    /// and returns its answer, to wait for after. [`crate::pubsub::publishes`] batches events
+    /// into these requests and bounds how many are in flight.
     pub async fn send_publish(
         &self,
         peer: PeerId,
@@ -334,30 +328,8 @@ impl Network {
         impl std::future::Future<Output = Result<PublishResponse, NetError>> + use<>,
         NetError,
     > {
-        let slots = match self.publish_slots.lock() {
-            Ok(mut m) => m
-                .entry(peer)
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PUBLISHES_IN_FLIGHT)))
-                .clone(),
-            Err(_) => return Err(NetError::Stopped),
-        };
-        // Fair: publishes get their slots in the order they asked.
-        let slot = slots.acquire_owned().await.map_err(|_| NetError::Stopped)?;
         let rx = self.send(peer, |tx| Outbound::Publish(req, tx)).await?;
-        Ok(async move {
-            let answered = answer(rx).await;
-            drop(slot);
-            answered
-        })
-    }
-
-    /// Sends a publish to `peer` and waits for its answer.
-    pub async fn publish(
-        &self,
-        peer: PeerId,
-        req: PublishRequest,
-    ) -> Result<PublishResponse, NetError> {
-        self.request(peer, |tx| Outbound::Publish(req, tx)).await
+        Ok(answer(rx))
     }
 
     /// Sends blocks to replicate to `peer`.

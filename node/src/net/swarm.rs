@@ -161,7 +161,6 @@ pub fn start(
         replication: config.replication.max(1),
         directory: directory.clone(),
         ipfs: Arc::default(),
-        publish_slots: Arc::default(),
     };
     let task = Task {
         swarm,

@@ -21,9 +21,9 @@ use super::subscribe::{self, SubscribeRequest, SubscribeResponse};
 /// One message of one protocol: which protocol, and request or response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `/tidings/publish/1` request.
+    /// `/tidings/publish/2` request.
     PublishRequest,
-    /// `/tidings/publish/1` response.
+    /// `/tidings/publish/2` response.
     PublishResponse,
     /// `/tidings/replicate/1` request.
     ReplicateRequest,
@@ -217,6 +217,7 @@ pub fn encode(msg: Message) -> io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use super::publish::PublishAnswer;
     use super::*;
     use serde_bytes::ByteBuf;
 
@@ -224,13 +225,12 @@ mod tests {
         let b = |s: &[u8]| ByteBuf::from(s.to_vec());
         vec![
             Message::PublishRequest(PublishRequest {
-                cid: b(b"cid"),
-                block: b(b"block"),
+                blocks: vec![(b(b"cid"), b(b"block"))],
             }),
-            Message::PublishResponse(PublishResponse::Stored {
+            Message::PublishResponse(PublishResponse::Each(vec![PublishAnswer::Stored {
                 copies: 2,
                 heads: vec![b(b"h")],
-            }),
+            }])),
             Message::PublishResponse(PublishResponse::Refused {
                 status: 503,
                 message: "no majority".into(),

@@ -11,7 +11,7 @@ use crate::crypto::verify_wire_batch;
 use crate::metrics::Metrics;
 use crate::net::Inbound;
 use crate::net::deliver::{self, DeliverRequest, DeliverResponse};
-use crate::net::publish::{self, PublishRequest, PublishResponse};
+use crate::net::publish::{self, PublishAnswer, PublishRequest, PublishResponse};
 use crate::net::replicate::{self, ReplicateResponse};
 use crate::pubsub::Router;
 use crate::pubsub::router::Refusal;
@@ -73,74 +73,108 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
 
 type Delivery = (DeliverRequest, oneshot::Sender<DeliverResponse>);
 
-/// A batch of publishes verified together: each sender and reply with its own block's verdict.
-async fn verified(
-    batch: Vec<Publish>,
-) -> Vec<(
-    PeerId,
-    oneshot::Sender<PublishResponse>,
-    Result<(Block, Event), String>,
-)> {
-    let mut senders = Vec::with_capacity(batch.len());
-    let mut wire = Vec::with_capacity(batch.len());
-    for (peer, req, reply) in batch {
-        senders.push((peer, reply));
-        wire.push((req.cid.into_vec(), req.block.into_vec()));
-    }
-    let verdicts = verify_wire_batch(wire).await;
-    senders
+/// Publish requests verified together: each request with its sender, its reply, and a verdict
+/// per event, in order.
+async fn verified(batch: Vec<Publish>) -> Vec<(Publish, Vec<Result<(Block, Event), String>>)> {
+    let wire: Vec<(Vec<u8>, Vec<u8>)> = batch
+        .iter()
+        .flat_map(|(_, req, _)| {
+            req.blocks
+                .iter()
+                .map(|(cid, block)| (cid.to_vec(), block.to_vec()))
+        })
+        .collect();
+    let mut verdicts = verify_wire_batch(wire).await.into_iter();
+    batch
         .into_iter()
-        .zip(verdicts)
-        .map(|((peer, reply), verdict)| (peer, reply, verdict))
+        .map(|p| {
+            let n = p.1.blocks.len();
+            let mine = verdicts.by_ref().take(n).collect();
+            (p, mine)
+        })
         .collect()
 }
 
-/// A publish from another node, for this node as the topic's primary.
+/// A publish request from another node, for this node as the topics' primary.
 type Publish = (PeerId, PublishRequest, oneshot::Sender<PublishResponse>);
 
-/// Most publishes verified as one batch.
+/// Most events verified as one batch (a request larger than this is verified alone).
 const PUBLISH_BATCH: usize = 256;
 
-/// Verifies inbound publishes as they come, each time all of those queued together as one
-/// batch ([`verify_wire_batch`]: ed25519 batch verification, a bad signature still found and
-/// refused alone), then serves each in its own task. Requests arrive one event each, and
-/// verifying them one at a time was a quarter of a primary's reactor time; batches form by
-/// themselves while the previous batch is verified, so a lone publish waits for nothing.
+/// Verifies inbound publish requests as they come, each time all of those queued together as
+/// one batch ([`verify_wire_batch`]: ed25519 batch verification, a bad signature still found),
+/// then serves each request's events in a task of its own. A request holding a block that fails
+/// verification is refused whole, nothing of it stored, and its sender penalised: an author's
+/// node sends only events it signed, so one forged block makes the whole request hostile.
+/// Batches form by themselves while the previous batch is verified, so a lone publish waits for
+/// nothing.
 async fn verify_publishes(router: Arc<Router>, mut queued: mpsc::UnboundedReceiver<Publish>) {
-    while let Some(first) = queued.recv().await {
+    let mut carry: Option<Publish> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match queued.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut events = first.1.blocks.len();
         let mut batch = vec![first];
-        while batch.len() < PUBLISH_BATCH {
+        while events < PUBLISH_BATCH {
             match queued.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) if events + p.1.blocks.len() > PUBLISH_BATCH => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    events += p.1.blocks.len();
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
-        for (peer, reply, verdict) in verified(batch).await {
+        for ((peer, _, reply), verdicts) in verified(batch).await {
             let router = router.clone();
             tokio::spawn(async move {
-                let resp = match verdict {
-                    Ok((block, event)) => {
-                        let resp = router.serve_publish(peer, &block, &event).await;
-                        let m = router.metrics();
-                        match &resp {
-                            PublishResponse::Stored { .. } => Metrics::inc(&m.primary_stored),
-                            PublishResponse::Refused { .. } => Metrics::inc(&m.primary_refused),
-                        }
-                        resp
-                    }
-                    Err(why) => {
-                        Metrics::inc(&router.metrics().primary_refused);
-                        misbehaved(&router, peer, publish::PROTOCOL, &why).await;
-                        PublishResponse::Refused {
-                            status: 400,
-                            message: why,
-                        }
-                    }
-                };
-                let _ = reply.send(resp);
+                let _ = reply.send(serve_request(&router, peer, verdicts).await);
             });
         }
     }
+}
+
+/// Serves one verified publish request: every event in it, concurrently (the primary's turns
+/// keep each stream's order), answered each in its place.
+async fn serve_request(
+    router: &Router,
+    peer: PeerId,
+    verdicts: Vec<Result<(Block, Event), String>>,
+) -> PublishResponse {
+    let m = router.metrics();
+    let n = verdicts.len() as u64;
+    let events = match verdicts.into_iter().collect::<Result<Vec<_>, String>>() {
+        Ok(events) => events,
+        Err(why) => {
+            Metrics::add(&m.primary_refused, n);
+            misbehaved(router, peer, publish::PROTOCOL, &why).await;
+            return PublishResponse::Refused {
+                status: 400,
+                message: why,
+            };
+        }
+    };
+    let answers = futures::future::join_all(
+        events
+            .iter()
+            .map(|(block, event)| router.serve_publish(peer, block, event)),
+    )
+    .await;
+    for a in &answers {
+        match a {
+            PublishAnswer::Stored { .. } => Metrics::inc(&m.primary_stored),
+            PublishAnswer::Refused { .. } => Metrics::inc(&m.primary_refused),
+        }
+    }
+    PublishResponse::Each(answers)
 }
 
 async fn deliver_worker(
@@ -191,56 +225,55 @@ mod tests {
     use serde_bytes::ByteBuf;
     use tidings_ipld_schema::{DAG_CBOR, Ipld, Keypair, cid_of};
 
-    /// Publishes from several peers verified as one batch: the one forged block is refused and
-    /// only its sender is told so; every other publish keeps its own sender and its own event.
+    /// Publish requests from several peers verified as one batch: each request keeps its own
+    /// sender, reply and events, in order, and only the request holding the forged block has a
+    /// failed verdict (which refuses it whole, [`serve_request`]).
     #[tokio::test]
-    async fn a_forged_publish_in_a_batch_is_refused_alone_and_the_others_stay_with_their_senders() {
+    async fn a_forged_publish_fails_only_its_own_request_and_every_request_keeps_its_events() {
         let kp = Keypair::ed25519_from_bytes([3; 32]).expect("key");
         let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
         let forged = 17;
         let mut batch = Vec::new();
         let mut answers = Vec::new();
-        for seq in 1..=40u64 {
-            let e = Event::sign(&kp, "/b/t", Ipld::Integer(seq.into()), seq, seq, vec![])
-                .expect("sign");
-            let mut b = e.to_block().expect("block");
-            if seq == forged {
-                // Another signature under the block's own CID: only the signature is wrong.
-                let last = b.data.len() - 1;
-                b.data[last] ^= 1;
-                b.cid = cid_of(DAG_CBOR, &b.data);
+        for (r, peer) in peers.iter().enumerate() {
+            let mut blocks = Vec::new();
+            for seq in (r as u64 * 10 + 1)..=(r as u64 * 10 + 10) {
+                let e = Event::sign(&kp, "/b/t", Ipld::Integer(seq.into()), seq, seq, vec![])
+                    .expect("sign");
+                let mut b = e.to_block().expect("block");
+                if seq == forged {
+                    // Another signature under the block's own CID: only the signature is wrong.
+                    let last = b.data.len() - 1;
+                    b.data[last] ^= 1;
+                    b.cid = cid_of(DAG_CBOR, &b.data);
+                }
+                blocks.push((ByteBuf::from(b.cid.to_bytes()), ByteBuf::from(b.data)));
             }
             let (tx, rx) = oneshot::channel();
-            let req = PublishRequest {
-                cid: ByteBuf::from(b.cid.to_bytes()),
-                block: ByteBuf::from(b.data),
-            };
-            batch.push((peers[seq as usize % 4], req, tx));
-            answers.push((seq, rx));
+            batch.push((*peer, PublishRequest { blocks }, tx));
+            answers.push(rx);
         }
         let out = verified(batch).await;
-        assert_eq!(out.len(), 40);
-        for (i, (peer, reply, verdict)) in out.into_iter().enumerate() {
-            let seq = i as u64 + 1;
-            assert_eq!(peer, peers[seq as usize % 4], "publish {seq}: sender");
-            assert_eq!(
-                verdict.is_err(),
-                seq == forged,
-                "publish {seq}: {verdict:?}"
-            );
-            if let Ok((_, event)) = &verdict {
-                assert_eq!(event.seq, seq);
+        assert_eq!(out.len(), 4);
+        for (r, ((peer, req, reply), verdicts)) in out.into_iter().enumerate() {
+            assert_eq!(peer, peers[r], "request {r}: sender");
+            assert_eq!(req.blocks.len(), 10);
+            assert_eq!(verdicts.len(), 10, "request {r}: one verdict per event");
+            for (i, verdict) in verdicts.iter().enumerate() {
+                let seq = r as u64 * 10 + 1 + i as u64;
+                assert_eq!(verdict.is_err(), seq == forged, "event {seq}: {verdict:?}");
+                if let Ok((_, event)) = verdict {
+                    assert_eq!(event.seq, seq);
+                }
             }
-            let message = format!("{seq}");
+            let message = format!("{r}");
             let _ = reply.send(PublishResponse::Refused { status: 0, message });
         }
         // Each reply reached the request it belongs to.
-        for (seq, rx) in answers {
+        for (r, rx) in answers.into_iter().enumerate() {
             match rx.await {
-                Ok(PublishResponse::Refused { message, .. }) => {
-                    assert_eq!(message, seq.to_string())
-                }
-                other => panic!("publish {seq}: {other:?}"),
+                Ok(PublishResponse::Refused { message, .. }) => assert_eq!(message, r.to_string()),
+                other => panic!("request {r}: {other:?}"),
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod inbound;
 mod lane;
 pub mod local;
 pub mod outbox;
+pub mod publishes;
 pub mod receive;
 pub mod remote;
 pub mod replica_sync;

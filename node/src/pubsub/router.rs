@@ -22,12 +22,13 @@ use tokio::sync::mpsc;
 
 use crate::history::{self, Chain};
 use crate::metrics::Metrics;
-use crate::net::publish::{PublishRequest, PublishResponse};
+use crate::net::publish::PublishAnswer;
 use crate::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use crate::net::{Network, rendezvous};
 use crate::pubsub::lane::{Lane, Streams, Turn};
 use crate::pubsub::local::{LocalSubs, SLOW_GRACE, Subscription};
 use crate::pubsub::outbox::Outbox;
+use crate::pubsub::publishes::Publishes;
 use crate::pubsub::receive::{Arrival, Receiver, UNKNOWN_AFTER};
 use crate::pubsub::remote::RemoteSubs;
 use crate::pubsub::replicas::Replicas;
@@ -128,6 +129,7 @@ pub struct Router {
     remote: RemoteSubs,
     outbox: Outbox,
     replicas: Replicas,
+    publishes: Publishes,
     receiver: Receiver,
     /// This node's own publishing state per topic ([`Lane`]): its events of a topic are
     /// signed, stored and handed on in `seq` order.
@@ -268,6 +270,7 @@ impl Router {
             outbox: Outbox::new(net.clone(), metrics.clone()),
             metrics,
             replicas: Replicas::new(net.clone()),
+            publishes: Publishes::new(net.clone()),
             net,
             local: Arc::default(),
             remote: RemoteSubs::default(),
@@ -458,21 +461,13 @@ impl Router {
                 // Handed to the network after the publish before it, so the primary gets
                 // the stream in order (and puts it in order if requests overtake each other).
                 b.turn.wait_sent().await;
-                let req = PublishRequest {
-                    cid: ByteBuf::from(block.cid.to_bytes()),
-                    block: ByteBuf::from(block.data.clone()),
-                };
-                match self.net.send_publish(member, req).await {
-                    Ok(answer) => {
-                        b.turn.sent();
-                        b.turn.routed();
-                        answer.await
-                    }
-                    Err(e) => Err(e),
-                }
+                let answer = self.publishes.send(member, block);
+                b.turn.sent();
+                b.turn.routed();
+                answer.await
             };
             match answer {
-                Ok(PublishResponse::Stored { copies, heads }) => {
+                Ok(PublishAnswer::Stored { copies, heads }) => {
                     return Ok(Published {
                         cid: block.cid,
                         seq: b.appended.event.seq,
@@ -483,12 +478,12 @@ impl Router {
                             .collect(),
                     });
                 }
-                Ok(PublishResponse::Refused { status, message }) if status < 500 => {
+                Ok(PublishAnswer::Refused { status, message }) if status < 500 => {
                     return Err(PublishError::Unavailable(format!(
                         "primary {member} refused the event: {message}"
                     )));
                 }
-                Ok(PublishResponse::Refused { message, .. }) => {
+                Ok(PublishAnswer::Refused { message, .. }) => {
                     tracing::debug!(%member, %message, "member could not take the publish, trying the next");
                     last_error = message;
                 }
@@ -559,12 +554,7 @@ impl Router {
     /// `from` sent it. A node hands an event on only once its own group commit made it durable
     /// ([`Router::finish_publish`]), so when `from` is a member of the set its copy counts
     /// toward the majority and the event is not sent back to it.
-    pub async fn serve_publish(
-        &self,
-        from: PeerId,
-        block: &Block,
-        event: &Event,
-    ) -> PublishResponse {
+    pub async fn serve_publish(&self, from: PeerId, block: &Block, event: &Event) -> PublishAnswer {
         // In the stream's order: a publish pipelined behind this stream's previous event
         // waits (briefly) for it.
         let mut turn = self
@@ -603,7 +593,7 @@ impl Router {
         store: impl FnOnce() -> S,
         turn: &mut Turn,
         holder: Option<PeerId>,
-    ) -> PublishResponse
+    ) -> PublishAnswer
     where
         S: std::future::Future<Output = Result<Vec<Cid>, StoreError>>,
     {
@@ -630,7 +620,7 @@ impl Router {
                 here = &mut stored => match here {
                     Ok(heads) => break heads,
                     Err(err) => {
-                        return PublishResponse::Refused {
+                        return PublishAnswer::Refused {
                             status: 503,
                             message: format!("primary could not store the event: {err}"),
                         };
@@ -648,7 +638,7 @@ impl Router {
             }
         }
         if copies < need {
-            return PublishResponse::Refused {
+            return PublishAnswer::Refused {
                 status: 503,
                 message: format!(
                     "only {copies} of {} rendezvous members hold the event; {need} needed",
@@ -660,7 +650,7 @@ impl Router {
         turn.wait_routed().await;
         self.route(block, event).await;
         turn.routed();
-        PublishResponse::Stored {
+        PublishAnswer::Stored {
             copies: copies as u32,
             heads: heads.iter().map(|c| ByteBuf::from(c.to_bytes())).collect(),
         }

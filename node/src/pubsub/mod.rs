@@ -8,6 +8,7 @@ pub mod inbound;
 mod lane;
 pub mod local;
 pub mod outbox;
+mod peer_queue;
 pub mod publishes;
 pub mod receive;
 pub mod remote;

@@ -2,8 +2,7 @@
 //! batches in order and waits for each answer, so a node receives events in the order the
 //! primary matched them. A batch that cannot be delivered is retried (see [`GIVE_UP_AFTER`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
@@ -12,8 +11,9 @@ use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::net::Network;
-use crate::net::batch::{Batch, Budget, pair_size};
+use crate::net::batch::{Budget, pair_size};
 use crate::net::deliver::{DeliverRequest, DeliverResponse};
+use crate::pubsub::peer_queue::{Drain, PeerQueues};
 
 /// Most events in one deliver request, within [`crate::net::batch::MESSAGE_BUDGET`] bytes.
 const BATCH: Budget = Budget::items(256);
@@ -40,7 +40,7 @@ type Item = (ByteBuf, ByteBuf, u64);
 pub struct Outbox {
     net: Network,
     metrics: Arc<Metrics>,
-    queues: Mutex<HashMap<PeerId, mpsc::UnboundedSender<Item>>>,
+    queues: PeerQueues<Item>,
 }
 
 impl Outbox {
@@ -49,28 +49,23 @@ impl Outbox {
         Outbox {
             net,
             metrics,
-            queues: Mutex::default(),
+            queues: PeerQueues::default(),
         }
     }
 
     /// Queues one event (CID bytes, block bytes) for `peer`; `after` as in
     /// [`DeliverRequest::after`].
     pub fn push(&self, peer: PeerId, cid: Vec<u8>, block: Vec<u8>, after: u64) {
-        let Ok(mut queues) = self.queues.lock() else {
-            return;
-        };
         let item = (ByteBuf::from(cid), ByteBuf::from(block), after);
-        let item = match queues.get(&peer) {
-            Some(tx) => match tx.send(item) {
-                Ok(()) => return,
-                Err(e) => e.0, // the worker ended; start a new one below
-            },
-            None => item,
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(item);
-        queues.insert(peer, tx);
-        tokio::spawn(worker(self.net.clone(), self.metrics.clone(), peer, rx));
+        let (net, metrics) = (self.net.clone(), self.metrics.clone());
+        // False only on a poisoned lock (a bug elsewhere): the event is then not delivered
+        // here, and the subscriber's node repairs the gap from the stream.
+        if !self
+            .queues
+            .push(peer, item, |rx| worker(net, metrics, peer, rx))
+        {
+            tracing::error!(%peer, "bug: delivery queue unavailable; the subscriber must repair the gap");
+        }
     }
 }
 
@@ -78,33 +73,15 @@ async fn worker(
     net: Network,
     metrics: Arc<Metrics>,
     peer: PeerId,
-    mut rx: mpsc::UnboundedReceiver<Item>,
+    rx: mpsc::UnboundedReceiver<Item>,
 ) {
-    // The event that did not fit in the last batch: the first of the next.
-    let mut carry = None;
+    let mut queue = Drain::new(rx, BATCH, |(c, b, _)| pair_size(c, b));
     // The last batch was given up: the next ones get a short try until one goes through, so a
     // node that is gone does not hold every later batch for the whole retry time.
     let mut gone = false;
-    loop {
-        let first = match carry.take() {
-            Some(e) => e,
-            None => match rx.recv().await {
-                Some(e) => e,
-                None => return,
-            },
-        };
-        let mut batch = Batch::new(BATCH);
-        let mut first = Some(first);
-        carry = batch.fill(
-            || first.take().or_else(|| rx.try_recv().ok()),
-            |(c, b, _)| pair_size(c, b),
-        );
+    while let Some(batch) = queue.next().await {
         let n = batch.len();
-        let (events, after) = batch
-            .into_items()
-            .into_iter()
-            .map(|(c, b, a)| ((c, b), a))
-            .unzip();
+        let (events, after) = batch.into_iter().map(|(c, b, a)| ((c, b), a)).unzip();
         let req = DeliverRequest { events, after };
         let began = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(50);
@@ -126,11 +103,11 @@ async fn worker(
                 }
                 Err(e)
                     if began.elapsed() >= if gone { GONE_TRY } else { GIVE_UP_AFTER }
-                        || rx.len() >= MAX_WAITING =>
+                        || queue.waiting() >= MAX_WAITING =>
                 {
                     gone = true;
                     Metrics::add(&metrics.deliveries_given_up, n as u64);
-                    tracing::warn!(%peer, events = n, attempt, waiting = rx.len(), error = %e, "delivery given up; the subscriber must repair the gap");
+                    tracing::warn!(%peer, events = n, attempt, waiting = queue.waiting(), error = %e, "delivery given up; the subscriber must repair the gap");
                     break;
                 }
                 Err(e) => {

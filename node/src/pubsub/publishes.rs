@@ -11,17 +11,15 @@
 //! queue order; requests in flight together may still overtake each other on the wire, which
 //! the primary puts right ([`crate::pubsub::lane::Streams`]), as it did for single events.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 use tidings_ipld_schema::Block;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::net::batch::{Batch, Budget, pair_size};
+use crate::net::batch::Budget;
 use crate::net::publish::{PublishAnswer, PublishRequest};
 use crate::net::{NetError, Network};
+use crate::pubsub::peer_queue::{PeerQueues, Waiting, in_batches};
 
 /// Most events in one publish request: what the primary verifies as one batch.
 const BATCH: Budget = Budget::items(256);
@@ -31,17 +29,10 @@ const IN_FLIGHT: usize = 8;
 
 type Answer = Result<PublishAnswer, NetError>;
 
-/// One event waiting to be published, and who waits for its answer.
-struct Pending {
-    cid: ByteBuf,
-    block: ByteBuf,
-    answer: oneshot::Sender<Answer>,
-}
-
 /// Per-primary publish queues.
 pub struct Publishes {
     net: Network,
-    queues: Mutex<HashMap<PeerId, mpsc::UnboundedSender<Pending>>>,
+    queues: PeerQueues<Waiting<Answer>>,
 }
 
 impl Publishes {
@@ -49,7 +40,7 @@ impl Publishes {
     pub fn new(net: Network) -> Publishes {
         Publishes {
             net,
-            queues: Mutex::default(),
+            queues: PeerQueues::default(),
         }
     }
 
@@ -61,12 +52,13 @@ impl Publishes {
         block: &Block,
     ) -> impl std::future::Future<Output = Answer> + Send + 'static {
         let (answer, rx) = oneshot::channel();
-        let item = Pending {
+        let item = Waiting {
             cid: ByteBuf::from(block.cid.to_bytes()),
             block: ByteBuf::from(block.data.clone()),
             answer,
         };
-        let queued = self.queue(peer, item);
+        let net = self.net.clone();
+        let queued = self.queues.push(peer, item, |rx| worker(net, peer, rx));
         async move {
             if !queued {
                 return Err(NetError::Stopped);
@@ -74,75 +66,35 @@ impl Publishes {
             rx.await.unwrap_or(Err(NetError::Stopped))
         }
     }
-
-    fn queue(&self, peer: PeerId, item: Pending) -> bool {
-        let Ok(mut queues) = self.queues.lock() else {
-            return false;
-        };
-        let item = match queues.get(&peer) {
-            Some(tx) => match tx.send(item) {
-                Ok(()) => return true,
-                Err(e) => e.0, // the worker ended; start a new one below
-            },
-            None => item,
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(item);
-        queues.insert(peer, tx);
-        tokio::spawn(worker(self.net.clone(), peer, rx));
-        true
-    }
 }
 
-async fn worker(net: Network, peer: PeerId, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    // The event that did not fit in the last batch: the first of the next.
-    let mut carry = None;
-    loop {
-        // A batch is formed only when a request may go: events queue up meanwhile.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let first = match carry.take() {
-            Some(e) => e,
-            None => match rx.recv().await {
-                Some(e) => e,
-                None => return,
-            },
-        };
-        let mut batch = Batch::new(BATCH);
-        let mut first = Some(first);
-        carry = batch.fill(
-            || first.take().or_else(|| rx.try_recv().ok()),
-            |p| pair_size(&p.cid, &p.block),
-        );
-        let mut blocks = Vec::with_capacity(batch.len());
-        let mut waiters = Vec::with_capacity(batch.len());
-        for p in batch.into_items() {
-            blocks.push((p.cid, p.block));
-            waiters.push(p.answer);
+async fn worker(net: Network, peer: PeerId, rx: mpsc::UnboundedReceiver<Waiting<Answer>>) {
+    in_batches(rx, BATCH, IN_FLIGHT, |blocks, waiters, slot| {
+        let net = net.clone();
+        async move {
+            // Handed to the swarm here, in queue order; answered in its own task.
+            let sent = net.send_publish(peer, PublishRequest { blocks }).await;
+            tokio::spawn(async move {
+                let n = waiters.len();
+                let answered = match sent {
+                    Ok(answer) => answer.await,
+                    Err(e) => Err(e),
+                };
+                match answered {
+                    Ok(response) => {
+                        for (w, a) in waiters.into_iter().zip(response.into_answers(n)) {
+                            let _ = w.send(Ok(a));
+                        }
+                    }
+                    Err(e) => {
+                        for w in waiters {
+                            let _ = w.send(Err(e.clone()));
+                        }
+                    }
+                }
+                drop(slot);
+            });
         }
-        // Handed to the swarm here, in queue order; answered in its own task.
-        let sent = net.send_publish(peer, PublishRequest { blocks }).await;
-        tokio::spawn(async move {
-            let n = waiters.len();
-            let answered = match sent {
-                Ok(answer) => answer.await,
-                Err(e) => Err(e),
-            };
-            match answered {
-                Ok(response) => {
-                    for (w, a) in waiters.into_iter().zip(response.into_answers(n)) {
-                        let _ = w.send(Ok(a));
-                    }
-                }
-                Err(e) => {
-                    for w in waiters {
-                        let _ = w.send(Err(e.clone()));
-                    }
-                }
-            }
-            drop(slot);
-        });
-    }
+    })
+    .await
 }

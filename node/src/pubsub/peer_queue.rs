@@ -158,7 +158,11 @@ mod tests {
         };
         let mut d = Drain::new(rx, budget, one);
         assert_eq!(d.next().await, Some(vec![0, 1]));
-        assert_eq!(d.waiting(), 3, "a full batch takes nothing more from the queue");
+        assert_eq!(
+            d.waiting(),
+            3,
+            "a full batch takes nothing more from the queue"
+        );
         assert_eq!(d.next().await, Some(vec![2, 3]));
         assert_eq!(d.next().await, Some(vec![4]));
         drop(tx);

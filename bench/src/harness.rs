@@ -182,6 +182,10 @@ pub struct Plan {
     pub budget: Duration,
     /// How long after the last publish returned we still wait for missing deliveries.
     pub grace: Duration,
+    /// Where to append each published event's timings as JSON lines ([`write_timings`]), to
+    /// see where a latency figure comes from (the publish call or the delivery, early or late
+    /// in the run); `None` writes nothing.
+    pub timings: Option<std::path::PathBuf>,
 }
 
 /// The part of the record the caller knows.
@@ -224,6 +228,8 @@ async fn await_probes<P: Publisher>(p: &P, probes: &[Arc<AtomicBool>]) -> Result
 /// What the publishing lanes did: per event index, when its publish call started.
 struct Published {
     start: Vec<Option<Instant>>,
+    /// How long each event's publish call took (for an acknowledged publish, until its ack).
+    took: Vec<Option<Duration>>,
     errors: usize,
     first_error: Option<String>,
     t0: Instant,
@@ -248,7 +254,7 @@ async fn publish_all<P: Publisher>(
         let events = events.clone();
         let rate = plan.rate;
         tasks.push(tokio::spawn(async move {
-            let mut starts = Vec::with_capacity(lane.len());
+            let mut starts: Vec<(usize, Instant, Duration)> = Vec::with_capacity(lane.len());
             let mut errors = 0usize;
             let mut first_error = None;
             for i in lane {
@@ -264,7 +270,7 @@ async fn publish_all<P: Publisher>(
                     break;
                 }
                 match p.publish(&events[i]).await {
-                    Ok(()) => starts.push((i, s)),
+                    Ok(()) => starts.push((i, s, s.elapsed())),
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| format!("{e:#}"));
@@ -276,6 +282,7 @@ async fn publish_all<P: Publisher>(
     }
     let mut out = Published {
         start: vec![None; events.len()],
+        took: vec![None; events.len()],
         errors: 0,
         first_error: None,
         t0,
@@ -283,8 +290,9 @@ async fn publish_all<P: Publisher>(
     };
     for t in tasks {
         let (starts, errors, first_error) = t.await?;
-        for (i, s) in starts {
+        for (i, s, took) in starts {
             out.start[i] = Some(s);
+            out.took[i] = Some(took);
         }
         out.errors += errors;
         if out.first_error.is_none() {
@@ -339,9 +347,68 @@ pub async fn measure<P: Publisher>(
                 .context("a subscriber loop ended without its recorder")?,
         );
     }
+    if let Some(path) = &plan.timings {
+        write_timings(path, &meta, events, &published, &recs)
+            .with_context(|| format!("writing event timings to {}", path.display()))?;
+    }
     Ok(summarise(
         events, &published, &recs, expected, bytes, plan, meta,
     ))
+}
+
+/// One published event's timings, as [`write_timings`] writes them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct EventTiming {
+    pub system: String,
+    pub scenario: String,
+    pub run: u32,
+    /// The event's id.
+    pub id: u64,
+    /// When its publish call started, in seconds after the first publish.
+    pub at_s: f64,
+    /// How long the publish call took, µs (until the ack, for a system that acknowledges).
+    pub publish_us: f64,
+    /// Per subscriber: its first delivery after the publish call started, µs; `None` if it
+    /// did not arrive (or the subscriber does not want it).
+    pub delivery_us: Vec<Option<f64>>,
+}
+
+/// Appends one JSON line per published event ([`EventTiming`]) to `path`.
+fn write_timings(
+    path: &std::path::Path,
+    meta: &Meta,
+    events: &[Order],
+    published: &Published,
+    recs: &[Recorder],
+) -> Result<()> {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut w = std::io::BufWriter::new(file);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (i, (start, took)) in published.start.iter().zip(&published.took).enumerate() {
+        let (Some(s), Some(took), Some(o)) = (start, took, events.get(i)) else {
+            continue;
+        };
+        let line = EventTiming {
+            system: meta.system.clone(),
+            scenario: meta.scenario.clone(),
+            run: meta.run,
+            id: o.id,
+            at_s: s.saturating_duration_since(published.t0).as_secs_f64(),
+            publish_us: us(*took),
+            delivery_us: recs
+                .iter()
+                .map(|r| r.arrival(i).map(|a| us(a.saturating_duration_since(*s))))
+                .collect(),
+        };
+        serde_json::to_writer(&mut w, &line)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn summarise(

@@ -124,3 +124,62 @@ fn jetstream_sync_refuses_a_server_without_sync_interval() {
     );
     assert!(!dir.path().join("out/results").exists(), "measured anyway");
 }
+
+/// `--timings` writes one line per published event, each with its publish call's duration and
+/// the subscriber's delivery, and as many lines as the record says were published.
+#[test]
+fn timings_has_a_line_for_every_published_event() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let timings = out.path().join("timings.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .env("NATS_SERVER", nats_server())
+        .args(["--quick", "--secs", "0.3", "--grace", "5", "--out"])
+        .arg(out.path())
+        .args(["--systems", "jetstream-sync", "--scenarios", "persist-1"])
+        .arg("--timings")
+        .arg(&timings)
+        .output()
+        .expect("running compare");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "compare failed: {}\n{log}",
+        run.status
+    );
+    let results = std::fs::read_dir(out.path().join("results"))
+        .expect("results dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .expect("a results file");
+    let record: serde_json::Value = std::fs::read_to_string(&results)
+        .expect("results")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a results line"))
+        .find(|v| v["bench"] == "compare")
+        .expect("the measurement's record");
+    let published = record["published"].as_u64().expect("published");
+    assert!(published > 0, "{record}");
+    let text = std::fs::read_to_string(&timings).expect("timings file");
+    let lines: Vec<tidings_bench::harness::EventTiming> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a timing line"))
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        published,
+        "one line per published event"
+    );
+    let mut ids = std::collections::HashSet::new();
+    for t in &lines {
+        assert_eq!(
+            (t.system.as_str(), t.scenario.as_str()),
+            ("jetstream-sync", "persist-1")
+        );
+        assert!(ids.insert(t.id), "event {} twice", t.id);
+        assert!(t.publish_us > 0.0 && t.at_s >= 0.0, "{t:?}");
+        // One subscriber, nothing lost: every event arrived, after its publish started.
+        assert_eq!(t.delivery_us.len(), 1, "{t:?}");
+        assert!(t.delivery_us[0].is_some_and(|d| d > 0.0), "{t:?}");
+    }
+}

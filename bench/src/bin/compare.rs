@@ -38,6 +38,7 @@ struct Args {
     scenarios: Vec<String>,
     out_dir: PathBuf,
     report_only: Option<PathBuf>,
+    timings: Option<PathBuf>,
 }
 
 const SCENARIOS: [&str; 7] = [
@@ -56,7 +57,7 @@ usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
                [--rate R (5000)]
                [--sustained-rate R (200)] [--fanout K (10)]
                [--seed S (7)] [--grace S (10)] [--systems a,b,..] [--scenarios x,y,..]
-               [--out DIR (bench/)] [--report FILE.jsonl]
+               [--out DIR (bench/)] [--report FILE.jsonl] [--timings FILE.jsonl]
 
   --window W   publishes in flight for the acknowledging peers (JetStream, QoS 1) in every
                scenario, and for every acknowledging system, tidings included, in persist-window
@@ -69,6 +70,9 @@ usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
   --quick      smoke test: 1 run, 1 s and at most 20000 events per measurement, 3 s grace;
                output to /tmp/tidings-compare-quick unless --out is given
   --report F   only regenerate DIR/RESULTS.md and the plots from F
+  --timings F  also append every published event's timings to F, one JSON line each:
+               system, scenario, run, id, at_s (publish start after the first), publish_us
+               (the call, to its ack where there is one), delivery_us (per subscriber)
 systems:   nats jetstream jetstream-sync mqtt-qos0 mqtt-qos1 gossipsub tidings-1 tidings-3
 scenarios: throughput fanout latency latency-sustained filter persist-1 persist-window
 env: TIDINGS_BIN, NATS_SERVER, MOSQUITTO (binaries; default: built / on PATH or /usr/sbin;
@@ -92,6 +96,7 @@ fn parse_args() -> Result<Args> {
         scenarios: SCENARIOS.iter().map(|s| s.to_string()).collect(),
         out_dir: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
         report_only: None,
+        timings: None,
     };
     let mut out_given = false;
     let mut it = std::env::args().skip(1);
@@ -132,6 +137,7 @@ fn parse_args() -> Result<Args> {
                 out_given = true;
             }
             "--report" => a.report_only = Some(PathBuf::from(val("--report")?)),
+            "--timings" => a.timings = Some(PathBuf::from(val("--timings")?)),
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -253,6 +259,7 @@ async fn run_cell(
         rate: sh.rate,
         budget: Duration::from_secs_f64(a.secs),
         grace: Duration::from_secs_f64(a.grace),
+        timings: a.timings.clone(),
     };
     let meta = Meta {
         system: sys.name().into(),
@@ -491,6 +498,7 @@ mod tests {
             scenarios: Vec::new(),
             out_dir: PathBuf::new(),
             report_only: None,
+            timings: None,
         }
     }
 

@@ -185,6 +185,7 @@ async fn main() -> Result<()> {
         rate,
         budget: unbounded,
         grace: GRACE,
+        timings: None,
     };
     for tidings_system in [true, false] {
         let name = if tidings_system {

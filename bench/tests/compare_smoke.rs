@@ -59,22 +59,14 @@ fn nats_server() -> PathBuf {
     p
 }
 
-/// jetstream-sync and jetstream side by side in their quickest form: both run, lose nothing,
-/// and the driver has checked on each server's /varz that it syncs as its row says (a row whose
-/// server does not fsync before the ack fails instead of being measured).
-#[test]
-fn jetstream_sync_runs_beside_jetstream() {
-    let out = tempfile::tempdir().expect("temp dir");
+/// Runs the driver in its quickest form against the installed nats-server, writing to `out`;
+/// fails the test (with the driver's log) unless it succeeded.
+fn quickest(out: &Path, args: &[&str]) {
     let run = Command::new(env!("CARGO_BIN_EXE_compare"))
         .env("NATS_SERVER", nats_server())
         .args(["--quick", "--secs", "0.3", "--grace", "5", "--out"])
-        .arg(out.path())
-        .args([
-            "--systems",
-            "jetstream,jetstream-sync",
-            "--scenarios",
-            "persist-1,throughput",
-        ])
+        .arg(out)
+        .args(args)
         .output()
         .expect("running compare");
     let log = String::from_utf8_lossy(&run.stderr);
@@ -82,6 +74,23 @@ fn jetstream_sync_runs_beside_jetstream() {
         run.status.success(),
         "compare failed: {}\n{log}",
         run.status
+    );
+}
+
+/// jetstream-sync and jetstream side by side in their quickest form: both run, lose nothing,
+/// and the driver has checked on each server's /varz that it syncs as its row says (a row whose
+/// server does not fsync before the ack fails instead of being measured).
+#[test]
+fn jetstream_sync_runs_beside_jetstream() {
+    let out = tempfile::tempdir().expect("temp dir");
+    quickest(
+        out.path(),
+        &[
+            "--systems",
+            "jetstream,jetstream-sync",
+            "--scenarios",
+            "persist-1,throughput",
+        ],
     );
     let page = std::fs::read_to_string(out.path().join("RESULTS.md")).expect("RESULTS.md");
     assert!(!page.contains("failed:"), "a measurement failed:\n{page}");
@@ -131,20 +140,17 @@ fn jetstream_sync_refuses_a_server_without_sync_interval() {
 fn timings_has_a_line_for_every_published_event() {
     let out = tempfile::tempdir().expect("temp dir");
     let timings = out.path().join("timings.jsonl");
-    let run = Command::new(env!("CARGO_BIN_EXE_compare"))
-        .env("NATS_SERVER", nats_server())
-        .args(["--quick", "--secs", "0.3", "--grace", "5", "--out"])
-        .arg(out.path())
-        .args(["--systems", "jetstream-sync", "--scenarios", "persist-1"])
-        .arg("--timings")
-        .arg(&timings)
-        .output()
-        .expect("running compare");
-    let log = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        run.status.success(),
-        "compare failed: {}\n{log}",
-        run.status
+    let timings_arg = timings.to_str().expect("a UTF-8 temp path");
+    quickest(
+        out.path(),
+        &[
+            "--systems",
+            "jetstream-sync",
+            "--scenarios",
+            "persist-1",
+            "--timings",
+            timings_arg,
+        ],
     );
     let results = std::fs::read_dir(out.path().join("results"))
         .expect("results dir")

@@ -225,11 +225,17 @@ async fn await_probes<P: Publisher>(p: &P, probes: &[Arc<AtomicBool>]) -> Result
     }
 }
 
-/// What the publishing lanes did: per event index, when its publish call started.
+/// One publish call that succeeded.
+#[derive(Clone, Copy)]
+struct Call {
+    start: Instant,
+    /// How long it took (for an acknowledged publish, until its ack).
+    took: Duration,
+}
+
+/// What the publishing lanes did: per event index, its publish call if it succeeded.
 struct Published {
-    start: Vec<Option<Instant>>,
-    /// How long each event's publish call took (for an acknowledged publish, until its ack).
-    took: Vec<Option<Duration>>,
+    calls: Vec<Option<Call>>,
     errors: usize,
     first_error: Option<String>,
     t0: Instant,
@@ -254,7 +260,7 @@ async fn publish_all<P: Publisher>(
         let events = events.clone();
         let rate = plan.rate;
         tasks.push(tokio::spawn(async move {
-            let mut starts: Vec<(usize, Instant, Duration)> = Vec::with_capacity(lane.len());
+            let mut calls = Vec::with_capacity(lane.len());
             let mut errors = 0usize;
             let mut first_error = None;
             for i in lane {
@@ -270,29 +276,33 @@ async fn publish_all<P: Publisher>(
                     break;
                 }
                 match p.publish(&events[i]).await {
-                    Ok(()) => starts.push((i, s, s.elapsed())),
+                    Ok(()) => calls.push((
+                        i,
+                        Call {
+                            start: s,
+                            took: s.elapsed(),
+                        },
+                    )),
                     Err(e) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| format!("{e:#}"));
                     }
                 }
             }
-            (starts, errors, first_error)
+            (calls, errors, first_error)
         }));
     }
     let mut out = Published {
-        start: vec![None; events.len()],
-        took: vec![None; events.len()],
+        calls: vec![None; events.len()],
         errors: 0,
         first_error: None,
         t0,
         end: t0,
     };
     for t in tasks {
-        let (starts, errors, first_error) = t.await?;
-        for (i, s, took) in starts {
-            out.start[i] = Some(s);
-            out.took[i] = Some(took);
+        let (calls, errors, first_error) = t.await?;
+        for (i, c) in calls {
+            out.calls[i] = Some(c);
         }
         out.errors += errors;
         if out.first_error.is_none() {
@@ -327,7 +337,7 @@ pub async fn measure<P: Publisher>(
     }
     let n_subs = handles.len();
     let wanted_published = published
-        .start
+        .calls
         .iter()
         .zip(events.iter())
         .filter(|(s, o)| s.is_some() && (!subs.filtered || o.useful))
@@ -359,8 +369,11 @@ pub async fn measure<P: Publisher>(
 /// One published event's timings, as [`write_timings`] writes them.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct EventTiming {
+    /// The system measured (as in the results file).
     pub system: String,
+    /// The scenario.
     pub scenario: String,
+    /// The run (1-based).
     pub run: u32,
     /// The event's id.
     pub id: u64,
@@ -388,8 +401,8 @@ fn write_timings(
         .open(path)?;
     let mut w = std::io::BufWriter::new(file);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    for (i, (start, took)) in published.start.iter().zip(&published.took).enumerate() {
-        let (Some(s), Some(took), Some(o)) = (start, took, events.get(i)) else {
+    for (i, (call, o)) in published.calls.iter().zip(events).enumerate() {
+        let Some(Call { start: s, took }) = call else {
             continue;
         };
         let line = EventTiming {
@@ -425,8 +438,10 @@ fn summarise(
     let mut last = published.t0;
     for r in recs {
         unwanted += r.unwanted;
-        for (i, s) in published.start.iter().enumerate() {
-            let Some(s) = s else { continue };
+        for (i, c) in published.calls.iter().enumerate() {
+            let Some(Call { start: s, .. }) = c else {
+                continue;
+            };
             dup += r.count[i].saturating_sub(1) as usize;
             if let Some(a) = r.arrival(i) {
                 delivered += 1;
@@ -436,7 +451,7 @@ fn summarise(
         }
     }
     lat.sort_by(f64::total_cmp);
-    let n_pub = published.start.iter().filter(|s| s.is_some()).count();
+    let n_pub = published.calls.iter().filter(|c| c.is_some()).count();
     let pub_span = published
         .end
         .saturating_duration_since(published.t0)
@@ -451,8 +466,8 @@ fn summarise(
     } else {
         events
             .iter()
-            .zip(&published.start)
-            .filter(|(_, s)| s.is_some())
+            .zip(&published.calls)
+            .filter(|(_, c)| c.is_some())
             .map(|(o, _)| o.body.len())
             .sum::<usize>() as f64
             / n_pub as f64

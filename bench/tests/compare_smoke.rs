@@ -158,14 +158,14 @@ fn timings_has_a_line_for_every_published_event() {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .expect("a results file");
-    let record: serde_json::Value = std::fs::read_to_string(&results)
-        .expect("results")
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a results line"))
-        .find(|v| v["bench"] == "compare")
-        .expect("the measurement's record");
-    let published = record["published"].as_u64().expect("published");
-    assert!(published > 0, "{record}");
+    let (_, records) =
+        tidings_bench::report::parse(&std::fs::read_to_string(&results).expect("results"))
+            .expect("a results file the report reads");
+    let [record] = records.as_slice() else {
+        panic!("one measurement, got {records:?}");
+    };
+    let published = record.published as u64;
+    assert!(published > 0, "{record:?}");
     let text = std::fs::read_to_string(&timings).expect("timings file");
     let lines: Vec<tidings_bench::harness::EventTiming> = text
         .lines()

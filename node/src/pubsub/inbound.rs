@@ -10,10 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::crypto::verify_wire_batch;
 use crate::metrics::Metrics;
 use crate::net::Inbound;
+use crate::net::batch::Budget;
 use crate::net::deliver::{self, DeliverRequest, DeliverResponse};
 use crate::net::publish::{self, PublishAnswer, PublishRequest, PublishResponse};
 use crate::net::replicate::{self, ReplicateResponse};
 use crate::pubsub::Router;
+use crate::pubsub::peer_queue::Drain;
 use crate::pubsub::router::Refusal;
 
 /// Serves inbound requests until the network stops.
@@ -73,27 +75,28 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
 
 type Delivery = (DeliverRequest, oneshot::Sender<DeliverResponse>);
 
-/// Publish requests verified together: each request with its sender, its reply, and a verdict
-/// per event, in order.
-async fn verified(batch: Vec<Publish>) -> Vec<(Publish, Vec<Result<(Block, Event), String>>)> {
-    let wire: Vec<(Vec<u8>, Vec<u8>)> = batch
-        .iter()
-        .flat_map(|(_, req, _)| {
+/// Publish requests verified together: each request's sender and reply, and a verdict per
+/// event, in order. The blocks move to the verifier, uncopied.
+async fn verified(batch: Vec<Publish>) -> Vec<(Sender, Vec<Result<(Block, Event), String>>)> {
+    let mut senders = Vec::with_capacity(batch.len());
+    let mut wire = Vec::new();
+    for (peer, req, reply) in batch {
+        senders.push(((peer, reply), req.blocks.len()));
+        wire.extend(
             req.blocks
-                .iter()
-                .map(|(cid, block)| (cid.to_vec(), block.to_vec()))
-        })
-        .collect();
+                .into_iter()
+                .map(|(cid, block)| (cid.into_vec(), block.into_vec())),
+        );
+    }
     let mut verdicts = verify_wire_batch(wire).await.into_iter();
-    batch
+    senders
         .into_iter()
-        .map(|p| {
-            let n = p.1.blocks.len();
-            let mine = verdicts.by_ref().take(n).collect();
-            (p, mine)
-        })
+        .map(|(sender, n)| (sender, verdicts.by_ref().take(n).collect()))
         .collect()
 }
+
+/// Who sent a publish request, and where its response goes.
+type Sender = (PeerId, oneshot::Sender<PublishResponse>);
 
 /// A publish request from another node, for this node as the topics' primary.
 type Publish = (PeerId, PublishRequest, oneshot::Sender<PublishResponse>);
@@ -108,32 +111,15 @@ const PUBLISH_BATCH: usize = 256;
 /// node sends only events it signed, so one forged block makes the whole request hostile.
 /// Batches form by themselves while the previous batch is verified, so a lone publish waits for
 /// nothing.
-async fn verify_publishes(router: Arc<Router>, mut queued: mpsc::UnboundedReceiver<Publish>) {
-    let mut carry: Option<Publish> = None;
-    loop {
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match queued.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let mut events = first.1.blocks.len();
-        let mut batch = vec![first];
-        while events < PUBLISH_BATCH {
-            match queued.try_recv() {
-                Ok(p) if events + p.1.blocks.len() > PUBLISH_BATCH => {
-                    carry = Some(p);
-                    break;
-                }
-                Ok(p) => {
-                    events += p.1.blocks.len();
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
-        for ((peer, _, reply), verdicts) in verified(batch).await {
+async fn verify_publishes(router: Arc<Router>, queued: mpsc::UnboundedReceiver<Publish>) {
+    // Measured in events, not bytes: the bound is what one batch verification takes.
+    let budget = Budget {
+        bytes: PUBLISH_BATCH,
+        count: usize::MAX,
+    };
+    let mut queued = Drain::new(queued, budget, |p: &Publish| p.1.blocks.len());
+    while let Some(batch) = queued.next().await {
+        for ((peer, reply), verdicts) in verified(batch).await {
             let router = router.clone();
             tokio::spawn(async move {
                 let _ = reply.send(serve_request(&router, peer, verdicts).await);
@@ -255,9 +241,8 @@ mod tests {
         }
         let out = verified(batch).await;
         assert_eq!(out.len(), 4);
-        for (r, ((peer, req, reply), verdicts)) in out.into_iter().enumerate() {
+        for (r, ((peer, reply), verdicts)) in out.into_iter().enumerate() {
             assert_eq!(peer, peers[r], "request {r}: sender");
-            assert_eq!(req.blocks.len(), 10);
             assert_eq!(verdicts.len(), 10, "request {r}: one verdict per event");
             for (i, verdict) in verdicts.iter().enumerate() {
                 let seq = r as u64 * 10 + 1 + i as u64;

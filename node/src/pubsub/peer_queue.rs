@@ -108,6 +108,17 @@ pub struct Waiting<A> {
     pub answer: oneshot::Sender<A>,
 }
 
+impl<A> Waiting<A> {
+    /// `block` queued, its answer to go to `answer`.
+    pub fn new(block: &tidings_ipld_schema::Block, answer: oneshot::Sender<A>) -> Self {
+        Waiting {
+            cid: ByteBuf::from(block.cid.to_bytes()),
+            block: ByteBuf::from(block.data.clone()),
+            answer,
+        }
+    }
+}
+
 /// Drains a queue of event blocks in batches with up to `in_flight` requests out at once. A
 /// batch is formed only when a request may go, so events queue up while the requests are out.
 /// `send` gets each batch's (CID, block) pairs, their waiters and the request's slot: the future

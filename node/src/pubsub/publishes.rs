@@ -12,7 +12,6 @@
 //! the primary puts right ([`crate::pubsub::lane::Streams`]), as it did for single events.
 
 use libp2p::PeerId;
-use serde_bytes::ByteBuf;
 use tidings_ipld_schema::Block;
 use tokio::sync::{mpsc, oneshot};
 
@@ -52,11 +51,7 @@ impl Publishes {
         block: &Block,
     ) -> impl std::future::Future<Output = Answer> + Send + 'static {
         let (answer, rx) = oneshot::channel();
-        let item = Waiting {
-            cid: ByteBuf::from(block.cid.to_bytes()),
-            block: ByteBuf::from(block.data.clone()),
-            answer,
-        };
+        let item = Waiting::new(block, answer);
         let net = self.net.clone();
         let queued = self.queues.push(peer, item, |rx| worker(net, peer, rx));
         async move {

@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use libp2p::PeerId;
-use serde_bytes::ByteBuf;
 use tidings_ipld_schema::Block;
 use tokio::sync::{mpsc, oneshot};
 
@@ -49,11 +48,7 @@ impl Replicas {
         block: &Block,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let (stored, answer) = oneshot::channel();
-        let item = Waiting {
-            cid: ByteBuf::from(block.cid.to_bytes()),
-            block: ByteBuf::from(block.data.clone()),
-            answer: stored,
-        };
+        let item = Waiting::new(block, stored);
         // Queued now, not when first polled: a caller's order of calls is the order sent.
         let net = self.net.clone();
         let queued = self.queues.push(peer, item, |rx| worker(net, peer, rx));

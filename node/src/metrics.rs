@@ -61,6 +61,12 @@ pub struct Metrics {
     pub subscribers: [[AtomicU64; 3]; 2],
     /// From a publish request to its acknowledgement.
     pub publish_ack: Histogram,
+    /// From signing an event published here to its durable copy in this node's store: the
+    /// first part of [`Metrics::publish_ack`].
+    pub publish_commit: Histogram,
+    /// As a topic's primary, from taking an event to a majority of its set holding it
+    /// durably (this node's copy and the replicas'): the part of an acknowledgement spent here.
+    pub primary_store: Histogram,
     /// From matching an event here to writing it to a subscriber's connection.
     pub match_deliver: Histogram,
 }
@@ -378,6 +384,16 @@ impl Metrics {
             &mut out,
             "tidings_publish_ack_seconds",
             "From a publish request to its acknowledgement by a majority of the rendezvous set.",
+        );
+        self.publish_commit.render(
+            &mut out,
+            "tidings_publish_commit_seconds",
+            "From signing an event published here to its durable copy in this node's store.",
+        );
+        self.primary_store.render(
+            &mut out,
+            "tidings_primary_store_seconds",
+            "As a topic's primary, from taking an event to a majority of its rendezvous set holding it durably.",
         );
         self.match_deliver.render(
             &mut out,

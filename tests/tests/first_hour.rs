@@ -486,6 +486,9 @@ fn metrics_count_a_known_sequence_of_publishes_refusals_and_deliveries() -> Resu
         ("tidings_published_events_total", 5.0),
         ("tidings_publish_failures_total", 6.0),
         ("tidings_publish_ack_seconds_count", 5.0),
+        // Alone, the node is its own primary: both parts of each acknowledgement happen here.
+        ("tidings_publish_commit_seconds_count", 5.0),
+        ("tidings_primary_store_seconds_count", 5.0),
         ("tidings_deliveries_total{to=\"local\"}", 3.0),
         ("tidings_match_deliver_seconds_count", 3.0),
         ("tidings_delivery_drops_total{reason=\"too_slow\"}", 0.0),

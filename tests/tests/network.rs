@@ -272,11 +272,29 @@ fn a_peer_finds_a_broker_restarted_on_a_new_port_and_publishes_through_it_as_pri
     let (_sse, rx) = sse_subscribe(&url)?;
     let stored = "tidings_primary_publishes_total{outcome=\"stored\"}";
     let before = b1.api().metric(stored).context("b1's metrics")?;
+    // The two parts of the acknowledgement's latency are timed where they happen: the author's
+    // own commit on the peer, the majority's on b1.
+    let primary_store = "tidings_primary_store_seconds_count";
+    let commit = "tidings_publish_commit_seconds_count";
+    let b1_stores = b1.api().metric(primary_store).context("b1's metrics")?;
+    let peer_commits = peer.api().metric(commit).context("the peer's metrics")?;
     let (code, v) = peer.api().publish(&topic, &json!({"moved": true}))?;
     ensure!(code == 200, "publish on the peer: {code} {v}");
     ensure!(
         b1.api().metric(stored) == Some(before + 1),
         "b1 did not take the publish as {topic}'s primary"
+    );
+    ensure!(
+        b1.api().metric(primary_store) == Some(b1_stores + 1),
+        "b1 did not time the majority it waited for"
+    );
+    ensure!(
+        peer.api().metric(commit) == Some(peer_commits + 1),
+        "the peer did not time its own commit"
+    );
+    ensure!(
+        peer.api().metric(primary_store) == Some(0),
+        "the peer has no primary duty, yet timed one"
     );
     let cid = v["cid"].as_str().context("cid")?;
     let line = rx

@@ -65,6 +65,8 @@ pub struct Begun {
     commit: CommitFuture,
     turn: Turn,
     tries: u32,
+    /// When it was first signed (for [`Metrics::publish_commit`]).
+    signed: std::time::Instant,
 }
 
 /// The answer of an event's group commit: the topic's heads right after it.
@@ -379,6 +381,7 @@ impl Router {
             )));
         }
         let lane = self.lane(&topic_name);
+        let signed = std::time::Instant::now();
         let (appended, commit, turn) = self.sign_and_queue(&lane, &topic_name, body, false).await?;
         Ok(Begun {
             topic: topic_name,
@@ -389,6 +392,7 @@ impl Router {
             commit,
             turn,
             tries: 1,
+            signed,
         })
     }
 
@@ -440,6 +444,7 @@ impl Router {
                 }
             }
         };
+        self.metrics.publish_commit.observe(b.signed.elapsed());
         let block = &b.appended.block;
         // Its bytes are this node's own: a copy delivered back needs no check.
         crate::crypto::remember_verified([block.cid]);
@@ -597,6 +602,7 @@ impl Router {
     where
         S: std::future::Future<Output = Result<Vec<Cid>, StoreError>>,
     {
+        let took = std::time::Instant::now();
         let root = topic::root_segment(&event.topic);
         let me = self.net.local_peer();
         let set = self.net.rendezvous_set(root);
@@ -646,6 +652,7 @@ impl Router {
                 ),
             };
         }
+        self.metrics.primary_store.observe(took.elapsed());
         self.take_leases(root, &set).await;
         turn.wait_routed().await;
         self.route(block, event).await;

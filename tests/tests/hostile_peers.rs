@@ -26,7 +26,7 @@ use tidings_node::net::publish::{PublishAnswer, PublishRequest, PublishResponse}
 use tidings_node::net::replicate::{ReplicateRequest, ReplicateResponse};
 use tidings_node::net::subscribe::{SubscribeRequest, SubscribeResponse};
 use tidings_node::net::wire::{self, Kind, Message};
-use tidings_node::net::{deliver, publish, replicate, subscribe};
+use tidings_node::net::{deliver, publish, replicate, stream_rpc, subscribe};
 use tidings_tests::{NodeProcess, collect, poll, sse_subscribe};
 
 /// The topic the broker holds events on; every hostile block is on it.
@@ -307,6 +307,88 @@ fn deliver_blocks(h: &Hostile, blocks: Vec<Block>) -> Result<()> {
     Ok(())
 }
 
+/// One frame of a stream protocol: length, request id, message bytes.
+fn frame(id: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + body.len());
+    out.extend_from_slice(&((8 + body.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The answers in what a stream protocol's responder wrote: (request id, message bytes).
+fn answers(mut bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 12 {
+        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        if len < 8 || bytes.len() < 4 + len {
+            break;
+        }
+        let id = u64::from_be_bytes(bytes[4..12].try_into().unwrap_or_default());
+        out.push((id, bytes[12..4 + len].to_vec()));
+        bytes = &bytes[4 + len..];
+    }
+    out
+}
+
+/// Publishes `blocks` as one request on the `/tidings/publish/3` stream.
+fn publish_on_stream(h: &Hostile, blocks: Vec<Block>) -> Result<()> {
+    let req = PublishRequest {
+        blocks: blocks.iter().map(wire_block).collect(),
+    };
+    let written = h.raw(
+        publish::STREAM_PROTOCOL,
+        frame(1, &stream_rpc::encode(&req)?),
+    );
+    // The answer, if the broker gives one before disconnecting, must refuse every event.
+    for (_, body) in answers(&written.unwrap_or_default()) {
+        if let Ok(PublishResponse::Each(answers)) = stream_rpc::decode(&body)
+            && answers
+                .iter()
+                .any(|a| matches!(a, PublishAnswer::Stored { .. }))
+        {
+            bail!("the broker took a bad publish request on its stream");
+        }
+    }
+    Ok(())
+}
+
+/// Replicates `blocks` as one request on the `/tidings/replicate/2` stream.
+fn replicate_on_stream(h: &Hostile, blocks: Vec<Block>) -> Result<()> {
+    let req = ReplicateRequest {
+        blocks: blocks.iter().map(wire_block).collect(),
+    };
+    let written = h.raw(
+        replicate::STREAM_PROTOCOL,
+        frame(1, &stream_rpc::encode(&req)?),
+    );
+    for (_, body) in answers(&written.unwrap_or_default()) {
+        if let Ok(ReplicateResponse::Stored) = stream_rpc::decode(&body) {
+            bail!("the broker stored a bad replica sent on its stream");
+        }
+    }
+    Ok(())
+}
+
+/// Thousands of empty publish requests written at once on one `/tidings/publish/3` stream;
+/// returns (answered, refused as over the rate limit).
+fn flood_stream(h: &Hostile) -> Result<(u64, u64)> {
+    let empty = stream_rpc::encode(&PublishRequest { blocks: vec![] })?;
+    let frames: Vec<u8> = (1..=3_000u64).flat_map(|id| frame(id, &empty)).collect();
+    let written = h.raw(publish::STREAM_PROTOCOL, frames).unwrap_or_default();
+    let (mut ok, mut refused) = (0, 0);
+    for (_, body) in answers(&written) {
+        match stream_rpc::decode(&body) {
+            Ok(PublishResponse::Each(_)) => ok += 1,
+            Ok(PublishResponse::Refused { message, .. }) if message.contains("rate limited") => {
+                refused += 1
+            }
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+    Ok((ok, refused))
+}
+
 /// Subscribe-cancel requests, 64 in flight, until the broker cuts the peer off; returns
 /// (answered Ok, refused, failed).
 fn flood(h: &Hostile) -> Result<(u64, u64, u64)> {
@@ -420,6 +502,43 @@ fn cases() -> Vec<Case> {
             name: "publish: one forged signature among 200 good events (one batch verification)",
             reason: Some("signature does not verify for the event's author"),
             act: |h| publish_blocks(h, good_batch_with_forged(h.seed)?),
+        },
+        Case {
+            name: "publish stream: one forged signature among 200 good events (one batch verification)",
+            reason: Some("signature does not verify for the event's author"),
+            act: |h| publish_on_stream(h, good_batch_with_forged(h.seed)?),
+        },
+        Case {
+            name: "replicate stream: a good block and a tampered one",
+            reason: Some("block hash does not match its CID"),
+            act: |h| replicate_on_stream(h, vec![signed(h.seed, 1)?, tampered(h.seed)?]),
+        },
+        Case {
+            name: "deliver stream: bytes that are not CBOR",
+            reason: Some("/tidings/deliver/2 request: undecodable message"),
+            act: |h| {
+                let _ = h.raw(deliver::STREAM_PROTOCOL, frame(1, b"\x1c\x1d\x1e"));
+                Ok(())
+            },
+        },
+        Case {
+            name: "replicate stream: a frame over the 16 MiB limit",
+            reason: Some("/tidings/replicate/2 request: message over the 16777216-byte limit"),
+            act: |h| {
+                let mut head = ((MAX_MESSAGE + 1024) as u32).to_be_bytes().to_vec();
+                head.extend_from_slice(&[0; 64]);
+                let _ = h.raw(replicate::STREAM_PROTOCOL, head);
+                Ok(())
+            },
+        },
+        Case {
+            name: "a flood of requests on one stream",
+            reason: Some("request flood"),
+            act: |h| {
+                let (ok, refused) = flood_stream(h)?;
+                eprintln!("stream flood: {ok} answered, {refused} refused");
+                Ok(())
+            },
         },
         Case {
             name: "replicate: a block over 1 MiB",

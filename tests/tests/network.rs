@@ -304,3 +304,95 @@ fn a_peer_finds_a_broker_restarted_on_a_new_port_and_publishes_through_it_as_pri
     ensure!(got["cid"] == cid, "the subscriber got {line}");
     Ok(())
 }
+
+/// A node that predates the stream protocols (`/tidings/publish/3`, `/tidings/replicate/2`,
+/// `/tidings/deliver/2`) is still published through, replicated to and delivered to: the
+/// other nodes find it lacks them and ask it over request-response instead, each saying so
+/// in its log. Here b1 acts as such a node (a test-only switch leaves the three out), with
+/// K=2, so every publish needs b1's copy, on both b1's and b0's topics.
+#[test]
+fn a_node_without_the_stream_protocols_is_asked_over_request_response() -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
+    let dir = tempfile::tempdir()?;
+    let b0 = NodeProcess::start(&dir.path().join("b0"), &["--replication", "2"])?;
+    let boot = b0.p2p_addr()?;
+    let b1 = NodeProcess::start_with_env(
+        &dir.path().join("b1"),
+        &["--replication", "2", "--bootstrap", &boot],
+        &[(tidings_node::net::stream_rpc::OLD_PROTOCOLS_ENV, "1")],
+    )?;
+    let peer = NodeProcess::start(
+        &dir.path().join("p"),
+        &["--replication", "2", "--role", "peer", "--bootstrap", &boot],
+    )?;
+    for n in [&b0, &b1, &peer] {
+        poll(Duration::from_secs(30), || {
+            (n.status().ok()?["brokers"] == 2).then_some(())
+        })
+        .with_context(|| format!("{} never saw both brokers", n.api))?;
+    }
+    let id = |n: &NodeProcess| -> Result<libp2p::PeerId> {
+        Ok(n.status()?["peer_id"]
+            .as_str()
+            .context("peer_id")?
+            .parse()?)
+    };
+    let set = [id(&b0)?, id(&b1)?];
+    let primary_is = |who: libp2p::PeerId| {
+        (0..)
+            .map(|i| format!("/old/t{i}"))
+            .find(|t| tidings_node::net::rendezvous::publish_order(&set, t)[0] == who)
+    };
+    let on_b1 = primary_is(set[1]).context("no topic with b1 as primary")?;
+    let on_b0 = primary_is(set[0]).context("no topic with b0 as primary")?;
+    let subscribe = |n: &NodeProcess| {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/v1/subscribe", n.api),
+            &[("filter", "/old/**")],
+        )?;
+        sse_subscribe(&url)
+    };
+    let (_on_b1_sse, b1_rx) = subscribe(&b1)?;
+    let (_on_peer_sse, peer_rx) = subscribe(&peer)?;
+    let nodes = [b0, b1, peer];
+    // Each subscription is leased on both brokers.
+    wait_leases(&nodes, 4)?;
+    let [b0, b1, peer] = &nodes;
+
+    let mut cids = Vec::new();
+    for topic in [&on_b1, &on_b0] {
+        // The peer publishes through the topic's primary; b0 replicates to b1 and delivers to
+        // it over request-response, b1 publishes-through and delivers on streams.
+        let (code, v) = peer.api().publish(topic, &json!({"topic": topic}))?;
+        ensure!(code == 200, "publish on {topic}: {code} {v}");
+        ensure!(v["copies"] == 2, "{topic}: not on both brokers: {v}");
+        cids.push(v["cid"].as_str().context("cid")?.to_string());
+    }
+    for (who, rx) in [("b1", &b1_rx), ("the peer", &peer_rx)] {
+        let got: BTreeSet<String> = tidings_tests::collect(rx, 2, who)?.into_iter().collect();
+        ensure!(
+            got == cids.iter().cloned().collect(),
+            "{who}'s subscriber got {got:?}, want {cids:?}"
+        );
+    }
+    let fell_back = |n: &NodeProcess, protocol: &str| {
+        n.log().lines().any(|l| {
+            l.contains("peer lacks the stream protocol")
+                && l.contains(&set[1].to_string())
+                && l.contains(protocol)
+        })
+    };
+    ensure!(
+        fell_back(peer, "/tidings/publish/3"),
+        "the peer never said b1 lacks /tidings/publish/3"
+    );
+    ensure!(
+        fell_back(b0, "/tidings/replicate/2") && fell_back(b0, "/tidings/deliver/2"),
+        "b0 never said b1 lacks /tidings/replicate/2 and /tidings/deliver/2"
+    );
+    ensure!(
+        !fell_back(b1, "/tidings/"),
+        "b1 fell back though its peers have the stream protocols"
+    );
+    Ok(())
+}

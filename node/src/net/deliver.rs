@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-/// Protocol name.
+/// Protocol name (request-response: one request per substream).
 pub const PROTOCOL: &str = "/tidings/deliver/1";
+/// The same messages on one long-lived stream per peer ([`super::stream_rpc`]).
+pub const STREAM_PROTOCOL: &str = "/tidings/deliver/2";
 
 /// Matched events, oldest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,9 +7,12 @@
 //! A peer that keeps sending past it after being refused is flooding, and is penalised.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
+
+use super::penalty::Penalties;
 
 /// Requests per second a peer may sustain unless configured otherwise; a peer may send twice
 /// as many at once after a quiet spell.
@@ -136,6 +139,70 @@ impl RateLimit {
     /// Peers with a bucket.
     pub fn tracked(&self) -> usize {
         self.peers.len()
+    }
+}
+
+/// Whether a peer's request is served: shared by the swarm task (request-response protocols)
+/// and the stream protocols ([`super::stream_rpc`]), so a peer has one rate limit over all of
+/// them, and a penalty refuses it on every one.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    penalties: Penalties,
+    limits: Arc<Mutex<RateLimit>>,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The refusal to answer the request with.
+    pub why: String,
+    /// Set when the peer is flooding: the reason to penalise it for (the caller disconnects it).
+    pub flood: Option<String>,
+}
+
+impl Admission {
+    /// Admission against `penalties`, with `limits` shared by every protocol.
+    pub fn new(penalties: Penalties, limits: RateLimit) -> Admission {
+        Admission {
+            penalties,
+            limits: Arc::new(Mutex::new(limits)),
+        }
+    }
+
+    /// Whether to serve a request from `peer` on `protocol` now. A penalised peer is refused; a
+    /// peer over its rate limit is refused, and named a flooder once it keeps at it (it is
+    /// penalised here; the caller closes its connections).
+    pub fn admit(&self, peer: PeerId, protocol: &str) -> Result<(), Denied> {
+        if self.penalties.is_penalised(&peer) {
+            tracing::debug!(%peer, protocol, "request from a penalised peer refused");
+            return Err(Denied {
+                why: "refused: this peer is penalised for misbehaving".into(),
+                flood: None,
+            });
+        }
+        let (verdict, rate) = match self.limits.lock() {
+            Ok(mut l) => (l.check(peer, Instant::now()), l.rate()),
+            // A poisoned table (a panic elsewhere) limits nobody rather than everybody.
+            Err(_) => return Ok(()),
+        };
+        let why = format!("rate limited: over {rate} requests/s");
+        match verdict {
+            Verdict::Allow => Ok(()),
+            Verdict::Refuse { first } => {
+                if first {
+                    tracing::warn!(%peer, protocol, limit = %rate, "peer over its request rate limit: refusing its excess requests");
+                }
+                Err(Denied { why, flood: None })
+            }
+            Verdict::Flood { refused } => {
+                let flood = format!("request flood: {refused} requests over the limit of {rate}/s");
+                self.penalties.penalise(peer, &flood);
+                Err(Denied {
+                    why,
+                    flood: Some(flood),
+                })
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod penalty;
 pub mod publish;
 pub mod rendezvous;
 pub mod replicate;
+pub mod stream_rpc;
 pub mod subscribe;
 mod swarm;
 pub mod wire;
@@ -201,6 +202,12 @@ pub struct Network {
     replication: usize,
     directory: Arc<RwLock<Directory>>,
     streams: libp2p_stream::Control,
+    /// `/tidings/publish/3`: publishes to primaries, one stream per primary.
+    publish_stream: Arc<stream_rpc::Client<PublishRequest, PublishResponse>>,
+    /// `/tidings/replicate/2`: replicas, one stream per member of the set.
+    replicate_stream: Arc<stream_rpc::Client<ReplicateRequest, ReplicateResponse>>,
+    /// `/tidings/deliver/2`: deliveries, one stream per subscriber's node.
+    deliver_stream: Arc<stream_rpc::Client<DeliverRequest, DeliverResponse>>,
     penalties: penalty::Penalties,
     /// The IPFS backend, when the node has one: history fetches ask it for what no peer has.
     ipfs: Arc<std::sync::OnceLock<Arc<crate::ipfs::Ipfs>>>,
@@ -233,6 +240,11 @@ impl Network {
     /// neither asked nor served for [`PENALTY`].
     pub async fn penalise(&self, peer: PeerId, why: &str) {
         self.penalties.penalise(peer, why);
+        self.disconnect(peer).await;
+    }
+
+    /// Closes every connection to `peer`.
+    pub(crate) async fn disconnect(&self, peer: PeerId) {
         let _ = self.cmd.send(Command::Disconnect(peer)).await;
     }
 
@@ -317,9 +329,10 @@ impl Network {
         Ok(rx)
     }
 
-    /// Hands a publish request to the swarm (requests go out in the order they were handed)
-    /// and returns its answer, to wait for after. [`crate::pubsub::publishes`] batches events
-    /// into these requests and bounds how many are in flight.
+    /// Hands a publish request to `peer` (requests go out in the order they were handed) and
+    /// returns its answer, to wait for after. [`crate::pubsub::publishes`] batches events
+    /// into these requests and bounds how many are in flight. It goes on the peer's
+    /// `/tidings/publish/3` stream, or as a `/tidings/publish/2` request to a node without it.
     pub async fn send_publish(
         &self,
         peer: PeerId,
@@ -328,17 +341,50 @@ impl Network {
         impl std::future::Future<Output = Result<PublishResponse, NetError>> + use<>,
         NetError,
     > {
-        let rx = self.send(peer, |tx| Outbound::Publish(req, tx)).await?;
-        Ok(answer(rx))
+        let call = self.publish_stream.call(peer, req);
+        let net = self.clone();
+        Ok(async move {
+            match call.await {
+                Ok(answer) => Ok(answer),
+                Err(stream_rpc::CallError::Failed(e)) => Err(e),
+                Err(stream_rpc::CallError::Unsupported(req)) => {
+                    net.request(peer, |tx| Outbound::Publish(req, tx)).await
+                }
+            }
+        })
     }
 
-    /// Sends blocks to replicate to `peer`.
+    /// Sends blocks to replicate to `peer`: on its `/tidings/replicate/2` stream, or as a
+    /// `/tidings/replicate/1` request to a node without it.
     pub async fn replicate(
         &self,
         peer: PeerId,
         req: ReplicateRequest,
     ) -> Result<ReplicateResponse, NetError> {
-        self.request(peer, |tx| Outbound::Replicate(req, tx)).await
+        self.streamed(&self.replicate_stream, peer, req, Outbound::Replicate)
+            .await
+    }
+
+    /// Calls `peer` on its stream of `client`'s protocol, or, if it lacks that, sends the
+    /// request over request-response as `outbound`.
+    async fn streamed<Req, Resp>(
+        &self,
+        client: &stream_rpc::Client<Req, Resp>,
+        peer: PeerId,
+        req: Req,
+        outbound: fn(Req, oneshot::Sender<Result<Resp, NetError>>) -> Outbound,
+    ) -> Result<Resp, NetError>
+    where
+        Req: serde::Serialize + Send + 'static,
+        Resp: serde::de::DeserializeOwned + Send + 'static,
+    {
+        match client.call(peer, req).await {
+            Ok(answer) => Ok(answer),
+            Err(stream_rpc::CallError::Failed(e)) => Err(e),
+            Err(stream_rpc::CallError::Unsupported(req)) => {
+                self.request(peer, |tx| outbound(req, tx)).await
+            }
+        }
     }
 
     /// Sends a subscription lease or cancel to `peer`.
@@ -359,12 +405,14 @@ impl Network {
         self.request(peer, |tx| Outbound::History(req, tx)).await
     }
 
-    /// Delivers events to `peer`.
+    /// Delivers events to `peer`: on its `/tidings/deliver/2` stream, or as a
+    /// `/tidings/deliver/1` request to a node without it.
     pub async fn deliver(
         &self,
         peer: PeerId,
         req: DeliverRequest,
     ) -> Result<DeliverResponse, NetError> {
-        self.request(peer, |tx| Outbound::Deliver(req, tx)).await
+        self.streamed(&self.deliver_stream, peer, req, Outbound::Deliver)
+            .await
     }
 }

@@ -9,8 +9,10 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-/// Protocol name.
+/// Protocol name (request-response: one request per substream).
 pub const PROTOCOL: &str = "/tidings/publish/2";
+/// The same messages on one long-lived stream per peer ([`super::stream_rpc`]).
+pub const STREAM_PROTOCOL: &str = "/tidings/publish/3";
 
 /// Signed events to store, replicate, match and deliver, in the order the author's node queued
 /// them: (CID bytes, DAG-CBOR event block).

@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-/// Protocol name.
+/// Protocol name (request-response: one request per substream).
 pub const PROTOCOL: &str = "/tidings/replicate/1";
+/// The same messages on one long-lived stream per peer ([`super::stream_rpc`]).
+pub const STREAM_PROTOCOL: &str = "/tidings/replicate/2";
 
 /// Event blocks to store.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,7 +11,9 @@ use futures::stream::FuturesUnordered;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, identity, kad, noise, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, kad, noise, tcp, yamux,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -19,10 +21,11 @@ use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use super::codec::{Malformed, Received};
 use super::deliver::{self, DeliverResponse};
 use super::history::{self, HistoryResponse};
-use super::limits::{RateLimit, Verdict};
+use super::limits::{Admission, RateLimit};
 use super::penalty::Penalties;
 use super::publish::{self, PublishResponse};
 use super::replicate::{self, ReplicateResponse};
+use super::stream_rpc;
 use super::subscribe::{self, SubscribeResponse};
 use super::{Command, Directory, Inbound, NetConfig, NetError, Network, Outbound, Role};
 
@@ -91,7 +94,7 @@ struct Task {
     lookups: HashMap<kad::QueryId, PeerId>,
     gate: Option<super::gate::Gate>,
     penalties: Penalties,
-    limits: RateLimit,
+    admission: Admission,
 }
 
 /// Builds the swarm, starts listening and dialling, and spawns the swarm task.
@@ -152,7 +155,23 @@ pub fn start(
     let (in_tx, in_rx) = mpsc::channel(1024);
     let streams = swarm.behaviour().stream.new_control();
     let penalties = Penalties::default();
+    let admission = Admission::new(
+        penalties.clone(),
+        RateLimit::per_second(config.request_rate),
+    );
     let network = Network {
+        publish_stream: Arc::new(stream_rpc::Client::new(
+            StreamProtocol::new(publish::STREAM_PROTOCOL),
+            streams.clone(),
+        )),
+        replicate_stream: Arc::new(stream_rpc::Client::new(
+            StreamProtocol::new(replicate::STREAM_PROTOCOL),
+            streams.clone(),
+        )),
+        deliver_stream: Arc::new(stream_rpc::Client::new(
+            StreamProtocol::new(deliver::STREAM_PROTOCOL),
+            streams.clone(),
+        )),
         streams,
         penalties: penalties.clone(),
         cmd: cmd_tx,
@@ -162,6 +181,27 @@ pub fn start(
         directory: directory.clone(),
         ipfs: Arc::default(),
     };
+    if stream_rpc::served() {
+        let serve = |protocol| (network.clone(), admission.clone(), in_tx.clone(), protocol);
+        serve_stream(
+            serve(publish::STREAM_PROTOCOL),
+            |peer, req, reply| Inbound::Publish { peer, req, reply },
+            |message| PublishResponse::Refused {
+                status: 503,
+                message,
+            },
+        );
+        serve_stream(
+            serve(replicate::STREAM_PROTOCOL),
+            |peer, req, reply| Inbound::Replicate { peer, req, reply },
+            ReplicateResponse::Refused,
+        );
+        serve_stream(
+            serve(deliver::STREAM_PROTOCOL),
+            |peer, req, reply| Inbound::Deliver { peer, req, reply },
+            DeliverResponse::Refused,
+        );
+    }
     let task = Task {
         swarm,
         role: config.role,
@@ -178,10 +218,28 @@ pub fn start(
         lookups: HashMap::new(),
         gate: super::gate::Gate::from_env(),
         penalties,
-        limits: RateLimit::per_second(config.request_rate),
+        admission,
     };
     let handle = tokio::spawn(task.run(cmd_rx));
     Ok((network, in_rx, handle))
+}
+
+/// Serves one stream protocol in a task of its own: its requests are handed up as `wrap` makes
+/// them, and refused (penalised or rate-limited peer) with `refused`.
+fn serve_stream<Req, Resp>(
+    (net, admission, inbound, protocol): (Network, Admission, mpsc::Sender<Inbound>, &'static str),
+    wrap: fn(PeerId, Req, oneshot::Sender<Resp>) -> Inbound,
+    refused: fn(String) -> Resp,
+) where
+    Req: serde::de::DeserializeOwned + Send + 'static,
+    Resp: serde::Serialize + Send + 'static,
+{
+    let serve = stream_rpc::Serve {
+        protocol: StreamProtocol::new(protocol),
+        wrap,
+        refused,
+    };
+    tokio::spawn(stream_rpc::serve(net, admission, inbound, serve));
 }
 
 impl Task {
@@ -343,33 +401,18 @@ impl Task {
         }));
     }
 
-    /// Whether to serve a request from `peer` now; `Err` says why not. A penalised peer is
-    /// refused; a peer over its rate limit is refused, and penalised once it keeps at it (a
-    /// flood).
+    /// Whether to serve a request from `peer` now; `Err` says why not (see
+    /// [`Admission::admit`]). A flooder's connections are closed.
     fn admit(&mut self, peer: PeerId, protocol: &str) -> Result<(), String> {
-        if self.penalties.is_penalised(&peer) {
-            // Not disconnected again: its connections from outside are closed as they open, so
-            // this one is ours, and we may still need it (say, to publish through it).
-            tracing::debug!(%peer, protocol, "request from a penalised peer refused");
-            return Err("refused: this peer is penalised for misbehaving".into());
-        }
-        let rate = self.limits.rate();
-        match self.limits.check(peer, std::time::Instant::now()) {
-            Verdict::Allow => Ok(()),
-            Verdict::Refuse { first } => {
-                if first {
-                    tracing::warn!(%peer, protocol, limit = %rate, "peer over its request rate limit: refusing its excess requests");
-                }
-                Err(format!("rate limited: over {rate} requests/s"))
+        self.admission.admit(peer, protocol).map_err(|denied| {
+            if denied.flood.is_some() {
+                // Not for a merely penalised peer: its connections from outside are closed as
+                // they open, so this one is ours, and we may still need it (say, to publish
+                // through it).
+                let _ = self.swarm.disconnect_peer_id(peer);
             }
-            Verdict::Flood { refused } => {
-                self.penalise(
-                    peer,
-                    &format!("request flood: {refused} requests over the limit of {rate}/s"),
-                );
-                Err(format!("rate limited: over {rate} requests/s"))
-            }
-        }
+            denied.why
+        })
     }
 
     /// Penalises `peer` (logging why) and closes its connections.

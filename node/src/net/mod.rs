@@ -154,6 +154,8 @@ pub enum Inbound {
         req: PublishRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<PublishResponse>,
+        /// The protocol it came on (named in logs).
+        protocol: &'static str,
     },
     /// The primary replicates to us.
     Replicate {
@@ -163,6 +165,8 @@ pub enum Inbound {
         req: ReplicateRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<ReplicateResponse>,
+        /// The protocol it came on (named in logs).
+        protocol: &'static str,
     },
     /// A subscriber's node leases a subscription here.
     Subscribe {
@@ -172,6 +176,8 @@ pub enum Inbound {
         req: SubscribeRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<SubscribeResponse>,
+        /// The protocol it came on (named in logs).
+        protocol: &'static str,
     },
     /// A subscriber's node opens, acks, deletes or reads a durable subscription, or replays.
     History {
@@ -181,6 +187,8 @@ pub enum Inbound {
         req: HistoryRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<HistoryResponse>,
+        /// The protocol it came on (named in logs).
+        protocol: &'static str,
     },
     /// A primary delivers matched events to us.
     Deliver {
@@ -190,6 +198,8 @@ pub enum Inbound {
         req: DeliverRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<DeliverResponse>,
+        /// The protocol it came on (named in logs).
+        protocol: &'static str,
     },
 }
 

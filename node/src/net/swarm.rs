@@ -49,7 +49,12 @@ macro_rules! on_rr {
                         $protocol,
                         request,
                         channel,
-                        |peer, req, reply| Inbound::$variant { peer, req, reply },
+                        |peer, req, reply| Inbound::$variant {
+                            peer,
+                            req,
+                            reply,
+                            protocol: $protocol,
+                        },
                         $refused,
                         Reply::$variant,
                     )
@@ -185,7 +190,12 @@ pub fn start(
         let serve = |protocol| (network.clone(), admission.clone(), in_tx.clone(), protocol);
         serve_stream(
             serve(publish::STREAM_PROTOCOL),
-            |peer, req, reply| Inbound::Publish { peer, req, reply },
+            |peer, req, reply| Inbound::Publish {
+                peer,
+                req,
+                reply,
+                protocol: publish::STREAM_PROTOCOL,
+            },
             |message| PublishResponse::Refused {
                 status: 503,
                 message,
@@ -193,12 +203,22 @@ pub fn start(
         );
         serve_stream(
             serve(replicate::STREAM_PROTOCOL),
-            |peer, req, reply| Inbound::Replicate { peer, req, reply },
+            |peer, req, reply| Inbound::Replicate {
+                peer,
+                req,
+                reply,
+                protocol: replicate::STREAM_PROTOCOL,
+            },
             ReplicateResponse::Refused,
         );
         serve_stream(
             serve(deliver::STREAM_PROTOCOL),
-            |peer, req, reply| Inbound::Deliver { peer, req, reply },
+            |peer, req, reply| Inbound::Deliver {
+                peer,
+                req,
+                reply,
+                protocol: deliver::STREAM_PROTOCOL,
+            },
             DeliverResponse::Refused,
         );
     }

@@ -11,9 +11,9 @@ use crate::crypto::verify_wire_batch;
 use crate::metrics::Metrics;
 use crate::net::Inbound;
 use crate::net::batch::Budget;
-use crate::net::deliver::{self, DeliverRequest, DeliverResponse};
-use crate::net::publish::{self, PublishAnswer, PublishRequest, PublishResponse};
-use crate::net::replicate::{self, ReplicateResponse};
+use crate::net::deliver::{DeliverRequest, DeliverResponse};
+use crate::net::publish::{PublishAnswer, PublishRequest, PublishResponse};
+use crate::net::replicate::ReplicateResponse;
 use crate::pubsub::Router;
 use crate::pubsub::peer_queue::Drain;
 use crate::pubsub::router::Refusal;
@@ -28,11 +28,21 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
     while let Some(msg) = inbound.recv().await {
         let router = router.clone();
         match msg {
-            Inbound::Publish { peer, req, reply } => {
+            Inbound::Publish {
+                peer,
+                req,
+                reply,
+                protocol,
+            } => {
                 // The verifier ends only with this loop, which holds its sender.
-                let _ = publishes.send((peer, req, reply));
+                let _ = publishes.send(((peer, protocol, reply), req));
             }
-            Inbound::Replicate { peer, req, reply } => {
+            Inbound::Replicate {
+                peer,
+                req,
+                reply,
+                protocol,
+            } => {
                 tokio::spawn(async move {
                     let n = req.blocks.len() as u64;
                     let resp = match router.serve_replicate(req.blocks).await {
@@ -41,23 +51,32 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
                             ReplicateResponse::Stored
                         }
                         Err(why) => {
-                            refused(&router, peer, replicate::PROTOCOL, &why).await;
+                            refused(&router, peer, protocol, &why).await;
                             ReplicateResponse::Refused(why.to_string())
                         }
                     };
                     let _ = reply.send(resp);
                 });
             }
-            Inbound::History { peer, req, reply } => {
+            Inbound::History {
+                peer, req, reply, ..
+            } => {
                 tokio::spawn(async move {
                     let _ = reply.send(router.serve_history(peer, req).await);
                 });
             }
-            Inbound::Subscribe { peer, req, reply } => {
+            Inbound::Subscribe {
+                peer, req, reply, ..
+            } => {
                 let _ = reply.send(router.serve_subscribe(peer, req));
             }
-            Inbound::Deliver { peer, req, reply } => {
-                let mut item = (req, reply);
+            Inbound::Deliver {
+                peer,
+                req,
+                reply,
+                protocol,
+            } => {
+                let mut item = (req, reply, protocol);
                 if let Some(tx) = deliverers.get(&peer) {
                     match tx.send(item) {
                         Ok(()) => continue,
@@ -73,15 +92,20 @@ pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {
     }
 }
 
-type Delivery = (DeliverRequest, oneshot::Sender<DeliverResponse>);
+/// A delivery request, where its answer goes, and the protocol it came on.
+type Delivery = (
+    DeliverRequest,
+    oneshot::Sender<DeliverResponse>,
+    &'static str,
+);
 
 /// Publish requests verified together: each request's sender and reply, and a verdict per
 /// event, in order. The blocks move to the verifier, uncopied.
-async fn verified(batch: Vec<Publish>) -> Vec<(Sender, Vec<Result<(Block, Event), String>>)> {
-    let mut senders = Vec::with_capacity(batch.len());
+async fn verified(batch: Vec<Publish>) -> Vec<(Requester, Vec<Result<(Block, Event), String>>)> {
+    let mut requesters = Vec::with_capacity(batch.len());
     let mut wire = Vec::new();
-    for (peer, req, reply) in batch {
-        senders.push(((peer, reply), req.blocks.len()));
+    for (requester, req) in batch {
+        requesters.push((requester, req.blocks.len()));
         wire.extend(
             req.blocks
                 .into_iter()
@@ -89,17 +113,17 @@ async fn verified(batch: Vec<Publish>) -> Vec<(Sender, Vec<Result<(Block, Event)
         );
     }
     let mut verdicts = verify_wire_batch(wire).await.into_iter();
-    senders
+    requesters
         .into_iter()
-        .map(|(sender, n)| (sender, verdicts.by_ref().take(n).collect()))
+        .map(|(requester, n)| (requester, verdicts.by_ref().take(n).collect()))
         .collect()
 }
 
-/// Who sent a publish request, and where its response goes.
-type Sender = (PeerId, oneshot::Sender<PublishResponse>);
+/// Who sent a publish request, on which protocol, and where its response goes.
+type Requester = (PeerId, &'static str, oneshot::Sender<PublishResponse>);
 
 /// A publish request from another node, for this node as the topics' primary.
-type Publish = (PeerId, PublishRequest, oneshot::Sender<PublishResponse>);
+type Publish = (Requester, PublishRequest);
 
 /// Most events verified as one batch (a request larger than this is verified alone).
 const PUBLISH_BATCH: usize = 256;
@@ -119,10 +143,10 @@ async fn verify_publishes(router: Arc<Router>, queued: mpsc::UnboundedReceiver<P
     };
     let mut queued = Drain::new(queued, budget, |p: &Publish| p.1.blocks.len());
     while let Some(batch) = queued.next().await {
-        for ((peer, reply), verdicts) in verified(batch).await {
+        for ((peer, protocol, reply), verdicts) in verified(batch).await {
             let router = router.clone();
             tokio::spawn(async move {
-                let _ = reply.send(serve_request(&router, peer, verdicts).await);
+                let _ = reply.send(serve_request(&router, peer, protocol, verdicts).await);
             });
         }
     }
@@ -133,6 +157,7 @@ async fn verify_publishes(router: Arc<Router>, queued: mpsc::UnboundedReceiver<P
 async fn serve_request(
     router: &Router,
     peer: PeerId,
+    protocol: &str,
     verdicts: Vec<Result<(Block, Event), String>>,
 ) -> PublishResponse {
     let m = router.metrics();
@@ -141,7 +166,7 @@ async fn serve_request(
         Ok(events) => events,
         Err(why) => {
             Metrics::add(&m.primary_refused, n);
-            misbehaved(router, peer, publish::PROTOCOL, &why).await;
+            misbehaved(router, peer, protocol, &why).await;
             return PublishResponse::Refused {
                 status: 400,
                 message: why,
@@ -168,7 +193,7 @@ async fn deliver_worker(
     peer: PeerId,
     mut rx: mpsc::UnboundedReceiver<Delivery>,
 ) {
-    while let Some((req, reply)) = rx.recv().await {
+    while let Some((req, reply, protocol)) = rx.recv().await {
         // Deliveries queue here: a peer penalised since this one was admitted gets no more in.
         if router.net().is_penalised(&peer) {
             let why = "refused: this peer is penalised for misbehaving";
@@ -178,7 +203,7 @@ async fn deliver_worker(
         let resp = match router.serve_deliver(peer, req.events, req.after).await {
             Ok(()) => DeliverResponse::Ok,
             Err(why) => {
-                refused(&router, peer, deliver::PROTOCOL, &why).await;
+                refused(&router, peer, protocol, &why).await;
                 DeliverResponse::Refused(why.to_string())
             }
         };
@@ -236,12 +261,15 @@ mod tests {
                 blocks.push((ByteBuf::from(b.cid.to_bytes()), ByteBuf::from(b.data)));
             }
             let (tx, rx) = oneshot::channel();
-            batch.push((*peer, PublishRequest { blocks }, tx));
+            batch.push((
+                (*peer, crate::net::publish::PROTOCOL, tx),
+                PublishRequest { blocks },
+            ));
             answers.push(rx);
         }
         let out = verified(batch).await;
         assert_eq!(out.len(), 4);
-        for (r, ((peer, reply), verdicts)) in out.into_iter().enumerate() {
+        for (r, ((peer, _, reply), verdicts)) in out.into_iter().enumerate() {
             assert_eq!(peer, peers[r], "request {r}: sender");
             assert_eq!(verdicts.len(), 10, "request {r}: one verdict per event");
             for (i, verdict) in verdicts.iter().enumerate() {

@@ -9,6 +9,7 @@ pub mod fetch;
 mod gate;
 pub mod history;
 pub mod limits;
+pub mod peer_queues;
 pub mod penalty;
 pub mod publish;
 pub mod rendezvous;
@@ -351,17 +352,7 @@ impl Network {
         impl std::future::Future<Output = Result<PublishResponse, NetError>> + use<>,
         NetError,
     > {
-        let call = self.publish_stream.call(peer, req);
-        let net = self.clone();
-        Ok(async move {
-            match call.await {
-                Ok(answer) => Ok(answer),
-                Err(stream_rpc::CallError::Failed(e)) => Err(e),
-                Err(stream_rpc::CallError::Unsupported(req)) => {
-                    net.request(peer, |tx| Outbound::Publish(req, tx)).await
-                }
-            }
-        })
+        Ok(self.streamed(&self.publish_stream, peer, req, Outbound::Publish))
     }
 
     /// Sends blocks to replicate to `peer`: on its `/tidings/replicate/2` stream, or as a
@@ -375,24 +366,29 @@ impl Network {
             .await
     }
 
-    /// Calls `peer` on its stream of `client`'s protocol, or, if it lacks that, sends the
-    /// request over request-response as `outbound`.
-    async fn streamed<Req, Resp>(
+    /// Queues a request for `peer` now, on its stream of `client`'s protocol, and returns its
+    /// answer, to wait for after; a peer that lacks the protocol is sent the request over
+    /// request-response as `outbound` instead.
+    fn streamed<Req, Resp>(
         &self,
         client: &stream_rpc::Client<Req, Resp>,
         peer: PeerId,
         req: Req,
         outbound: fn(Req, oneshot::Sender<Result<Resp, NetError>>) -> Outbound,
-    ) -> Result<Resp, NetError>
+    ) -> impl std::future::Future<Output = Result<Resp, NetError>> + use<Req, Resp>
     where
         Req: serde::Serialize + Send + 'static,
         Resp: serde::de::DeserializeOwned + Send + 'static,
     {
-        match client.call(peer, req).await {
-            Ok(answer) => Ok(answer),
-            Err(stream_rpc::CallError::Failed(e)) => Err(e),
-            Err(stream_rpc::CallError::Unsupported(req)) => {
-                self.request(peer, |tx| outbound(req, tx)).await
+        let call = client.call(peer, req);
+        let net = self.clone();
+        async move {
+            match call.await {
+                Ok(answer) => Ok(answer),
+                Err(stream_rpc::CallError::Failed(e)) => Err(e),
+                Err(stream_rpc::CallError::Unsupported(req)) => {
+                    net.request(peer, |tx| outbound(req, tx)).await
+                }
             }
         }
     }

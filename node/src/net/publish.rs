@@ -58,6 +58,15 @@ pub enum PublishAnswer {
 }
 
 impl PublishResponse {
+    /// The whole request refused before it was read as events (the sender penalised or over
+    /// its rate limit, or the request malformed): 503, the publisher may try elsewhere.
+    pub fn refused(message: String) -> PublishResponse {
+        PublishResponse::Refused {
+            status: 503,
+            message,
+        }
+    }
+
     /// The answer for each of `n` events: a whole refusal is every event's, and an answer of
     /// the wrong length (a broken primary) is refused for each, so nothing counts as stored
     /// that was not answered as such.

@@ -1,5 +1,5 @@
 //! Requests and answers over one long-lived stream per peer: the hot path's protocols,
-//! `/tidings/publish/3` and `/tidings/replicate/2` (docs/protocols.md).
+//! `/tidings/publish/3`, `/tidings/replicate/2` and `/tidings/deliver/2` (docs/protocols.md).
 //!
 //! libp2p's request-response opens a substream for every request, negotiates its protocol,
 //! arms a timer, and passes the request and its answer through the swarm task on both sides.
@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batch::check_encoded;
 use super::codec::MAX_MESSAGE;
 use super::limits::Admission;
+use super::peer_queues::PeerQueues;
 use super::{Inbound, NetError, Network};
 
 /// How long a caller waits for its answer (as request-response waits).
@@ -72,17 +73,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     cbor4ii::serde::from_slice(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Writes one frame (not flushed).
+/// Writes one frame (not flushed). The node's writers check the message's size first
+/// ([`encode_checked`]).
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, id: u64, body: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(ID_LEN + body.len())
-        .ok()
-        .filter(|&l| l as u64 <= MAX_MESSAGE + ID_LEN as u64)
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("a message of {} bytes is over the limit", body.len()),
-            )
-        })?;
+    let len = u32::try_from(ID_LEN + body.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a message of {} bytes is over the limit", body.len()),
+        )
+    })?;
     let mut head = [0u8; 4 + ID_LEN];
     head[..4].copy_from_slice(&len.to_be_bytes());
     head[4..].copy_from_slice(&id.to_be_bytes());
@@ -139,7 +138,7 @@ type Calls<Req, Resp> = Arc<Mutex<HashMap<u64, Call<Req, Resp>>>>;
 pub struct Client<Req, Resp> {
     protocol: StreamProtocol,
     control: libp2p_stream::Control,
-    peers: Mutex<HashMap<PeerId, mpsc::UnboundedSender<Call<Req, Resp>>>>,
+    peers: PeerQueues<Call<Req, Resp>>,
     /// Peers found not to speak the protocol, and when.
     unsupported: Arc<Mutex<HashMap<PeerId, Instant>>>,
 }
@@ -154,7 +153,7 @@ where
         Client {
             protocol,
             control,
-            peers: Mutex::default(),
+            peers: PeerQueues::default(),
             unsupported: Arc::default(),
         }
     }
@@ -192,26 +191,13 @@ where
         if self.lacks_protocol(&peer) {
             return Some(CallError::Unsupported(call.req));
         }
-        let Ok(mut peers) = self.peers.lock() else {
-            return Some(CallError::Failed(NetError::Stopped));
-        };
-        let call = match peers.get(&peer) {
-            Some(tx) => match tx.send(call) {
-                Ok(()) => return None,
-                Err(e) => e.0, // its task ended: a new stream below
-            },
-            None => call,
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(call);
-        peers.insert(peer, tx);
-        tokio::spawn(run_stream(
-            self.control.clone(),
-            self.protocol.clone(),
-            peer,
-            rx,
-            self.unsupported.clone(),
-        ));
+        let (control, protocol) = (self.control.clone(), self.protocol.clone());
+        let unsupported = self.unsupported.clone();
+        // Not queued only on a poisoned lock (a bug elsewhere): the call is dropped, and its
+        // caller told the stream closed.
+        self.peers.push(peer, call, |rx| {
+            run_stream(control, protocol, peer, rx, unsupported)
+        });
         None
     }
 
@@ -418,9 +404,10 @@ pub const OLD_PROTOCOLS_ENV: &str = "TIDINGS_TEST_OLD_PROTOCOLS";
 /// [`Inbound`] the request-response protocol of the same name would, and words a refusal.
 pub struct Serve<Req, Resp> {
     /// The protocol.
-    pub protocol: StreamProtocol,
-    /// The request, with its sender and where its answer goes, as the node takes it.
-    pub wrap: fn(PeerId, Req, oneshot::Sender<Resp>) -> Inbound,
+    pub protocol: &'static str,
+    /// The request, with its sender, where its answer goes and its protocol, as the node
+    /// takes it.
+    pub wrap: fn(PeerId, Req, oneshot::Sender<Resp>, &'static str) -> Inbound,
     /// An answer refusing a request, with why.
     pub refused: fn(String) -> Resp,
 }
@@ -437,7 +424,11 @@ pub async fn serve<Req, Resp>(
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
-    let Ok(mut incoming) = net.streams.clone().accept(serve.protocol.clone()) else {
+    let Ok(mut incoming) = net
+        .streams
+        .clone()
+        .accept(StreamProtocol::new(serve.protocol))
+    else {
         tracing::error!(protocol = %serve.protocol, "stream protocol already being served");
         return;
     };
@@ -459,14 +450,14 @@ pub async fn serve<Req, Resp>(
             let reading = read_requests(&net, &admission, &inbound, &serve, peer, &mut r, answers);
             let writing = async {
                 while let Some((id, resp)) = out.recv().await {
-                    if write_answer(&mut w, serve.protocol.as_ref(), id, resp)
+                    if write_answer(&mut w, serve.protocol, id, resp)
                         .await
                         .is_err()
                     {
                         return;
                     }
                     while let Ok((id, resp)) = out.try_recv() {
-                        if write_answer(&mut w, serve.protocol.as_ref(), id, resp)
+                        if write_answer(&mut w, serve.protocol, id, resp)
                             .await
                             .is_err()
                         {
@@ -517,7 +508,7 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Send + 'static,
 {
-    let protocol = serve.protocol.as_ref();
+    let protocol = serve.protocol;
     let mut buf = Vec::new();
     loop {
         let id = match read_frame(r, &mut buf).await {
@@ -547,7 +538,11 @@ where
             }
         };
         let (tx, rx) = oneshot::channel();
-        if inbound.send((serve.wrap)(peer, req, tx)).await.is_err() {
+        if inbound
+            .send((serve.wrap)(peer, req, tx, protocol))
+            .await
+            .is_err()
+        {
             return "the node stopped".into();
         }
         let answers = answers.clone();

@@ -187,37 +187,37 @@ pub fn start(
         ipfs: Arc::default(),
     };
     if stream_rpc::served() {
-        let serve = |protocol| (network.clone(), admission.clone(), in_tx.clone(), protocol);
+        let serving = (&network, &admission, &in_tx);
         serve_stream(
-            serve(publish::STREAM_PROTOCOL),
-            |peer, req, reply| Inbound::Publish {
+            serving,
+            publish::STREAM_PROTOCOL,
+            |peer, req, reply, protocol| Inbound::Publish {
                 peer,
                 req,
                 reply,
-                protocol: publish::STREAM_PROTOCOL,
+                protocol,
             },
-            |message| PublishResponse::Refused {
-                status: 503,
-                message,
-            },
+            PublishResponse::refused,
         );
         serve_stream(
-            serve(replicate::STREAM_PROTOCOL),
-            |peer, req, reply| Inbound::Replicate {
+            serving,
+            replicate::STREAM_PROTOCOL,
+            |peer, req, reply, protocol| Inbound::Replicate {
                 peer,
                 req,
                 reply,
-                protocol: replicate::STREAM_PROTOCOL,
+                protocol,
             },
             ReplicateResponse::Refused,
         );
         serve_stream(
-            serve(deliver::STREAM_PROTOCOL),
-            |peer, req, reply| Inbound::Deliver {
+            serving,
+            deliver::STREAM_PROTOCOL,
+            |peer, req, reply, protocol| Inbound::Deliver {
                 peer,
                 req,
                 reply,
-                protocol: deliver::STREAM_PROTOCOL,
+                protocol,
             },
             DeliverResponse::Refused,
         );
@@ -247,18 +247,20 @@ pub fn start(
 /// Serves one stream protocol in a task of its own: its requests are handed up as `wrap` makes
 /// them, and refused (penalised or rate-limited peer) with `refused`.
 fn serve_stream<Req, Resp>(
-    (net, admission, inbound, protocol): (Network, Admission, mpsc::Sender<Inbound>, &'static str),
-    wrap: fn(PeerId, Req, oneshot::Sender<Resp>) -> Inbound,
+    (net, admission, inbound): (&Network, &Admission, &mpsc::Sender<Inbound>),
+    protocol: &'static str,
+    wrap: fn(PeerId, Req, oneshot::Sender<Resp>, &'static str) -> Inbound,
     refused: fn(String) -> Resp,
 ) where
     Req: serde::de::DeserializeOwned + Send + 'static,
     Resp: serde::Serialize + Send + 'static,
 {
     let serve = stream_rpc::Serve {
-        protocol: StreamProtocol::new(protocol),
+        protocol,
         wrap,
         refused,
     };
+    let (net, admission, inbound) = (net.clone(), admission.clone(), inbound.clone());
     tokio::spawn(stream_rpc::serve(net, admission, inbound, serve));
 }
 
@@ -553,12 +555,14 @@ impl Task {
                 self.on_lookup(id, peers, step.last);
             }
             BehaviourEvent::Publish(e) => {
-                on_rr!(self, e, publish, Publish, publish::PROTOCOL, |m| {
-                    PublishResponse::Refused {
-                        status: 503,
-                        message: m,
-                    }
-                })
+                on_rr!(
+                    self,
+                    e,
+                    publish,
+                    Publish,
+                    publish::PROTOCOL,
+                    PublishResponse::refused
+                )
             }
             BehaviourEvent::Replicate(e) => on_rr!(
                 self,

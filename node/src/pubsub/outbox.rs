@@ -13,7 +13,8 @@ use crate::metrics::Metrics;
 use crate::net::Network;
 use crate::net::batch::{Budget, pair_size};
 use crate::net::deliver::{DeliverRequest, DeliverResponse};
-use crate::pubsub::peer_queue::{Drain, PeerQueues};
+use crate::net::peer_queues::PeerQueues;
+use crate::pubsub::peer_queue::Drain;
 
 /// Most events in one deliver request, within [`crate::net::batch::MESSAGE_BUDGET`] bytes.
 const BATCH: Budget = Budget::items(256);

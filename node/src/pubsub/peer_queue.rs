@@ -1,62 +1,17 @@
 //! Per-peer send queues drained in batches: the shape shared by publishes to a primary
 //! ([`super::publishes`]), replicas ([`super::replicas`]) and deliveries ([`super::outbox`]).
-//! Each peer gets one unbounded queue and one task; the task takes what is queued as one batch
+//! Each peer gets one unbounded queue and one task ([`PeerQueues`]); the task takes what is
+//! queued as one batch
 //! (up to a message's [`Budget`]) whenever it may send, so a lone item goes at once and a busy
 //! peer gets large requests.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::net::batch::{Batch, Budget, pair_size};
-
-/// One queue per peer, each drained by a task of its own.
-pub struct PeerQueues<T> {
-    queues: Mutex<HashMap<PeerId, mpsc::UnboundedSender<T>>>,
-}
-
-impl<T> Default for PeerQueues<T> {
-    fn default() -> Self {
-        PeerQueues {
-            queues: Mutex::default(),
-        }
-    }
-}
-
-impl<T: Send + 'static> PeerQueues<T> {
-    /// Queues `item` for `peer`, in call order. When the peer has no queue yet, or its task
-    /// ended, a new queue is made and `start` spawns the task that drains it. False if the
-    /// item could not be queued (a poisoned lock: a bug elsewhere).
-    pub fn push<F>(
-        &self,
-        peer: PeerId,
-        item: T,
-        start: impl FnOnce(mpsc::UnboundedReceiver<T>) -> F,
-    ) -> bool
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let Ok(mut queues) = self.queues.lock() else {
-            return false;
-        };
-        let item = match queues.get(&peer) {
-            Some(tx) => match tx.send(item) {
-                Ok(()) => return true,
-                Err(e) => e.0, // the task ended; start a new one below
-            },
-            None => item,
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(item);
-        queues.insert(peer, tx);
-        tokio::spawn(start(rx));
-        true
-    }
-}
 
 /// A peer's queue as its task reads it: one batch at a time.
 pub struct Drain<T> {
@@ -178,37 +133,5 @@ mod tests {
         assert_eq!(d.next().await, Some(vec![4]));
         drop(tx);
         assert_eq!(d.next().await, None);
-    }
-
-    #[tokio::test]
-    async fn each_peer_gets_one_task_that_sees_its_items_in_order() {
-        let queues = PeerQueues::default();
-        let (a, b) = (PeerId::random(), PeerId::random());
-        let (seen_tx, mut seen) = mpsc::unbounded_channel();
-        let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for (peer, i) in [(a, 1u32), (b, 10), (a, 2), (b, 20), (a, 3)] {
-            let seen_tx = seen_tx.clone();
-            let started = started.clone();
-            assert!(queues.push(peer, i, move |mut rx| {
-                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    while let Some(i) = rx.recv().await {
-                        let _ = seen_tx.send((peer, i));
-                    }
-                }
-            }));
-        }
-        let mut got: HashMap<PeerId, Vec<u32>> = HashMap::new();
-        for _ in 0..5 {
-            let (peer, i) = seen.recv().await.expect("an item");
-            got.entry(peer).or_default().push(i);
-        }
-        assert_eq!(got[&a], vec![1, 2, 3]);
-        assert_eq!(got[&b], vec![10, 20]);
-        assert_eq!(
-            started.load(std::sync::atomic::Ordering::SeqCst),
-            2,
-            "one task per peer"
-        );
     }
 }

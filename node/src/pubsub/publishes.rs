@@ -16,9 +16,10 @@ use tidings_ipld_schema::Block;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::net::batch::Budget;
+use crate::net::peer_queues::PeerQueues;
 use crate::net::publish::{PublishAnswer, PublishRequest};
 use crate::net::{NetError, Network};
-use crate::pubsub::peer_queue::{PeerQueues, Waiting, in_batches};
+use crate::pubsub::peer_queue::{Waiting, in_batches};
 
 /// Most events in one publish request: what the primary verifies as one batch.
 const BATCH: Budget = Budget::items(256);

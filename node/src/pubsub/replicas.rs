@@ -15,8 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::net::Network;
 use crate::net::batch::Budget;
+use crate::net::peer_queues::PeerQueues;
 use crate::net::replicate::{ReplicateRequest, ReplicateResponse};
-use crate::pubsub::peer_queue::{PeerQueues, Waiting, in_batches};
+use crate::pubsub::peer_queue::{Waiting, in_batches};
 
 /// Most events in one replicate request.
 const BATCH: Budget = Budget::items(1024);

@@ -8,6 +8,7 @@ pub mod api;
 pub mod client;
 pub mod crypto;
 pub mod embed;
+pub mod histogram;
 pub mod history;
 pub mod identity;
 pub mod ipfs;

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
+pub use crate::histogram::Histogram;
 use crate::store::StoreStats;
 
 /// Process-wide counters. Cheap to bump from any task.
@@ -102,55 +102,6 @@ impl Drop for SubscriberGauge<'_> {
     }
 }
 
-/// Upper bounds of the latency histograms' buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// A latency histogram with fixed buckets (Prometheus `histogram`).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations at or under each bound (not cumulative; summed when rendered).
-    counts: [AtomicU64; BUCKETS.len()],
-    /// All observations.
-    count: AtomicU64,
-    /// Their sum, in microseconds.
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(
-            d.as_micros().min(u64::MAX as u128) as u64,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, n) in BUCKETS.iter().zip(&self.counts) {
-            cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
-    }
-}
-
 /// What `/metrics` reads from the rest of the node when scraped.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
@@ -170,6 +121,8 @@ pub struct Snapshot {
     pub too_slow: u64,
     /// The store's group commits.
     pub commits: crate::store::CommitStats,
+    /// How long they take.
+    pub commit_times: std::sync::Arc<crate::store::CommitTimes>,
 }
 
 impl Metrics {
@@ -400,6 +353,16 @@ impl Metrics {
             "tidings_match_deliver_seconds",
             "From matching an event on this node to writing it to the subscriber's connection.",
         );
+        snap.commit_times.commit.render(
+            &mut out,
+            "tidings_store_commit_seconds",
+            "A group commit of the store: its writes applied and made durable (one fsync). Each write waits for the commit before its own, then for its own.",
+        );
+        snap.commit_times.checkpoint.render(
+            &mut out,
+            "tidings_store_checkpoint_seconds",
+            "Durable redb commits that emptied the write-ahead log: every write queued meanwhile waits for them.",
+        );
         single(
             &mut out,
             "tidings_store_commits_total",
@@ -443,6 +406,8 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -459,6 +424,22 @@ mod tests {
         assert!(text.contains("tidings_publish_ack_seconds_bucket{le=\"+Inf\"} 5\n"));
         assert!(text.contains("tidings_publish_ack_seconds_count 5\n"));
         assert!(text.contains("tidings_publish_ack_seconds_sum 20.046\n"));
+    }
+
+    #[test]
+    fn the_store_commit_times_are_rendered() {
+        let snap = Snapshot::default();
+        snap.commit_times.commit.observe(Duration::from_millis(2));
+        snap.commit_times.commit.observe(Duration::from_millis(70));
+        snap.commit_times
+            .checkpoint
+            .observe(Duration::from_millis(70));
+        let text = Metrics::default().render(&snap);
+        assert!(text.contains("tidings_store_commit_seconds_bucket{le=\"0.0025\"} 1\n"));
+        assert!(text.contains("tidings_store_commit_seconds_count 2\n"));
+        assert!(text.contains("tidings_store_checkpoint_seconds_bucket{le=\"0.05\"} 0\n"));
+        assert!(text.contains("tidings_store_checkpoint_seconds_bucket{le=\"0.1\"} 1\n"));
+        assert!(text.contains("tidings_store_checkpoint_seconds_sum 0.07\n"));
     }
 
     #[test]

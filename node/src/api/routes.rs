@@ -287,6 +287,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
         delivered_local,
         too_slow,
         commits: st.router.store().commit_stats(),
+        commit_times: st.router.store().commit_times(),
     };
     let mut text = st.metrics.render(&snap);
     if let Some(ipfs) = st.router.net().ipfs() {

@@ -23,7 +23,7 @@ pub use mirror::LoggedBlock;
 pub use retention::{Limits, Retained};
 pub use streams::{ChainHole, StreamTip};
 pub use topics::TopicSummary;
-pub use writer::CommitStats;
+pub use writer::{CommitStats, CommitTimes};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -154,6 +154,11 @@ impl Store {
     /// Group commits since the store opened.
     pub fn commit_stats(&self) -> CommitStats {
         self.writer.stats()
+    }
+
+    /// How long the group commits (and among them the checkpoints) take.
+    pub fn commit_times(&self) -> Arc<CommitTimes> {
+        self.writer.times()
     }
 
     /// Path of the database file.

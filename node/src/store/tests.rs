@@ -742,3 +742,33 @@ fn holds_all_is_true_only_once_every_block_is_stored() {
     store.insert_events(&events[2..], &[]).unwrap();
     assert!(store.holds_all(&cids).unwrap());
 }
+
+#[tokio::test]
+async fn every_group_commit_is_timed_and_a_checkpoint_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let times = store.commit_times();
+    let kp = Keypair::generate_ed25519();
+    let other = Keypair::generate_ed25519();
+    write_for_crash(&store, &kp, &other).await;
+    let stats = store.commit_stats();
+    assert!(stats.commits >= 2, "{stats:?}");
+    assert_eq!(
+        times.commit.count(),
+        stats.commits,
+        "one observation per group commit"
+    );
+    let wal = wal::path_for(&dir.path().join("s.redb"));
+    let logged = wal::Wal::open(&wal).unwrap().1.len();
+    assert!(logged > 0, "an idle store commits through the log");
+    assert_eq!(
+        times.checkpoint.count(),
+        stats.checkpoints,
+        "checkpoints counted and timed alike"
+    );
+    let before = times.checkpoint.count();
+    // Closing the store makes the last checkpoint, which empties the log: timed as one.
+    drop(store);
+    assert_eq!(times.checkpoint.count(), before + 1);
+    assert_eq!(times.commit.count(), stats.commits + 1);
+}

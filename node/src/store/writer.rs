@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use super::tables::Tables;
 use super::wal::Wal;
 use super::{StoreError, db};
+use crate::histogram::Histogram;
 
 /// Most operations in one transaction.
 const MAX_OPS: usize = 4096;
@@ -249,8 +250,22 @@ struct Counts {
     commits: AtomicU64,
     operations: AtomicU64,
     checkpoints: AtomicU64,
+    times: Arc<CommitTimes>,
     /// Whether the log holds records (commits since the last durable one skipped redb's fsync).
     logging: AtomicBool,
+}
+
+/// How long the writer's commits take. A write waits for the commit before its own (the
+/// writer takes nothing new meanwhile) and then for its own: these are where a store's share
+/// of a publish's latency comes from, and a checkpoint is a stall of every write behind it.
+#[derive(Debug, Default)]
+pub struct CommitTimes {
+    /// Every group commit: applying its writes, the fsync that makes them durable and the
+    /// transaction's commit.
+    pub commit: Histogram,
+    /// The durable redb commits among them that emptied the write-ahead log (and the last one
+    /// when the store closes).
+    pub checkpoint: Histogram,
 }
 
 /// Group commits since the store opened: how many, and how many operations they held (their
@@ -263,6 +278,18 @@ pub struct CommitStats {
     pub operations: u64,
     /// Durable redb commits that emptied the write-ahead log.
     pub checkpoints: u64,
+}
+
+impl Counts {
+    /// Records a commit that began at `began`, when `checkpoints` had been made: a checkpoint
+    /// if it made one more.
+    fn timed(&self, began: Instant, checkpoints: u64) {
+        let took = began.elapsed();
+        self.times.commit.observe(took);
+        if self.checkpoints.load(Ordering::Relaxed) > checkpoints {
+            self.times.checkpoint.observe(took);
+        }
+    }
 }
 
 impl Drop for Writer {
@@ -301,6 +328,11 @@ impl Writer {
             counts,
             flush_stop: Some(flush_stop),
         })
+    }
+
+    /// How long its commits took (the figures go on after the store closes).
+    pub(super) fn times(&self) -> Arc<CommitTimes> {
+        self.counts.times.clone()
     }
 
     /// Group commits so far.
@@ -388,7 +420,9 @@ fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, co
             }
         }
         load.note(batch.len(), Instant::now());
+        let (began, checkpoints) = (Instant::now(), counts.checkpoints.load(Ordering::Relaxed));
         let outcome = commit(database, wal, load.durable(), &mut batch, counts);
+        counts.timed(began, checkpoints);
         counts.commits.fetch_add(1, Ordering::Relaxed);
         counts
             .operations
@@ -402,7 +436,12 @@ fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, co
         }
     }
     if !wal.is_empty()
-        && let Err(e) = checkpoint(database, wal, counts)
+        && let Err(e) = {
+            let (began, checkpoints) = (Instant::now(), counts.checkpoints.load(Ordering::Relaxed));
+            let done = checkpoint(database, wal, counts);
+            counts.timed(began, checkpoints);
+            done
+        }
     {
         tracing::warn!(error = %e, "store: the last checkpoint failed; the write-ahead log is replayed at the next start");
     }

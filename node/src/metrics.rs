@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use crate::histogram::Histogram;
+use crate::histogram::Histogram;
 use crate::store::StoreStats;
 
 /// Process-wide counters. Cheap to bump from any task.

@@ -281,14 +281,17 @@ pub struct CommitStats {
 }
 
 impl Counts {
-    /// Records a commit that began at `began`, when `checkpoints` had been made: a checkpoint
-    /// if it made one more.
-    fn timed(&self, began: Instant, checkpoints: u64) {
+    /// Runs `commit`, which began at `began`, and records how long it took: as a checkpoint
+    /// too if it made one.
+    fn timed<R>(&self, began: Instant, commit: impl FnOnce() -> R) -> R {
+        let checkpoints = self.checkpoints.load(Ordering::Relaxed);
+        let outcome = commit();
         let took = began.elapsed();
         self.times.commit.observe(took);
         if self.checkpoints.load(Ordering::Relaxed) > checkpoints {
             self.times.checkpoint.observe(took);
         }
+        outcome
     }
 }
 
@@ -419,10 +422,11 @@ fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, co
                 Err(_) => break,
             }
         }
-        load.note(batch.len(), Instant::now());
-        let (began, checkpoints) = (Instant::now(), counts.checkpoints.load(Ordering::Relaxed));
-        let outcome = commit(database, wal, load.durable(), &mut batch, counts);
-        counts.timed(began, checkpoints);
+        let now = Instant::now();
+        load.note(batch.len(), now);
+        let outcome = counts.timed(now, || {
+            commit(database, wal, load.durable(), &mut batch, counts)
+        });
         counts.commits.fetch_add(1, Ordering::Relaxed);
         counts
             .operations
@@ -436,12 +440,7 @@ fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, co
         }
     }
     if !wal.is_empty()
-        && let Err(e) = {
-            let (began, checkpoints) = (Instant::now(), counts.checkpoints.load(Ordering::Relaxed));
-            let done = checkpoint(database, wal, counts);
-            counts.timed(began, checkpoints);
-            done
-        }
+        && let Err(e) = counts.timed(Instant::now(), || checkpoint(database, wal, counts))
     {
         tracing::warn!(error = %e, "store: the last checkpoint failed; the write-ahead log is replayed at the next start");
     }

@@ -160,3 +160,22 @@ fn every_results_file_is_machine_readable() -> Result<()> {
     }
     Ok(())
 }
+
+/// `bench/ceiling.sh` builds its no-fsync ceiling from `HEAD` with `bench/ceiling/no-fsync.patch`:
+/// the patch must still apply to the store's writer, or the script stops before it measures
+/// anything. A change to the lines it patches fails here, where it is cheap to see.
+#[test]
+fn the_ceiling_patch_still_applies() -> Result<()> {
+    let root = bench_dir().parent().context("bench/ has a parent")?;
+    let out = std::process::Command::new("git")
+        .args(["apply", "--check", "bench/ceiling/no-fsync.patch"])
+        .current_dir(root)
+        .output()
+        .context("running git apply --check")?;
+    ensure!(
+        out.status.success(),
+        "bench/ceiling/no-fsync.patch no longer applies (update it to the store writer's commit): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

@@ -68,7 +68,10 @@ fi
 
 work=$(mktemp -d /tmp/tidings-ceiling.XXXXXX)
 tree="$work/tree"
+sampler=""
 cleanup() {
+  # An interrupted run leaves no sampler looping behind it.
+  if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi
   git worktree remove --force "$tree" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -86,6 +89,10 @@ if ! git -C "$tree" apply "$root/bench/ceiling/no-fsync.patch"; then
 fi
 (cd "$tree" && CARGO_TARGET_DIR="$root/target/ceiling" cargo build --release -q -p tidings-node)
 cp target/ceiling/release/tidings "$work/tidings-ceiling"
+# The builds leave about a gigabyte of dirty pages; written back during a measurement, they
+# would stall the store's fsyncs (one run right after the builds, without this, gave tidings-1
+# a p99 of 100 ms at 5,000/s, against 3.5-7 ms otherwise).
+sync
 
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%d-%H%M%S)

@@ -58,9 +58,6 @@ if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then
   rounds=$1
   shift
 fi
-if [ $# -eq 0 ]; then
-  set -- --systems tidings-3 --scenarios latency
-fi
 if ! git diff --quiet HEAD -- node ipld-schema matcher Cargo.lock; then
   echo "ceiling.sh: node/, ipld-schema/, matcher/ or Cargo.lock has changes not committed; both builds come from HEAD, so commit first" >&2
   exit 2
@@ -70,7 +67,7 @@ work=$(mktemp -d /tmp/tidings-ceiling.XXXXXX)
 tree="$work/tree"
 sampler=""
 cleanup() {
-  # An interrupted run leaves no sampler looping behind it.
+  # A run that fails or is interrupted leaves no sampler looping behind it.
   if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi
   git worktree remove --force "$tree" 2>/dev/null || true
   rm -rf "$work"
@@ -147,13 +144,13 @@ for r in $(seq 1 "$rounds"); do
         sampler=$!
         TIDINGS_BIN="$work/tidings-$v" target/release/compare --runs 1 --out "$dir" --systems "$sys" --scenarios "$s" \
           "${args[@]}" > "$dir.log" 2>&1 || {
-          kill $sampler
           echo "ceiling.sh: compare failed on $v, $sys, $s, round $r:" >&2
           tail -20 "$dir.log" >&2
           exit 1
         }
-        kill $sampler
-        wait $sampler 2>/dev/null || true
+        kill "$sampler"
+        wait "$sampler" 2>/dev/null || true
+        sampler=""
         for f in "$dir"/results/*.jsonl; do
           grep '"scenario"' "$f" | python3 -c '
 import json, sys

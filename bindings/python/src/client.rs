@@ -65,6 +65,80 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// `publish_many`'s default number of events awaiting acknowledgement at once: the point
+/// where the node's group commit is at its best (bench/README.md, persist-window).
+const DEFAULT_IN_FLIGHT: usize = 256;
+/// The most a publish stream takes under way per connection (docs/api.md).
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// What a publish answered, as `Published`.
+fn published(v: &Value) -> Published {
+    Published {
+        cid: text(v, "cid"),
+        seq: v.get("seq").and_then(Value::as_u64).unwrap_or(0),
+        copies: v.get("copies").and_then(Value::as_u64).unwrap_or(0),
+        heads: strings(v, "heads"),
+    }
+}
+
+/// The answers of publishing `frames` (JSON bodies) on `topic` through one publish stream,
+/// at most `in_flight` unanswered at once, in order; after the first refusal nothing more is
+/// sent. Returns one answer per frame (None where it was not acknowledged) and the refusal
+/// with the lowest index, if any.
+async fn publish_all(
+    http: &tidings_node::client::Client,
+    topic: &str,
+    frames: &[String],
+    in_flight: usize,
+) -> (Vec<Option<Value>>, Option<(usize, Failure)>) {
+    let mut answers: Vec<Option<Value>> = vec![None; frames.len()];
+    let mut refused: Option<(usize, Failure)> = None;
+    let stream = match http.publish_stream().await {
+        Ok(s) => s,
+        Err(e) => return (answers, Some((0, Failure::from(e)))),
+    };
+    let mut pending = futures::stream::FuturesOrdered::new();
+    for (i, frame) in frames.iter().enumerate() {
+        while pending.len() >= in_flight {
+            if let Some((j, answer)) = pending.next().await {
+                file(&mut answers, &mut refused, j, answer);
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+        match stream.send(topic, frame).await {
+            Ok(answer) => pending.push_back(async move { (i, answer.await) }),
+            Err(e) => {
+                file(&mut answers, &mut refused, i, Err(e));
+                break;
+            }
+        }
+    }
+    while let Some((j, answer)) = pending.next().await {
+        file(&mut answers, &mut refused, j, answer);
+    }
+    (answers, refused)
+}
+
+/// Files the answer to frame `j`: its value, or a refusal (the one with the lowest index is
+/// kept).
+fn file(
+    answers: &mut [Option<Value>],
+    refused: &mut Option<(usize, Failure)>,
+    j: usize,
+    answer: Result<Value, tidings_node::client::ClientError>,
+) {
+    match answer {
+        Ok(v) => answers[j] = Some(v),
+        Err(e) => {
+            if refused.as_ref().is_none_or(|(i, _)| j < *i) {
+                *refused = Some((j, Failure::from(e)));
+            }
+        }
+    }
+}
+
 #[pymethods]
 impl Client {
     #[new]
@@ -84,12 +158,58 @@ impl Client {
     fn publish(&self, py: Python<'_>, topic: &str, body: &Bound<'_, PyAny>) -> PyResult<Published> {
         let body = to_json(body)?;
         let v = wait(py, self.http.publish(topic, &body))?.map_err(Failure::from)?;
-        Ok(Published {
-            cid: text(&v, "cid"),
-            seq: v.get("seq").and_then(Value::as_u64).unwrap_or(0),
-            copies: v.get("copies").and_then(Value::as_u64).unwrap_or(0),
-            heads: strings(&v, "heads"),
-        })
+        Ok(published(&v))
+    }
+
+    /// Publishes every body of `bodies` on `topic`, in order, through one publish stream:
+    /// up to `in_flight` events wait for their acknowledgement at once, so a long list costs
+    /// about one round trip, not one per event. Returns one `Published` per body, each durable
+    /// on a majority of the rendezvous set, as `publish` promises. Every body is converted
+    /// before anything is sent, so a body that cannot be published raises with nothing
+    /// published. After a refusal no further event is sent; the exception (the class
+    /// `publish` would raise) carries `index`, the position of the refused body, and
+    /// `published`, one entry per body: its `Published`, or None where it was not
+    /// acknowledged (refused, not sent, or unanswered when the connection dropped: publish
+    /// one again only if the topic's heads do not show it). Ctrl-C ends the call at once, with
+    /// the events sent so far stored or not, as a dropped connection leaves them.
+    #[pyo3(signature = (topic, bodies, *, in_flight=DEFAULT_IN_FLIGHT))]
+    fn publish_many(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        bodies: &Bound<'_, PyAny>,
+        in_flight: usize,
+    ) -> PyResult<Vec<Published>> {
+        if !(1..=MAX_IN_FLIGHT).contains(&in_flight) {
+            return Err(errors::bad_request(format!(
+                "in_flight must be 1 to {MAX_IN_FLIGHT}, not {in_flight}"
+            )));
+        }
+        let mut frames = Vec::new();
+        for body in bodies.try_iter()? {
+            frames.push(to_json(&body?)?.to_string());
+        }
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (answers, refused) = wait(py, publish_all(&self.http, topic, &frames, in_flight))?;
+        match refused {
+            None => Ok(answers.iter().flatten().map(published).collect()),
+            Some((index, failure)) => {
+                let message = format!(
+                    "event {index} of {} was not published: {}",
+                    frames.len(),
+                    failure.message
+                );
+                let err = Failure { message, ..failure }.into_pyerr();
+                let value = err.value(py);
+                value.setattr("index", index)?;
+                let list: Vec<Option<Published>> =
+                    answers.iter().map(|a| a.as_ref().map(published)).collect();
+                value.setattr("published", list)?;
+                Err(err)
+            }
+        }
     }
 
     /// The event `cid`, read as a block and verified here. Raises `NotFound` if the node does

@@ -56,6 +56,8 @@ class NodeProcess:
             tidings_bin(), "node", "--data", str(data), "--api", "127.0.0.1:0",
             "--listen", "/ip4/127.0.0.1/tcp/0", *extra,
         ]
+        # A node killed with SIGKILL leaves its api.addr behind: read only the new one.
+        (data / "api.addr").unlink(missing_ok=True)
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
         addr_file = data / "api.addr"

@@ -4,7 +4,7 @@ import datetime
 import os
 import pathlib
 from types import TracebackType
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Union, final
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union, final
 
 __version__: str
 DEFAULT_API: str
@@ -163,6 +163,12 @@ class Client:
     @property
     def api(self) -> str: ...
     def publish(self, topic: str, body: _Body) -> Published: ...
+    def publish_many(
+        self, topic: str, bodies: Iterable[_Body], *, in_flight: int = 256
+    ) -> List[Published]:
+        """Publishes every body in order through one publish stream, up to in_flight awaiting
+        acknowledgement at once. On a refusal nothing more is sent and the exception carries
+        index (the refused body) and published (a Published, or None, per body)."""
     def get(self, cid: str) -> Event: ...
     def heads(self, topic: str) -> List[str]: ...
     def status(self) -> Dict[str, Any]: ...

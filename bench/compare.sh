@@ -32,5 +32,12 @@ if [ $measure -eq 1 ] && [ -z "${NATS_SERVER:-}" ]; then
 fi
 
 # The driver builds the release `tidings` binary itself (into the same target dir) before it
-# measures anything.
+# measures anything; both builds run here first, then `sync`: they leave about a gigabyte of
+# dirty pages, and their writeback during a measurement stalls the fsyncs of the durable
+# systems (bench/ceiling.sh saw a tidings-1 p99 of 100 ms from it, against 3.5-7 ms).
+if [ $measure -eq 1 ]; then
+  cargo build --release -q -p tidings-bench --bin compare
+  cargo build --release -q -p tidings-node --bin tidings
+  sync
+fi
 exec cargo run --release -p tidings-bench --bin compare -- "$@"

@@ -56,7 +56,8 @@ def main() -> int:
             assert ev is not None and ev.cid == first
             sub.ack(ev)
             print(f"   live: seq {ev.seq} {ev.body}, acknowledged; going away")
-        published = [client.publish(TOPIC, reading(i)) for i in range(1, away + 1)]
+        # Many in flight on one publish stream, each acknowledged (durable) as publish() is.
+        published = client.publish_many(TOPIC, [reading(i) for i in range(1, away + 1)])
         missed = [x.cid for x, i in zip(published, range(1, away + 1)) if reading(i)["celsius"] > 25]
         print(f"   while away: {away} events published, {len(missed)} match")
         with client.subscribe(FILTER, durable="greenhouse") as sub:
@@ -80,7 +81,7 @@ def main() -> int:
             print(f"   back: {len(got)} missed events in order (seq {got[0].seq}..{got[-1].seq}), "
                   f"then live seq {ev.seq}")
         client.delete_durable("greenhouse")
-        rest = [client.publish(TOPIC, reading(i)).cid for i in range(away + 1, n)]
+        rest = [p.cid for p in client.publish_many(TOPIC, [reading(i) for i in range(away + 1, n)])]
         head = client.heads(TOPIC)
         total = 2 + away + len(rest)
 

@@ -179,3 +179,62 @@ fn the_ceiling_patch_still_applies() -> Result<()> {
     );
     Ok(())
 }
+
+/// `bench/python_publish.py` saves its medians; the Python binding's README and the README quote
+/// them by hand (the script is Python, outside the `figures` generator), so this checks that
+/// every figure they quote is the newest run's, to the digit.
+#[test]
+fn the_python_publish_figures_are_those_of_its_newest_run() -> Result<()> {
+    let jsonl = newest("python-publish")?;
+    let text = std::fs::read_to_string(&jsonl)?;
+    let mut rate = std::collections::HashMap::new();
+    for line in text.lines().skip(1) {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let way = v["way"]
+            .as_str()
+            .context("a row without its way")?
+            .to_string();
+        let per_s = v["events_per_s"]
+            .as_f64()
+            .context("a row without events_per_s")?;
+        let ratio = v["vs_one_by_one"]
+            .as_f64()
+            .context("a row without vs_one_by_one")?;
+        rate.insert(
+            way,
+            (
+                tidings_bench::plot::thousands(per_s),
+                format!("{ratio:.1}×"),
+            ),
+        );
+    }
+    let get = |way: &str| {
+        rate.get(way)
+            .with_context(|| format!("{}: no row {way:?}", name(&jsonl)))
+    };
+    let (one, _) = get("publish, one by one")?;
+    let (sixteen, sixteen_x) = get("publish_many, in_flight=16")?;
+    let (many, many_x) = get("publish_many, in_flight=256")?;
+    let root = bench_dir().parent().context("bench/ has a parent")?;
+    let binding = std::fs::read_to_string(root.join("bindings/python/README.md"))?;
+    for row in [
+        format!("| `publish`, one by one | {one} |"),
+        format!("| `publish_many(..., in_flight=16)` | {sixteen} ({sixteen_x}) |"),
+        format!("| `publish_many(...)` (256 in flight) | {many} ({many_x}) |"),
+        format!("About {} a loop of `publish`", many_x.replace(".0×", "×")),
+    ] {
+        ensure!(
+            binding.contains(&row),
+            "bindings/python/README.md lacks {row:?} from {}: run python3 bench/python_publish.py and copy its medians",
+            name(&jsonl)
+        );
+    }
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    let claim = format!("{many} acknowledged events/s from Python against {one} for a loop");
+    ensure!(
+        readme.contains(&claim),
+        "README.md lacks {claim:?} from {}",
+        name(&jsonl)
+    );
+    Ok(())
+}

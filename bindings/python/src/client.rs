@@ -68,8 +68,8 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
 /// `publish_many`'s default number of events awaiting acknowledgement at once: the point
 /// where the node's group commit is at its best (bench/README.md, persist-window).
 const DEFAULT_IN_FLIGHT: usize = 256;
-/// The most a publish stream takes under way per connection (docs/api.md).
-const MAX_IN_FLIGHT: usize = 4096;
+/// The most a publish stream takes under way per connection: the node's own limit.
+const MAX_IN_FLIGHT: usize = tidings_node::api::publish_stream::IN_FLIGHT;
 
 /// What a publish answered, as `Published`.
 fn published(v: &Value) -> Published {

@@ -128,6 +128,7 @@ impl Store {
             for r in batches.iter().flatten() {
                 wal::apply(&txn, &mut t, r)?;
             }
+            t.close()?;
         }
         txn.commit().map_err(db)?;
         if !batches.is_empty() {
@@ -188,6 +189,7 @@ impl Store {
             let (seq, prev) = links(last, t.heads_of(topic_name)?);
             let (event, block) = build(seq, prev)?;
             t.apply_event(&block, &event)?;
+            t.close()?;
             Appended {
                 cid: block.cid,
                 event,
@@ -299,7 +301,9 @@ impl Store {
         let txn = self.db.begin_write().map_err(db)?;
         let summary = {
             let mut t = Tables::open(&txn)?;
-            insert_in(&mut t, events, other_blocks, keeps_whole)?
+            let summary = insert_in(&mut t, events, other_blocks, keeps_whole)?;
+            t.close()?;
+            summary
         };
         txn.commit().map_err(db)?;
         Ok(summary)

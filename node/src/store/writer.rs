@@ -473,7 +473,9 @@ fn commit(
         for job in batch.iter_mut() {
             job.apply(&txn, &mut t)?;
         }
-        t.take_redo()
+        let redo = t.take_redo();
+        t.close()?;
+        redo
     };
     if !durable && !redo.is_empty() {
         wal.append(&redo)

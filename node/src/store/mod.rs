@@ -14,6 +14,7 @@ mod retention;
 mod streams;
 mod tables;
 mod topics;
+mod versioned;
 mod wal;
 mod writer;
 
@@ -25,13 +26,15 @@ pub use streams::{ChainHole, StreamTip};
 pub use topics::TopicSummary;
 pub use writer::{CommitStats, CommitTimes};
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
 use tables::{BLOCKS, HEADS, LOG, LOG_NEXT, SEQS, STATS, Tables};
+use versioned::VersionedDb;
 
 /// Errors from the block store.
 #[derive(Debug, thiserror::Error)]
@@ -92,10 +95,22 @@ pub struct InsertSummary {
 
 /// The node's persistent block store.
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<VersionedDb>,
     path: PathBuf,
     writer: writer::Writer,
+    /// [`Store::next_links`]'s last answer per topic, with the commit count it holds for.
+    links: Mutex<HashMap<String, CachedLinks>>,
 }
+
+/// A [`Store::next_links`] answer, exact while the database's commit count is `version`.
+struct CachedLinks {
+    version: u64,
+    author: Vec<u8>,
+    links: (u64, Vec<Cid>),
+}
+
+/// Topics whose links [`Store::next_links`] keeps at most (a node publishes on few at once).
+const CACHED_LINKS: usize = 1024;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +122,7 @@ impl Store {
     /// Opens (or creates) the store file at `path` and makes sure every table exists.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let database = match Database::create(path) {
-            Ok(d) => d,
+            Ok(d) => Arc::new(VersionedDb::new(d)),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::InUse(path.to_path_buf()));
             }
@@ -144,11 +159,11 @@ impl Store {
                 wal_path.display()
             ))
         })?;
-        let database = Arc::new(database);
         Ok(Store {
             writer: writer::Writer::start(database.clone(), path, log)?,
             db: database,
             path: path.to_path_buf(),
+            links: Mutex::new(HashMap::new()),
         })
     }
 
@@ -209,13 +224,55 @@ impl Store {
         topic_name: &str,
     ) -> Result<(u64, Vec<Cid>), StoreError> {
         topic::validate(topic_name)?;
+        let version = self.db.version();
+        if let Some(links) = self.cached_links(version, author, topic_name) {
+            return Ok(links);
+        }
         // One read transaction: the last event and the heads as of the same commit (read
         // apart, a commit in between would make the new last event a head "of another").
         let txn = self.db.begin_read().map_err(db)?;
-        Ok(links(
+        let links = links(
             last_in(&txn, author, topic_name)?,
             heads_in(&txn, topic_name)?,
-        ))
+        );
+        drop(txn);
+        // Kept only if no commit began or ended during the read: then it is the state as of
+        // `version`, and stays exact until the count moves.
+        if version.is_multiple_of(2)
+            && self.db.version() == version
+            && let Ok(mut cache) = self.links.lock()
+        {
+            if cache.len() >= CACHED_LINKS && !cache.contains_key(topic_name) {
+                cache.clear();
+            }
+            cache.insert(
+                topic_name.to_owned(),
+                CachedLinks {
+                    version,
+                    author: author.to_vec(),
+                    links: links.clone(),
+                },
+            );
+        }
+        Ok(links)
+    }
+
+    /// [`Store::next_links`]'s kept answer for (`author`, `topic_name`), if nothing was
+    /// committed since it was read (the count is still `version`, even).
+    fn cached_links(
+        &self,
+        version: u64,
+        author: &[u8],
+        topic_name: &str,
+    ) -> Option<(u64, Vec<Cid>)> {
+        if !version.is_multiple_of(2) {
+            return None;
+        }
+        let cache = self.links.lock().ok()?;
+        cache
+            .get(topic_name)
+            .filter(|c| c.version == version && c.author == author)
+            .map(|c| c.links.clone())
     }
 
     /// Stores this node's own new event, signed with the links [`Store::next_links`] gave, in

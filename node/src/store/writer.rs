@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Durability, WriteTransaction};
+
+use super::versioned::VersionedDb;
 use tokio::sync::oneshot;
 
 use super::tables::Tables;
@@ -312,7 +314,7 @@ impl Writer {
     /// Starts the writer thread for `db`, logging to `wal` (already replayed and emptied). It
     /// ends when the last [`Writer`] handle is dropped.
     pub(super) fn start(
-        db: Arc<Database>,
+        db: Arc<VersionedDb>,
         path: &Path,
         mut wal: Wal,
     ) -> Result<Writer, StoreError> {
@@ -408,7 +410,7 @@ fn stopped() -> StoreError {
 
 /// The writer thread: takes what is queued, commits it as one transaction, answers everyone.
 /// When the queue closes it makes a last durable commit, so a clean restart replays nothing.
-fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
+fn run(database: &VersionedDb, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
     let mut load = Load::new(Instant::now());
     while let Ok(first) = rx.recv() {
         let mut bytes = first.bytes();
@@ -452,7 +454,7 @@ fn run(database: &Database, wal: &mut Wal, rx: &mpsc::Receiver<Box<dyn Job>>, co
 /// durable one instead, and the log is emptied after it.
 /// Either way nothing is visible to readers, or answered, before it is on disk.
 fn commit(
-    database: &Database,
+    database: &VersionedDb,
     wal: &mut Wal,
     durable: bool,
     batch: &mut [Box<dyn Job>],
@@ -490,7 +492,7 @@ fn commit(
 }
 
 /// A durable commit of nothing new: carries every earlier commit to disk, then empties the log.
-fn checkpoint(database: &Database, wal: &mut Wal, counts: &Counts) -> Result<(), StoreError> {
+fn checkpoint(database: &VersionedDb, wal: &mut Wal, counts: &Counts) -> Result<(), StoreError> {
     database.begin_write().map_err(db)?.commit().map_err(db)?;
     emptied(wal, counts);
     Ok(())

@@ -21,20 +21,26 @@ const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
 /// A map whose only key is `"/"` but which is neither form is refused (DAG-JSON reserves it);
 /// nesting deeper than [`MAX_BODY_DEPTH`] is refused.
 pub fn json_to_ipld(v: &Value) -> Result<Ipld, Error> {
+    convert(v.clone(), 0)
+}
+
+/// [`json_to_ipld`] taking the value, whose strings and keys it moves instead of copying (the
+/// publish path owns the body it converts).
+pub fn json_into_ipld(v: Value) -> Result<Ipld, Error> {
     convert(v, 0)
 }
 
-fn convert(v: &Value, depth: usize) -> Result<Ipld, Error> {
+fn convert(v: Value, depth: usize) -> Result<Ipld, Error> {
     Ok(match v {
         Value::Null => Ipld::Null,
-        Value::Bool(b) => Ipld::Bool(*b),
-        Value::Number(n) => number(n)?,
-        Value::String(s) => Ipld::String(s.clone()),
+        Value::Bool(b) => Ipld::Bool(b),
+        Value::Number(n) => number(&n)?,
+        Value::String(s) => Ipld::String(s),
         Value::Array(items) => {
             let depth = enter(depth)?;
             Ipld::List(
                 items
-                    .iter()
+                    .into_iter()
                     .map(|i| convert(i, depth))
                     .collect::<Result<_, _>>()?,
             )
@@ -47,8 +53,8 @@ fn convert(v: &Value, depth: usize) -> Result<Ipld, Error> {
             }
             let depth = enter(depth)?;
             Ipld::Map(
-                m.iter()
-                    .map(|(k, v)| Ok((k.clone(), convert(v, depth)?)))
+                m.into_iter()
+                    .map(|(k, v)| Ok((k, convert(v, depth)?)))
                     .collect::<Result<BTreeMap<_, _>, Error>>()?,
             )
         }

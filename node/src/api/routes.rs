@@ -97,7 +97,7 @@ pub(super) fn publish_fields(
     let body = obj
         .remove("body")
         .ok_or_else(|| ApiError::bad_request("missing \"body\""))?;
-    let body = ipld_json::json_to_ipld(&body)
+    let body = ipld_json::json_into_ipld(body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
     Ok((topic_name, body))
 }

@@ -216,8 +216,10 @@ impl Store {
     }
 
     /// The `seq` and `prev` of `author`'s next event on `topic`, as [`Store::append_local`]
-    /// would give them, read now: for an event signed outside the writer and stored with
-    /// [`Store::append_signed`].
+    /// would give them, as of the last commit: for an event signed outside the writer and
+    /// stored with [`Store::append_signed`]. The answer is kept per topic until the next write
+    /// commit (the store counts its commits), so publishes between two commits read no
+    /// transaction.
     pub fn next_links(
         &self,
         author: &[u8],

@@ -138,13 +138,12 @@ impl Store {
         // What the log holds was acknowledged but may be missing from redb (a crash rolled it
         // back to its last durable commit): apply it again, durably, before anything else.
         let txn = database.begin_write().map_err(db)?;
-        {
-            let mut t = Tables::open(&txn)?;
+        Tables::within(&txn, |t| {
             for r in batches.iter().flatten() {
-                wal::apply(&txn, &mut t, r)?;
+                wal::apply(&txn, t, r)?;
             }
-            t.close()?;
-        }
+            Ok(())
+        })?;
         txn.commit().map_err(db)?;
         if !batches.is_empty() {
             tracing::info!(
@@ -198,19 +197,17 @@ impl Store {
     {
         topic::validate(topic_name)?;
         let txn = self.db.begin_write().map_err(db)?;
-        let appended = {
-            let mut t = Tables::open(&txn)?;
+        let appended = Tables::within(&txn, |t| {
             let last = t.last_of(author, topic_name)?;
             let (seq, prev) = links(last, t.heads_of(topic_name)?);
             let (event, block) = build(seq, prev)?;
             t.apply_event(&block, &event)?;
-            t.close()?;
-            Appended {
+            Ok(Appended {
                 cid: block.cid,
                 event,
                 block,
-            }
-        };
+            })
+        })?;
         txn.commit().map_err(db)?;
         Ok(appended)
     }
@@ -358,12 +355,7 @@ impl Store {
         keeps_whole: impl Fn(&Event) -> bool,
     ) -> Result<InsertSummary, StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
-        let summary = {
-            let mut t = Tables::open(&txn)?;
-            let summary = insert_in(&mut t, events, other_blocks, keeps_whole)?;
-            t.close()?;
-            summary
-        };
+        let summary = Tables::within(&txn, |t| insert_in(t, events, other_blocks, keeps_whole))?;
         txn.commit().map_err(db)?;
         Ok(summary)
     }

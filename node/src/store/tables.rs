@@ -70,18 +70,61 @@ pub(super) struct Tables<'txn> {
     note_holes: bool,
     /// What was changed, for the write-ahead log (see [`Tables::record_redo`]).
     redo: Option<Vec<Redo>>,
-    /// STATS values as this transaction has them, read once and written back by
-    /// [`Tables::close`]: every event bumps three counters and its root's log position, and
-    /// doing so in redb cost eight B-tree operations per event (about 3% of a node's CPU at
-    /// full rate) for keys a group commit touches over and over.
-    stats_now: HashMap<String, u64>,
-    /// LOG_NEXT values as this transaction has them, written back by [`Tables::close`].
-    log_next_now: HashMap<String, u64>,
+    /// STATS values as this transaction has them: every event bumps three counters and its
+    /// root's log position, and doing so in redb cost eight B-tree operations per event (about
+    /// 3% of a node's CPU at full rate) for keys a group commit touches over and over.
+    stats_now: Counters,
+    /// LOG_NEXT values as this transaction has them.
+    log_next_now: Counters,
+}
+
+/// Values of a `&str → u64` table read once per transaction, changed in memory and written
+/// back when the transaction's tables close ([`Tables::within`]).
+#[derive(Default)]
+struct Counters(HashMap<String, u64>);
+
+impl Counters {
+    /// Adds `by` to `key` (0 when the table has none) and returns the value before.
+    fn add(
+        &mut self,
+        table: &Table<'_, &'static str, u64>,
+        key: &str,
+        by: u64,
+    ) -> Result<u64, StoreError> {
+        if let Some(v) = self.0.get_mut(key) {
+            let before = *v;
+            *v += by;
+            return Ok(before);
+        }
+        let before = table.get(key).map_err(db)?.map_or(0, |g| g.value());
+        self.0.insert(key.to_owned(), before + by);
+        Ok(before)
+    }
+
+    /// Writes every value changed back to `table`.
+    fn write_back(self, table: &mut Table<'_, &'static str, u64>) -> Result<(), StoreError> {
+        for (k, v) in self.0 {
+            table.insert(k.as_str(), v).map_err(db)?;
+        }
+        Ok(())
+    }
 }
 
 impl<'txn> Tables<'txn> {
+    /// Opens every table in `txn`, runs `f` on them, then writes back the counters and log
+    /// positions they kept in memory: the only way to use them, so no caller can lose those.
+    pub(super) fn within<R>(
+        txn: &'txn WriteTransaction,
+        f: impl FnOnce(&mut Tables<'txn>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut t = Tables::open(txn)?;
+        let r = f(&mut t)?;
+        t.close()?;
+        Ok(r)
+    }
+
     /// Opens (creating where needed) every table in `txn`.
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         // Created here so readers never meet a missing table.
         txn.open_table(super::durable::DURABLES).map_err(db)?;
         Ok(Tables {
@@ -96,21 +139,15 @@ impl<'txn> Tables<'txn> {
             pruned: txn.open_table(PRUNED).map_err(db)?,
             note_holes: false,
             redo: None,
-            stats_now: HashMap::new(),
-            log_next_now: HashMap::new(),
+            stats_now: Counters::default(),
+            log_next_now: Counters::default(),
         })
     }
 
-    /// Writes the counters and log positions kept in memory back to their tables. Call it
-    /// before committing the transaction: without it, the transaction's counters are lost.
-    pub(super) fn close(mut self) -> Result<(), StoreError> {
-        for (k, v) in std::mem::take(&mut self.stats_now) {
-            self.stats.insert(k.as_str(), v).map_err(db)?;
-        }
-        for (k, v) in std::mem::take(&mut self.log_next_now) {
-            self.log_next.insert(k.as_str(), v).map_err(db)?;
-        }
-        Ok(())
+    /// Writes the counters and log positions kept in memory back to their tables.
+    fn close(mut self) -> Result<(), StoreError> {
+        std::mem::take(&mut self.stats_now).write_back(&mut self.stats)?;
+        std::mem::take(&mut self.log_next_now).write_back(&mut self.log_next)
     }
 
     /// Keeps a [`Redo`] record of every change made through these tables from now on, for the
@@ -233,19 +270,7 @@ impl<'txn> Tables<'txn> {
                 .map_err(db)?;
         }
         let root = topic::root_segment(&event.topic);
-        let pos = match self.log_next_now.get_mut(root) {
-            Some(next) => next,
-            None => {
-                let stored = self
-                    .log_next
-                    .get(root)
-                    .map_err(db)?
-                    .map_or(0, |g| g.value());
-                self.log_next_now.entry(root.to_owned()).or_insert(stored)
-            }
-        };
-        let at = *pos;
-        *pos += 1;
+        let at = self.log_next_now.add(&self.log_next, root, 1)?;
         self.log
             .insert((root, at), cid_bytes.as_slice())
             .map_err(db)?;
@@ -311,12 +336,7 @@ impl<'txn> Tables<'txn> {
     }
 
     fn bump(&mut self, key: &str, by: u64) -> Result<(), StoreError> {
-        if let Some(v) = self.stats_now.get_mut(key) {
-            *v += by;
-            return Ok(());
-        }
-        let cur = self.stats.get(key).map_err(db)?.map_or(0, |g| g.value());
-        self.stats_now.insert(key.to_owned(), cur + by);
+        self.stats_now.add(&self.stats, key, by)?;
         Ok(())
     }
 }

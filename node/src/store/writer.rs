@@ -18,11 +18,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redb::{Durability, WriteTransaction};
-
-use super::versioned::VersionedDb;
 use tokio::sync::oneshot;
 
 use super::tables::Tables;
+use super::versioned::VersionedDb;
 use super::wal::Wal;
 use super::{StoreError, db};
 use crate::histogram::Histogram;
@@ -466,19 +465,16 @@ fn commit(
         txn.set_durability(Durability::None)
             .map_err(|e| StoreError::Commit(e.to_string()))?;
     }
-    let redo = {
-        let mut t = Tables::open(&txn)?;
+    let redo = Tables::within(&txn, |t| {
         // A durable commit needs no log record: keep no copy of what it writes.
         if !durable {
             t.record_redo();
         }
         for job in batch.iter_mut() {
-            job.apply(&txn, &mut t)?;
+            job.apply(&txn, t)?;
         }
-        let redo = t.take_redo();
-        t.close()?;
-        redo
-    };
+        Ok(t.take_redo())
+    })?;
     if !durable && !redo.is_empty() {
         wal.append(&redo)
             .map_err(|e| StoreError::Commit(format!("write-ahead log: {e}")))?;

@@ -175,7 +175,7 @@ async fn serve_request(
     };
     let answers = futures::future::join_all(
         events
-            .iter()
+            .into_iter()
             .map(|(block, event)| router.serve_publish(peer, block, event)),
     )
     .await;

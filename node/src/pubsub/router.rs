@@ -32,7 +32,7 @@ use crate::pubsub::publishes::Publishes;
 use crate::pubsub::receive::{Arrival, Receiver, UNKNOWN_AFTER};
 use crate::pubsub::remote::RemoteSubs;
 use crate::pubsub::replicas::Replicas;
-use crate::store::{Appended, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How long a subscription lease lasts unless renewed.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -61,13 +61,25 @@ pub struct Begun {
     root: String,
     set: Vec<PeerId>,
     lane: Arc<tokio::sync::Mutex<Lane>>,
-    appended: Appended,
+    appended: Signed,
     commit: CommitFuture,
     turn: Turn,
     tries: u32,
     /// When it was first signed (for [`Metrics::publish_commit`]).
     signed: std::time::Instant,
 }
+
+/// This node's own event, signed and queued to the store. Shared, not copied, between the
+/// store's writer, the publish that waits for it and the routing queue: a copy of an event is
+/// a copy of its whole body.
+struct Signed {
+    cid: Cid,
+    event: Arc<Event>,
+    block: Arc<Block>,
+}
+
+/// A stored event on its way to routing, shared with whoever else holds it.
+type Shared = (Arc<Block>, Arc<Event>);
 
 /// The answer of an event's group commit: the topic's heads right after it.
 type CommitFuture =
@@ -146,9 +158,9 @@ pub struct Router {
     /// Events to match and deliver, in the order they became durable on a majority, for
     /// [`Router::route_queued`]: publishing waits on fan-out only when [`ROUTE_QUEUE`] events
     /// are queued, i.e. when subscribers take events more slowly than they are published.
-    route_in: mpsc::Sender<(Block, Event)>,
+    route_in: mpsc::Sender<Shared>,
     /// Its receiving end, taken by [`Router::route_queued`].
-    route_out: std::sync::Mutex<Option<mpsc::Receiver<(Block, Event)>>>,
+    route_out: std::sync::Mutex<Option<mpsc::Receiver<Shared>>>,
     /// Test-only fault: some deliveries are dropped on arrival, as if lost on the way.
     drop_deliveries: DropDeliveries,
     /// (subscriber node, author, topic) → (seq, CID) of the newest event queued for that node:
@@ -517,7 +529,7 @@ impl Router {
         topic_name: &str,
         body: Ipld,
         retry: bool,
-    ) -> Result<(Appended, CommitFuture, Turn), PublishError> {
+    ) -> Result<(Signed, CommitFuture, Turn), PublishError> {
         let mut lane = lane.lock().await;
         if retry {
             self.store.settle().await?;
@@ -540,10 +552,14 @@ impl Router {
         let (event, block) =
             Event::sign_block_with(&self.signer, topic_name, body, seq, now_ms(), prev)
                 .map_err(PublishError::Invalid)?;
-        let commit = Box::pin(self.store.queue_signed(block.clone(), event.clone())?);
+        let (event, block) = (Arc::new(event), Arc::new(block));
+        let commit = Box::pin(
+            self.store
+                .queue_signed(Arc::clone(&block), Arc::clone(&event))?,
+        );
         lane.last = Some((seq, block.cid));
         let turn = lane.take_turn();
-        let appended = Appended {
+        let appended = Signed {
             cid: block.cid,
             event,
             block,
@@ -559,7 +575,8 @@ impl Router {
     /// `from` sent it. A node hands an event on only once its own group commit made it durable
     /// ([`Router::finish_publish`]), so when `from` is a member of the set its copy counts
     /// toward the majority and the event is not sent back to it.
-    pub async fn serve_publish(&self, from: PeerId, block: &Block, event: &Event) -> PublishAnswer {
+    pub async fn serve_publish(&self, from: PeerId, block: Block, event: Event) -> PublishAnswer {
+        let (block, event) = (Arc::new(block), Arc::new(event));
         // In the stream's order: a publish pipelined behind this stream's previous event
         // waits (briefly) for it.
         let mut turn = self
@@ -572,9 +589,12 @@ impl Router {
                 }
             });
         self.replicate_and_route(
-            block,
-            event,
-            || self.store.insert_publish(block.clone(), event.clone()),
+            &block,
+            &event,
+            || {
+                self.store
+                    .insert_publish(Arc::clone(&block), Arc::clone(&event))
+            },
             &mut turn,
             Some(from),
         )
@@ -593,8 +613,8 @@ impl Router {
     /// sent again.
     async fn replicate_and_route<S>(
         &self,
-        block: &Block,
-        event: &Event,
+        block: &Arc<Block>,
+        event: &Arc<Event>,
         store: impl FnOnce() -> S,
         turn: &mut Turn,
         holder: Option<PeerId>,
@@ -655,7 +675,8 @@ impl Router {
         self.metrics.primary_store.observe(took.elapsed());
         self.take_leases(root, &set).await;
         turn.wait_routed().await;
-        self.route(block, event).await;
+        self.route_shared(Arc::clone(block), Arc::clone(event))
+            .await;
         turn.routed();
         PublishAnswer::Stored {
             copies: copies as u32,
@@ -668,8 +689,14 @@ impl Router {
     /// Waits while [`ROUTE_QUEUE`] events are queued: that is how subscribers slower than the
     /// publishers slow the publishers down instead of losing events.
     pub(crate) async fn route(&self, block: &Block, event: &Event) {
+        self.route_shared(Arc::new(block.clone()), Arc::new(event.clone()))
+            .await;
+    }
+
+    /// [`Router::route`] for an event already shared: queued without a copy.
+    async fn route_shared(&self, block: Arc<Block>, event: Arc<Event>) {
         // The send fails only once the node is stopping.
-        let _ = self.route_in.send((block.clone(), event.clone())).await;
+        let _ = self.route_in.send((block, event)).await;
     }
 
     /// Matches and delivers the events [`Router::route`] queued, one at a time in order (so

@@ -278,7 +278,7 @@ impl Store {
     /// the next group commit, and returns the topic's heads right after it; fails with
     /// [`StoreError::Conflict`] (nothing stored) if the author's stream moved on meanwhile.
     pub async fn append_signed(&self, block: Block, event: Event) -> Result<Vec<Cid>, StoreError> {
-        self.queue_signed(block, event)?.await
+        self.queue_signed(Arc::new(block), Arc::new(event))?.await
     }
 
     /// [`Store::append_signed`] split in two: the event is queued to the writer now, before
@@ -289,8 +289,8 @@ impl Store {
     /// `seq` order.
     pub fn queue_signed(
         &self,
-        block: Block,
-        event: Event,
+        block: Arc<Block>,
+        event: Arc<Event>,
     ) -> Result<
         impl std::future::Future<Output = Result<Vec<Cid>, StoreError>> + Send + 'static,
         StoreError,
@@ -365,8 +365,8 @@ impl Store {
     /// not when first polled: a caller's order of calls is the order applied.
     pub fn insert_publish(
         &self,
-        block: Block,
-        event: Event,
+        block: Arc<Block>,
+        event: Arc<Event>,
     ) -> impl std::future::Future<Output = Result<Vec<Cid>, StoreError>> + Send + 'static {
         let bytes = block.data.len();
         let queued = self.writer.queue(bytes, move |_, t| {

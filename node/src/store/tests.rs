@@ -536,7 +536,7 @@ async fn queued_appends_chain_before_durable_and_fall_together() {
         let (e, b) = sign(&kp, "/q/t", seq, prev, seq as i128);
         prev = vec![b.cid];
         cids.push(b.cid);
-        answers.push(store.queue_signed(b, e).unwrap());
+        answers.push(store.queue_signed(Arc::new(b), Arc::new(e)).unwrap());
     }
     for a in answers {
         a.await.unwrap();
@@ -547,8 +547,12 @@ async fn queued_appends_chain_before_durable_and_fall_together() {
     // and 4 with it, though its seq follows the store's.
     let (e3x, b3x) = sign(&kp, "/q/t", 3, vec![cids[1]], 33);
     let (e4, b4) = sign(&kp, "/q/t", 4, vec![b3x.cid], 4);
-    let wrong = store.queue_signed(b3x.clone(), e3x).unwrap();
-    let behind = store.queue_signed(b4.clone(), e4).unwrap();
+    let wrong = store
+        .queue_signed(Arc::new(b3x.clone()), Arc::new(e3x))
+        .unwrap();
+    let behind = store
+        .queue_signed(Arc::new(b4.clone()), Arc::new(e4))
+        .unwrap();
     assert!(matches!(wrong.await, Err(StoreError::Conflict(_))));
     assert!(matches!(behind.await, Err(StoreError::Conflict(_))));
     assert!(!store.has_block(&b3x.cid).unwrap());
@@ -565,7 +569,10 @@ async fn write_for_crash(store: &Store, kp: &Keypair, other: &Keypair) -> Vec<Ci
     for n in 0..30 {
         let (b, e) = prepared(store, kp, "/crash/own", n);
         acked.push(b.cid);
-        store.insert_publish(b, e).await.unwrap();
+        store
+            .insert_publish(Arc::new(b), Arc::new(e))
+            .await
+            .unwrap();
     }
     let mut prev = vec![];
     let mut part = Vec::new();

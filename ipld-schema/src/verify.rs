@@ -82,7 +82,7 @@ pub fn verify_batch<'a>(
             key: *key,
         })
         .collect();
-    // A lone signature is checked on its own: as a batch of one it costs about 1.4 times as
+    // A lone signature is checked on its own: as a batch of one it costs about 1.2 times as
     // much (the batch's own hashes, R decompressed, no basepoint table), and a broker under
     // a steady stream gets many requests of one block.
     if items.len() < 2 || !crate::batch::verify_all(&items) {

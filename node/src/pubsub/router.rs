@@ -73,7 +73,6 @@ pub struct Begun {
 /// store's writer, the publish that waits for it and the routing queue: a copy of an event is
 /// a copy of its whole body.
 struct Signed {
-    cid: Cid,
     event: Arc<Event>,
     block: Arc<Block>,
 }
@@ -436,7 +435,7 @@ impl Router {
             match (&mut b.commit).await {
                 Ok(heads) => break heads,
                 Err(e) => {
-                    b.lane.lock().await.forget(&b.appended.cid);
+                    b.lane.lock().await.forget(&b.appended.block.cid);
                     match e {
                         // The stream moved on (a CAR import or a sync of this node's own
                         // events), or the event this one was linked to failed: sign again.
@@ -559,11 +558,7 @@ impl Router {
         );
         lane.last = Some((seq, block.cid));
         let turn = lane.take_turn();
-        let appended = Signed {
-            cid: block.cid,
-            event,
-            block,
-        };
+        let appended = Signed { event, block };
         Ok((appended, commit, turn))
     }
 

@@ -236,9 +236,13 @@ async fn run_stream<Req, Resp>(
             let answered = std::sync::atomic::AtomicBool::new(false);
             tokio::select! {
                 e = read_answers(&mut r, &calls, &answered) => {
-                    Ended::from_read(e, answered.load(std::sync::atomic::Ordering::Relaxed))
+                    Ended::from_error(e, answered.load(std::sync::atomic::Ordering::Relaxed))
                 }
-                e = write_calls(&mut w, protocol.as_ref(), peer, &mut queued, &calls) => Ended::Broken(e.to_string()),
+                // The write can meet the peer's refusal first: a lazily negotiated stream
+                // reports it on whichever side touches the stream next.
+                e = write_calls(&mut w, protocol.as_ref(), peer, &mut queued, &calls) => {
+                    Ended::from_error(e, answered.load(std::sync::atomic::Ordering::Relaxed))
+                }
             }
         }
         Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => Ended::Unsupported,
@@ -291,8 +295,8 @@ enum Ended {
 
 impl Ended {
     /// With lazy negotiation (the swarm's setting) a peer's refusal of the protocol comes as
-    /// the first read's error, not when the stream opens.
-    fn from_read(e: io::Error, answered: bool) -> Ended {
+    /// the first read's or write's error, not when the stream opens.
+    fn from_error(e: io::Error, answered: bool) -> Ended {
         let refused = e
             .get_ref()
             .and_then(|i| i.downcast_ref::<NegotiationError>())

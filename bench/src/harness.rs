@@ -195,6 +195,8 @@ pub struct Meta {
     pub run: u32,
     pub seed: u64,
     pub acked: bool,
+    /// The server processes whose CPU time is measured ([`Record::server_cpu_s`]).
+    pub servers: Vec<u32>,
 }
 
 /// Sends probes until every subscriber has seen one (the path is live).
@@ -328,6 +330,7 @@ pub async fn measure<P: Publisher>(
     if let Some(b) = &subs.bytes {
         b.store(0, Ordering::Relaxed);
     }
+    let cpu_before = crate::procs::cpu_seconds(&meta.servers);
     let published = publish_all(p, events, plan).await?;
     if let Some(e) = &published.first_error {
         eprintln!(
@@ -347,6 +350,11 @@ pub async fn measure<P: Publisher>(
     while subs.have.load(Ordering::Relaxed) < expected && Instant::now() < grace_end {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Read once everything arrived (or the grace ended), before the idle wait for duplicates.
+    let server_cpu_s = match (cpu_before, crate::procs::cpu_seconds(&meta.servers)) {
+        (Some(a), Some(b)) if !meta.servers.is_empty() => Some((b - a).max(0.0)),
+        _ => None,
+    };
     tokio::time::sleep(DUP_WINDOW).await;
     let bytes = subs.bytes.as_ref().map(|b| b.load(Ordering::Relaxed));
     let _ = subs.stop_tx.send(true);
@@ -361,9 +369,9 @@ pub async fn measure<P: Publisher>(
         write_timings(path, &meta, events, &published, &recs)
             .with_context(|| format!("writing event timings to {}", path.display()))?;
     }
-    Ok(summarise(
-        events, &published, &recs, expected, bytes, plan, meta,
-    ))
+    let mut r = summarise(events, &published, &recs, expected, bytes, plan, meta);
+    r.server_cpu_s = server_cpu_s;
+    Ok(r)
 }
 
 /// One published event's timings, as [`write_timings`] writes them.
@@ -499,6 +507,7 @@ fn summarise(
         body_bytes,
         acked: meta.acked,
         wall_s: span.max(pub_span),
+        server_cpu_s: None,
         error: None,
     }
 }

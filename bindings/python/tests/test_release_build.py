@@ -2,7 +2,7 @@
 
 The binding is built as a user builds it (maturin, release, default features), so its extension
 module holds a default release build of the node's library: every fault switch lives there
-(`net/gate.rs`, `pubsub/router.rs`, `api/history.rs`). Behind the `test-faults` cargo feature
+(`net/gate.rs`, `pubsub/router/mod.rs`, `api/history.rs`). Behind the `test-faults` cargo feature
 their names are not compiled in at all, so neither the environment variables nor the fetch
 API's benchmark knobs can be read. The control: the same search finds every one of them in the
 `tidings` binary the Rust tests built with that feature, so the search can fail.

@@ -24,9 +24,10 @@ use tidings_ipld_schema::{Block, Cid, Event, json as ipld_json};
 use tidings_matcher::Filter;
 
 use crate::history::{self, Chain};
+use crate::pubsub::error::blocking;
 use crate::pubsub::held::StreamKey;
 use crate::pubsub::receive::UNKNOWN_AFTER;
-use crate::pubsub::router::{Router, blocking};
+use crate::pubsub::router::Router;
 use crate::store::Store;
 
 /// How long a backlog waits for the holes in its streams to be fetched before it sends a

@@ -16,8 +16,10 @@ use tidings_ipld_schema::{Block, Cid, Event, json as ipld_json};
 use tidings_matcher::Filter;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+use super::error::{PublishError, blocking};
 use super::local::Subscription;
-use super::router::{PublishError, Router, blocking, now_ms};
+use super::router::Router;
+use crate::age::now_ms;
 use crate::history::durable::{self as member, MAX_PAGE};
 use crate::net::history::{Ack, HistoryRequest, HistoryResponse};
 use crate::net::rendezvous;

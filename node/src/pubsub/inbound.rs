@@ -14,9 +14,9 @@ use crate::net::batch::Budget;
 use crate::net::deliver::{DeliverRequest, DeliverResponse};
 use crate::net::publish::{PublishAnswer, PublishRequest, PublishResponse};
 use crate::net::replicate::ReplicateResponse;
+use crate::pubsub::Refusal;
 use crate::pubsub::Router;
 use crate::pubsub::peer_queue::Drain;
-use crate::pubsub::router::Refusal;
 
 /// Serves inbound requests until the network stops.
 pub async fn serve(router: Arc<Router>, mut inbound: mpsc::Receiver<Inbound>) {

@@ -146,7 +146,7 @@ impl LocalSubs {
                     src: src.into(),
                     root: filter.root().to_string(),
                     topic: filter.topic().clone(),
-                    since_ms: crate::pubsub::router::now_ms(),
+                    since_ms: crate::age::now_ms(),
                 },
             );
         }

@@ -2,6 +2,7 @@
 //! subscriptions it holds as a rendezvous member, and delivery in both directions.
 
 mod backlog;
+pub mod error;
 pub mod held;
 pub mod history;
 pub mod inbound;
@@ -17,4 +18,5 @@ pub mod replicas;
 pub mod router;
 mod tips;
 
-pub use router::{PublishError, Published, Router};
+pub use error::{PublishError, Refusal};
+pub use router::{Published, Router};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use tidings_matcher::{Filter, Matcher, ParallelSearchTree, SubId};
 
-use crate::pubsub::router::now_ms;
+use crate::age::now_ms;
 
 struct Entry {
     peer: PeerId,

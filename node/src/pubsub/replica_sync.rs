@@ -27,12 +27,14 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
+use crate::age::now_ms;
 use crate::history::{self, Chain};
 use crate::metrics::Metrics;
 use crate::net::Role;
 use crate::net::history::{HistoryRequest, HistoryResponse, Tip};
 use crate::net::rendezvous;
-use crate::pubsub::router::{Router, blocking, now_ms};
+use crate::pubsub::error::blocking;
+use crate::pubsub::router::Router;
 use crate::pubsub::tips::ask_tips;
 use crate::store::{ChainHole, DurableRecord, StreamTip};
 

@@ -4,14 +4,13 @@ use crate::block::{
     Block, check_depth, check_size, cid_of, decode_dag_cbor_reference, encode_dag_cbor,
 };
 use crate::canonical::Reader;
+pub use crate::signer::SIGNATURE_LEN;
 use crate::signer::Signer;
 use crate::{Cid, DAG_CBOR, Error, Ipld, Keypair, PeerId, PublicKey, topic};
 use std::collections::BTreeMap;
 
 /// The event format version this crate writes and reads.
 pub const VERSION: u64 = 1;
-/// Length of an ed25519 signature in bytes.
-pub const SIGNATURE_LEN: usize = 64;
 
 /// The eight keys of an event map, in canonical DAG-CBOR order.
 pub const KEYS: [&str; 8] = ["v", "seq", "sig", "body", "prev", "time", "topic", "author"];

@@ -9,8 +9,10 @@
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 
-use crate::event::SIGNATURE_LEN;
 use crate::{Error, Keypair};
+
+/// Length of an ed25519 signature in bytes.
+pub const SIGNATURE_LEN: usize = 64;
 
 /// An ed25519 author key ready to sign: the key pair expanded once, and the author field of
 /// its events (the public key's libp2p protobuf encoding).

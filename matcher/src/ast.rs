@@ -187,7 +187,7 @@ impl Path {
 /// of name characters, and the first no keyword (the JSON form takes any key). The first
 /// segment of a longer path counts too: `not.bb exists` reads as `not` applied to `.bb`.
 fn plain_field(segs: &[Box<str>]) -> bool {
-    let word = |s: &str| !s.is_empty() && s.chars().all(crate::parse_text::is_name_char);
+    let word = |s: &str| !s.is_empty() && s.chars().all(is_name_char);
     segs.iter().all(|s| word(s))
         && !segs.first().is_some_and(|first| {
             ["and", "or", "not", "where", "in", "exists", "prefix"]
@@ -326,4 +326,10 @@ impl fmt::Display for Expr {
             Expr::Pred(p) => write!(f, "{p}"),
         }
     }
+}
+
+/// Whether `c` may appear in a name written without quotes in a filter (the parser reads such
+/// names; a path is printed with quotes where a segment holds anything else).
+pub(crate) fn is_name_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_' || c == '-'
 }

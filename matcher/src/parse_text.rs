@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use crate::MAX_DEPTH;
-use crate::ast::{CmpOp, Expr, JsonPathExpr, Path, Pred, Test};
+use crate::ast::{CmpOp, Expr, JsonPathExpr, Path, Pred, Test, is_name_char};
 use crate::error::ParseError;
 use crate::escape;
 use crate::topic::TopicPattern;
@@ -95,10 +95,6 @@ pub(crate) fn jsonpath_len(s: &str) -> usize {
         }
     }
     s.len()
-}
-
-pub(crate) fn is_name_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_' || c == '-'
 }
 
 impl<'a> P<'a> {

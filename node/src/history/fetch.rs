@@ -20,7 +20,8 @@ use tokio::task::JoinHandle;
 
 mod ipfs;
 
-use crate::net::batch::{self, Batch};
+use crate::net::batch::Batch;
+use crate::net::codec;
 use crate::net::fetch::{self, FetchRequest, Frame};
 use crate::net::{Network, Role};
 use crate::store::{Store, StoreError};
@@ -399,7 +400,7 @@ fn request(want: &[Cid], until: &HashSet<Cid>, max_blocks: u64) -> FetchRequest 
 /// A request as written on the stream, checked against the responder's limit.
 fn encode(req: &FetchRequest) -> Result<Vec<u8>, RoundError> {
     let bytes = fetch::encode_request(req).map_err(|e| RoundError::Net(e.to_string()))?;
-    batch::check_encoded(
+    codec::check_encoded(
         fetch::PROTOCOL.as_ref(),
         bytes.len().saturating_sub(4),
         fetch::MAX_REQUEST,

@@ -11,7 +11,7 @@ use tidings_ipld_schema::Cid;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::net::fetch::{self, FetchEnd};
-use crate::net::{Network, batch};
+use crate::net::{Network, codec};
 use crate::store::Store;
 
 /// Fetches served at once; more are answered "busy" so a flood cannot exhaust the node.
@@ -93,7 +93,7 @@ async fn serve_one(
             // refuse, and penalise us for, is never sent.
             let frame = fetch::block_frame_len(&cid, data);
             if cid.len() > usize::from(u8::MAX)
-                || batch::check_encoded(fetch::PROTOCOL.as_ref(), frame, fetch::MAX_FRAME).is_err()
+                || codec::check_encoded(fetch::PROTOCOL.as_ref(), frame, fetch::MAX_FRAME).is_err()
             {
                 return true;
             }

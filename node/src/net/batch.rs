@@ -14,7 +14,7 @@
 //! Any single item up to the 1 MiB block limit fits in a batch by itself: the first item of a
 //! batch is always taken.
 //!
-//! [`check_encoded`] is the last line of defence, where the bytes are written: a message over
+//! [`check_encoded`](super::codec::check_encoded) is the last line of defence, where the bytes are written: a message over
 //! the limit is a bug here, never sent (the peer would penalise us), and logged as one.
 
 use tidings_ipld_schema::MAX_BLOCK_SIZE;
@@ -173,40 +173,10 @@ pub fn split<T>(
     }
 }
 
-/// An encoded message over the limit its receiver enforces.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "refusing to send a {bytes}-byte {protocol} message: its receiver refuses any over {limit} bytes"
-)]
-pub struct TooLarge {
-    /// The protocol.
-    pub protocol: String,
-    /// Its encoded size.
-    pub bytes: usize,
-    /// The receiver's limit.
-    pub limit: usize,
-}
-
-/// Checks a message this node is about to send against `limit`, the receiver's limit. A
-/// message over it is a bug in how it was built: debug builds stop on it; release builds log
-/// it as an error and do not send it (its receiver would cut this node off).
-pub fn check_encoded(protocol: &str, bytes: usize, limit: usize) -> Result<(), TooLarge> {
-    if bytes <= limit {
-        return Ok(());
-    }
-    let e = TooLarge {
-        protocol: protocol.to_string(),
-        bytes,
-        limit,
-    };
-    tracing::error!(error = %e, "bug: a message was built over the limit peers enforce");
-    debug_assert!(false, "{e}");
-    Err(e)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::codec::check_encoded;
     use crate::net::deliver::DeliverRequest;
     use crate::net::wire::{self, Message};
     use serde_bytes::ByteBuf;
@@ -316,28 +286,5 @@ mod tests {
                 assert!(check_encoded("deliver", bytes.len(), MAX_MESSAGE as usize).is_ok());
             }
         }
-    }
-
-    #[test]
-    fn a_message_over_the_limit_is_refused_with_a_clear_error() {
-        // Release builds refuse it; debug builds stop on it (it is a bug), which is what this
-        // checks there.
-        let r =
-            std::panic::catch_unwind(|| check_encoded("/tidings/deliver/1", 17 << 20, 16 << 20));
-        if cfg!(debug_assertions) {
-            assert!(r.is_err(), "debug builds stop on it");
-        } else {
-            assert!(matches!(r, Ok(Err(TooLarge { bytes, .. })) if bytes == 17 << 20));
-        }
-        let e = TooLarge {
-            protocol: "/tidings/deliver/1".into(),
-            bytes: 17 << 20,
-            limit: 16 << 20,
-        };
-        assert_eq!(
-            e.to_string(),
-            "refusing to send a 17825792-byte /tidings/deliver/1 message: its receiver refuses any over 16777216 bytes"
-        );
-        assert!(check_encoded("x", 16 << 20, 16 << 20).is_ok());
     }
 }

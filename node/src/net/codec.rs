@@ -14,10 +14,8 @@ use libp2p::request_response::{self, cbor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::batch;
-
 /// Largest request or response on the tidings protocols. Senders fill their messages to a
-/// quarter of it ([`batch::MESSAGE_BUDGET`]); a receiver refuses anything over it as hostile.
+/// quarter of it ([`MESSAGE_BUDGET`](super::batch::MESSAGE_BUDGET)); a receiver refuses anything over it as hostile.
 pub const MAX_MESSAGE: u64 = 16 << 20;
 
 /// Why a received message was rejected: the sender's fault (except [`Malformed::Truncated`],
@@ -177,15 +175,46 @@ where
 }
 
 /// Writes an encoded message unless it is over [`MAX_MESSAGE`]: its receiver would refuse it
-/// and penalise this node, so it is a bug where it was built (see [`batch::check_encoded`]).
+/// and penalise this node, so it is a bug where it was built (see [`check_encoded`]).
 async fn write_checked<T: AsyncWrite + Unpin + Send>(
     p: &StreamProtocol,
     io: &mut T,
     bytes: Vec<u8>,
 ) -> io::Result<()> {
-    batch::check_encoded(p.as_ref(), bytes.len(), MAX_MESSAGE as usize)
+    check_encoded(p.as_ref(), bytes.len(), MAX_MESSAGE as usize)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     io.write_all(&bytes).await
+}
+
+/// An encoded message over the limit its receiver enforces.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "refusing to send a {bytes}-byte {protocol} message: its receiver refuses any over {limit} bytes"
+)]
+pub struct TooLarge {
+    /// The protocol.
+    pub protocol: String,
+    /// Its encoded size.
+    pub bytes: usize,
+    /// The receiver's limit.
+    pub limit: usize,
+}
+
+/// Checks a message this node is about to send against `limit`, the receiver's limit. A
+/// message over it is a bug in how it was built: debug builds stop on it; release builds log
+/// it as an error and do not send it (its receiver would cut this node off).
+pub fn check_encoded(protocol: &str, bytes: usize, limit: usize) -> Result<(), TooLarge> {
+    if bytes <= limit {
+        return Ok(());
+    }
+    let e = TooLarge {
+        protocol: protocol.to_string(),
+        bytes,
+        limit,
+    };
+    tracing::error!(error = %e, "bug: a message was built over the limit peers enforce");
+    debug_assert!(false, "{e}");
+    Err(e)
 }
 
 #[cfg(test)]
@@ -235,5 +264,28 @@ mod tests {
         let e = block_on(Codec::<(), Vec<u32>>::default().read_response(&p, &mut io))
             .expect_err("garbage");
         assert!(matches!(malformed(&e), Some(Malformed::Invalid(_))), "{e}");
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_with_a_clear_error() {
+        // Release builds refuse it; debug builds stop on it (it is a bug), which is what this
+        // checks there.
+        let r =
+            std::panic::catch_unwind(|| check_encoded("/tidings/deliver/1", 17 << 20, 16 << 20));
+        if cfg!(debug_assertions) {
+            assert!(r.is_err(), "debug builds stop on it");
+        } else {
+            assert!(matches!(r, Ok(Err(TooLarge { bytes, .. })) if bytes == 17 << 20));
+        }
+        let e = TooLarge {
+            protocol: "/tidings/deliver/1".into(),
+            bytes: 17 << 20,
+            limit: 16 << 20,
+        };
+        assert_eq!(
+            e.to_string(),
+            "refusing to send a 17825792-byte /tidings/deliver/1 message: its receiver refuses any over 16777216 bytes"
+        );
+        assert!(check_encoded("x", 16 << 20, 16 << 20).is_ok());
     }
 }

@@ -30,8 +30,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch::check_encoded;
 use super::codec::MAX_MESSAGE;
+use super::codec::check_encoded;
 use super::limits::Admission;
 use super::peer_queues::PeerQueues;
 use super::{Inbound, NetError, Network};

@@ -1,16 +1,13 @@
 //! Durable subscription records and log scans for replay (docs/protocols.md).
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tidings_ipld_schema::Cid;
 
-use super::tables::{BLOCKS, LOG, LOG_NEXT};
-use super::wal::Redo;
+use super::redo::Redo;
+use super::tables::{BLOCKS, DURABLES, LOG, LOG_NEXT};
 use super::{Store, StoreError, db, parse_cid};
-
-/// Durable key (`<subscriber peer id>/<name>`) → DAG-CBOR [`DurableRecord`].
-pub(super) const DURABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("durables");
 
 /// What a rendezvous member keeps of one durable subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 mod car;
 mod durable;
 mod mirror;
+mod redo;
 mod retention;
 mod streams;
 mod tables;

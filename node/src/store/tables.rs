@@ -8,7 +8,7 @@ use redb::{
 };
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
-use super::wal::Redo;
+use super::redo::Redo;
 use super::{StoreError, db, parse_cid};
 
 /// CID bytes → block bytes.
@@ -46,6 +46,10 @@ pub(super) const HOLES: TableDefinition<&[u8], HoleValue> = TableDefinition::new
 /// deleted here, or that the other members of the set all report deleted (replica sync). A
 /// missing event at or below it is gone by design, not a hole to chase.
 pub(super) const PRUNED: TableDefinition<SeqKey, u64> = TableDefinition::new("pruned");
+
+/// Durable key (`<subscriber peer id>/<name>`) → DAG-CBOR
+/// [`DurableRecord`](super::durable::DurableRecord).
+pub(super) const DURABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("durables");
 
 /// STATS key of a root's logged bytes (what retention's byte limit counts).
 pub(super) fn root_bytes_key(root: &str) -> String {
@@ -126,7 +130,7 @@ impl<'txn> Tables<'txn> {
     /// Opens (creating where needed) every table in `txn`.
     fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         // Created here so readers never meet a missing table.
-        txn.open_table(super::durable::DURABLES).map_err(db)?;
+        txn.open_table(DURABLES).map_err(db)?;
         Ok(Tables {
             blocks: txn.open_table(BLOCKS).map_err(db)?,
             heads: txn.open_multimap_table(HEADS).map_err(db)?,

@@ -704,7 +704,7 @@ async fn replay_applies_logged_changes_to_a_store_that_lacks_them_and_skips_the_
         let store = Store::open(&path).unwrap();
         store.insert_events(&[(b1.clone(), e1)], &[]).unwrap();
     }
-    let ev = |b: &Block, holes| wal::Redo::Event {
+    let ev = |b: &Block, holes| redo::Redo::Event {
         cid: b.cid.to_bytes(),
         data: b.data.clone(),
         holes,
@@ -714,7 +714,7 @@ async fn replay_applies_logged_changes_to_a_store_that_lacks_them_and_skips_the_
     log.append(&[ev(&b1, true)]).unwrap();
     log.append(&[
         ev(&b3, true),
-        wal::Redo::Durable {
+        redo::Redo::Durable {
             key: "k".into(),
             value: Some(rec),
         },

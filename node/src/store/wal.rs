@@ -22,8 +22,8 @@ use redb::WriteTransaction;
 use sha2::{Digest, Sha256};
 use tidings_ipld_schema::{Block, Cid, Event};
 
-use super::durable::DURABLES;
-use super::tables::Tables;
+use super::redo::Redo;
+use super::tables::{DURABLES, Tables};
 use super::{StoreError, db};
 
 /// A checkpoint is due once the log holds this much...
@@ -35,35 +35,6 @@ const CHECKPOINT_AGE: Duration = Duration::from_secs(2);
 const HEADER: usize = 4 + 8 + 32;
 /// A length above this is not a record: the tail is garbage.
 const MAX_RECORD: u64 = 1 << 30;
-
-/// One change a batch made, as it is logged and applied again after a crash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Redo {
-    /// An event block applied with [`super::tables::Tables::apply_event`]; `holes` is whether
-    /// the holes it leaves were recorded.
-    Event {
-        /// CID bytes.
-        cid: Vec<u8>,
-        /// Block bytes.
-        data: Vec<u8>,
-        /// The `note_holes` setting it was applied with.
-        holes: bool,
-    },
-    /// A block stored with [`super::tables::Tables::put_block`].
-    Block {
-        /// CID bytes.
-        cid: Vec<u8>,
-        /// Block bytes.
-        data: Vec<u8>,
-    },
-    /// A durable subscription record set (`Some`) or deleted (`None`).
-    Durable {
-        /// Record key.
-        key: String,
-        /// Its encoded value.
-        value: Option<Vec<u8>>,
-    },
-}
 
 const TAG_EVENT: u8 = 1;
 const TAG_EVENT_HOLES: u8 = 2;

@@ -6,7 +6,8 @@
 #      and the js-ipfs daemon (0.66.1, npm, into target/test-tools/) the IPFS tests run;
 #   2. the workspace's tests (unit, property, interop, real-process), among them the web console's
 #      in a headless Chromium (Debian's `chromium`, installed with apt-get if missing), and a
-#      type-check of the node with bench/ceiling.sh's no-fsync patch applied;
+#      type-check of the node with bench/ceiling.sh's no-fsync patch applied, and the docs (private
+#      items included) built with every rustdoc warning an error: no broken or ambiguous link;
 #   3. the Python binding, built from this checkout, with its pytest suite and the examples' tests;
 #   4. the fuzz smoke: every fuzz target for 25 s from its seeds (installs cargo-fuzz if missing).
 set -euo pipefail
@@ -30,6 +31,9 @@ cargo test --workspace
 # bench/ceiling.sh's no-fsync patch must still compile against the store (the test suite checks
 # only that it applies).
 bench/ceiling.sh --check
+# The code's documentation, as maintainers read it: a link that no longer resolves (a moved or
+# renamed item) fails here.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items
 # Installed exactly as a user does (maturin, release, into the workspace's target/, so a second
 # run reuses it): it shares few artifacts with the test build above, whose dev-dependencies
 # change the features of tokio and others, and a dev-profile build measured no cheaper (figures

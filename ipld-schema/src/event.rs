@@ -182,7 +182,7 @@ impl Event {
     /// Decodes an event block strictly: canonical DAG-CBOR only (re-encoding is byte-identical),
     /// a map with exactly the eight schema keys of the right kinds, `v == 1`, at most 1 MiB.
     ///
-    /// Does not check the signature, topic or seq: [`crate::verify`] does.
+    /// Does not check the signature, topic or seq: [`crate::verify()`] does.
     ///
     /// A block laid out as tidings writes events is read field by field, its canonical form
     /// checked as it is read ([`crate::canonical`]), with only the body built as generic IPLD;
@@ -307,7 +307,7 @@ impl Event {
     /// The author's peer id as text, for showing a verified event: the identity multihash of
     /// the key as it is encoded, without decoding the key (an ed25519 point decompression, a
     /// tenth of the cost of delivering an event as JSON). For an event that did not pass
-    /// [`crate::verify`], use [`Event::author_peer_id`], which checks the key.
+    /// [`crate::verify()`], use [`Event::author_peer_id`], which checks the key.
     pub fn author_text(&self) -> Option<String> {
         thread_local! {
             // The last author shown on this thread: a stream's events mostly share one, and
@@ -357,7 +357,7 @@ impl Event {
         self.signing_bytes()
     }
 
-    /// Checks the signature against the author key (only the signature; see [`crate::verify`]).
+    /// Checks the signature against the author key (only the signature; see [`crate::verify()`]).
     pub fn verify_signature(&self) -> Result<(), Error> {
         self.verify_signature_over(&self.signing_bytes()?)
     }

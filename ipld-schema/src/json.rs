@@ -14,7 +14,7 @@ const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// JSON -> IPLD data model with DAG-JSON conventions: {"/": "<cid>"} is a link, {"/": {"bytes": "<base64, no padding>"}} is bytes;
+/// JSON -> IPLD data model with DAG-JSON conventions: `{"/": "<cid>"}` is a link, `{"/": {"bytes": "<base64, no padding>"}}` is bytes;
 /// an integer JSON number stays Integer, anything else Float.
 ///
 /// `-0.0` becomes `0.0`: DAG-CBOR (as serde_ipld_dagcbor implements it) has a single zero.

@@ -3,6 +3,10 @@
 //!
 //! No I/O, no async. The schema is `schema/tidings.ipldsch`.
 
+// Maintainers read these docs with private items (`cargo doc --document-private-items`, as
+// scripts/test.sh builds them), where a link to a private item resolves and is worth having.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod batch;
 pub mod block;
 mod canonical;

@@ -285,7 +285,7 @@ pub struct NodeArgs {
     /// Bearer token clients must send; required when --api is not a loopback address.
     #[arg(long, env = "TIDINGS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Let browser pages from this origin (like https://app.example) use the API; repeatable;
+    /// Let browser pages from this origin (like `https://app.example`) use the API; repeatable;
     /// '*' for any. Off by default.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origin: Vec<String>,

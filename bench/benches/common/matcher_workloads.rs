@@ -184,7 +184,7 @@ fn symbol(i: usize) -> String {
 /// Subscriptions (price bounds on a 0.5 grid, number bounds on a 10 grid):
 /// * 30% `/stocks/{ex}/{sym}` [+ `order = o` (50%)] [+ a one- or two-sided price range (60%)]
 /// * 25% `/stocks/{ex}/** where symbol = s and order = o and price < p`
-/// * 20% `/stocks/** where symbol = s and number > n` [+ `price >= p` (30%)]
+/// * 20% `/stocks/** where symbol = s and number > n` \[+ `price >= p` (30%)\]
 /// * 10% `/stocks/*/{sym} where price > lo and price < hi`
 /// * 10% `/stocks/** where exchange = x and order = "buy" and number > 500.. and price < ..20`
 ///   (the seeds' shape)

@@ -78,7 +78,7 @@ type Finished = (
 struct Lane {
     /// Requests not begun yet.
     waiting: VecDeque<Request>,
-    /// Whether one is being signed and queued ([`Router::begin_publish`]): the next begins
+    /// Whether one is being signed and queued ([`Router::begin_publish`](crate::pubsub::Router::begin_publish)): the next begins
     /// after it, so the topic's events are in the order their frames came.
     beginning: bool,
     /// Publishes begun and not answered yet.

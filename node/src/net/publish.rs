@@ -4,7 +4,7 @@
 //! Version 1 carried one event per request: at a few thousand events a second that was a
 //! substream, a timer and a task on both sides per event, and an author publishing faster than
 //! the primary's per-peer request limit was refused. Version 2 carries what the author's node
-//! has queued for the primary (see [`super::publishes`]); a lone event still goes at once.
+//! has queued for the primary (see [`crate::pubsub::publishes`]); a lone event still goes at once.
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;

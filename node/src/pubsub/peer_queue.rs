@@ -1,6 +1,6 @@
 //! Per-peer send queues drained in batches: the shape shared by publishes to a primary
 //! ([`super::publishes`]), replicas ([`super::replicas`]) and deliveries ([`super::outbox`]).
-//! Each peer gets one unbounded queue and one task ([`PeerQueues`]); the task takes what is
+//! Each peer gets one unbounded queue and one task ([`PeerQueues`](crate::net::peer_queues::PeerQueues)); the task takes what is
 //! queued as one batch
 //! (up to a message's [`Budget`]) whenever it may send, so a lone item goes at once and a busy
 //! peer gets large requests.

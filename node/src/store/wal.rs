@@ -95,7 +95,7 @@ fn encode_into(out: &mut Vec<u8>, records: &[Redo]) {
     }
 }
 
-/// Decodes a payload [`encode`] made; `None` if it is not one (its checksum matched, so that
+/// Decodes a payload [`encode_into`] made; `None` if it is not one (its checksum matched, so that
 /// is a bug or a file written by something else).
 pub(super) fn decode(mut bytes: &[u8]) -> Option<Vec<Redo>> {
     fn take<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {

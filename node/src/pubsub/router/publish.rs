@@ -205,7 +205,7 @@ impl Router {
     /// commit, under the topic's lane lock: links from the last event signed here if that one
     /// is not stored yet, else from the store. After a conflict (`retry`) the store is settled
     /// first, so the links read are exact. Signing runs on the request's own task (about
-    /// 10 µs with [`Signer`], less than a hand-off to another thread costs on a busy machine).
+    /// 10 µs with [`Signer`](tidings_ipld_schema::Signer), less than a hand-off to another thread costs on a busy machine).
     async fn sign_and_queue(
         &self,
         lane: &tokio::sync::Mutex<Lane>,

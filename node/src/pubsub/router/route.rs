@@ -14,7 +14,7 @@ use crate::pubsub::receive::UNKNOWN_AFTER;
 impl Router {
     /// Queues a stored event (acknowledged, or pulled by replica sync) to be matched against
     /// the leases held here and delivered to each node, after everything queued before it.
-    /// Waits while [`ROUTE_QUEUE`] events are queued: that is how subscribers slower than the
+    /// Waits while [`ROUTE_QUEUE`](super::ROUTE_QUEUE) events are queued: that is how subscribers slower than the
     /// publishers slow the publishers down instead of losing events.
     pub(crate) async fn route(&self, block: &Block, event: &Event) {
         self.route_shared(Arc::new(block.clone()), Arc::new(event.clone()))

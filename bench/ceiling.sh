@@ -164,7 +164,8 @@ for r in $(seq 1 "$rounds"); do
         mkdir -p "$dir"
         sample "$dir.cpu" &
         sampler=$!
-        TIDINGS_BIN="$work/tidings-$v" target/release/compare --runs 1 --out "$dir" --systems "$sys" --scenarios "$s" \
+        # --latency-secs 4: the 4 s window its saved runs used (a later option in ARGS wins).
+        TIDINGS_BIN="$work/tidings-$v" target/release/compare --runs 1 --out "$dir" --systems "$sys" --scenarios "$s" --latency-secs 4 \
           "${args[@]}" > "$dir.log" 2>&1 || {
           echo "ceiling.sh: compare failed on $v, $sys, $s, round $r:" >&2
           tail -20 "$dir.log" >&2

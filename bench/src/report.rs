@@ -28,6 +28,10 @@ pub struct Machine {
     pub runs: u32,
     pub seed: u64,
     pub budget_s: f64,
+    /// The latency scenario's publishing budget; 0 in files from before it had its own (it was
+    /// `budget_s` then).
+    #[serde(default)]
+    pub latency_budget_s: f64,
     pub max_events: usize,
     pub window: usize,
     pub latency_rate: f64,
@@ -266,9 +270,17 @@ pub fn markdown(machine: Option<&Machine>, records: &[Record], jsonl_name: &str)
             (
                 "per measurement",
                 format!(
-                    "at most {} events or {} s of publishing, seed {}",
+                    "at most {} events or {} s of publishing{}, seed {}",
                     thousands(m.max_events as f64),
                     m.budget_s,
+                    if latency_budget(m) == m.budget_s {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({} s at the offered rate of the latency scenario)",
+                            latency_budget(m)
+                        )
+                    },
                     m.seed
                 ),
             ),
@@ -415,7 +427,12 @@ pub fn markdown(machine: Option<&Machine>, records: &[Record], jsonl_name: &str)
             continue;
         }
         let _ = writeln!(s, "### {title}\n");
-        let _ = writeln!(s, "{}\n", scenario_note(sc, window, fanout, rate, srate));
+        let secs = machine.map_or((0.0, 0.0), |m| (m.budget_s, latency_budget(m)));
+        let _ = writeln!(
+            s,
+            "{}\n",
+            scenario_note(sc, window, fanout, rate, srate, secs)
+        );
         let _ = writeln!(
             s,
             "| system | subs | lanes | published/s | delivered/s | p50 | p90 | p99 | lost / dup | unwanted | bytes/useful | server CPU / event | server cores | publish errors | runs |"
@@ -476,7 +493,26 @@ fn ratio(r: f64) -> String {
     }
 }
 
-fn scenario_note(sc: &str, window: usize, fanout: usize, rate: f64, srate: f64) -> String {
+/// The latency scenario's publishing budget in seconds (`budget_s` in files from before it had
+/// its own).
+fn latency_budget(m: &Machine) -> f64 {
+    if m.latency_budget_s > 0.0 {
+        m.latency_budget_s
+    } else {
+        m.budget_s
+    }
+}
+
+/// What a scenario measures, for the paragraph under its heading; `(secs, lsecs)` are the
+/// publishing budgets of every scenario and of the latency scenario (0: unknown).
+fn scenario_note(
+    sc: &str,
+    window: usize,
+    fanout: usize,
+    rate: f64,
+    srate: f64,
+    (secs, lsecs): (f64, f64),
+) -> String {
     match sc {
         "throughput" => format!(
             "One publisher, one subscriber on the wildcard (`stocks.>`, `stocks/#`, `/stocks/**`). Publishing as fast as each system takes it: systems without acknowledgements publish from one lane (the client buffers); acknowledging peers (JetStream, QoS 1) from {window} lanes, one publish awaiting its ack in each; tidings from the number of lanes in the table (`--tidings-lanes`; persist-window shows it at {window} as well). Each lane owns its topics (tidings orders events per author and topic). delivered/s = deliveries ÷ (first publish → last delivery). Latencies on this row are under full load, queueing included."
@@ -485,8 +521,18 @@ fn scenario_note(sc: &str, window: usize, fanout: usize, rate: f64, srate: f64) 
             "As throughput, with {fanout} subscribers on the wildcard, each its own connection (tidings-3: spread over the 3 nodes; gossipsub: {fanout} subscriber swarms dialing the publisher's). delivered/s counts every subscriber's deliveries."
         ),
         "latency" => format!(
-            "Publishing paced at {} events/s (event k due at k/rate); latency = delivery − start of that event's publish call. A system that cannot keep up publishes as fast as it can instead: **published/s shows the rate it reached**, and its latency is at that rate, under saturation.",
-            thousands(rate)
+            "Publishing paced at {} events/s{} (event k due at k/rate); latency = delivery − start of that event's publish call. A system that cannot keep up publishes as fast as it can instead: **published/s shows the rate it reached**, and its latency is at that rate, under saturation.{}",
+            thousands(rate),
+            if lsecs > 0.0 {
+                format!(" for {lsecs} s")
+            } else {
+                String::new()
+            },
+            if lsecs > secs && secs > 0.0 {
+                format!(" It publishes longer than the other scenarios ({secs} s) so that falling behind shows: a backlog that grows by a hundred events a second is a few hundred events after {secs} s, thousands after {lsecs}.")
+            } else {
+                String::new()
+            }
         ),
         "latency-sustained" => format!(
             "As above at {} events/s, a rate every system here sustains, so the latencies compare like for like.",
@@ -745,5 +791,40 @@ mod tests {
         assert_eq!(plots.len(), 3);
         assert!(plots.iter().all(|(_, svg)| svg.contains("tidings-3")));
         Ok(())
+    }
+
+    /// The page says how long the latency scenario published: its own budget, or (files from
+    /// before it had one) the common one.
+    #[test]
+    fn the_page_says_how_long_the_latency_scenario_ran() {
+        let machine = Machine {
+            bench: "compare-machine".into(),
+            runs: 1,
+            budget_s: 4.0,
+            latency_budget_s: 30.0,
+            latency_rate: 5000.0,
+            max_events: 200_000,
+            ..Default::default()
+        };
+        let recs = [rec("tidings-1", "latency", 1, 5000.0, 0)];
+        let page = markdown(Some(&machine), &recs, "x.jsonl");
+        assert!(page.contains("paced at 5,000 events/s for 30 s"), "{page}");
+        assert!(
+            page.contains("longer than the other scenarios (4 s)"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "or 4 s of publishing (30 s at the offered rate of the latency scenario)"
+            ),
+            "{page}"
+        );
+        let old = Machine {
+            latency_budget_s: 0.0,
+            ..machine
+        };
+        let page = markdown(Some(&old), &recs, "x.jsonl");
+        assert!(page.contains("paced at 5,000 events/s for 4 s"), "{page}");
+        assert!(!page.contains("longer than the other scenarios"), "{page}");
     }
 }

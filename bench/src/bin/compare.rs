@@ -25,6 +25,9 @@ struct Args {
     quick: bool,
     runs: u32,
     secs: f64,
+    /// The publishing budget of the `latency` scenario (the offered rate): longer than the
+    /// others', so that a backlog which grows shows in its figures.
+    latency_secs: f64,
     max_events: usize,
     window: usize,
     rate: f64,
@@ -52,13 +55,18 @@ const SCENARIOS: [&str; 7] = [
 ];
 
 const HELP: &str = "\
-usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
+usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--latency-secs S (30)]
+               [--max-events N (200000)]
                [--window W (256)] [--tidings-lanes L (256)] [--tidings-publish stream|http]
                [--rate R (5000)]
                [--sustained-rate R (200)] [--fanout K (10)]
                [--seed S (7)] [--grace S (10)] [--systems a,b,..] [--scenarios x,y,..]
                [--out DIR (bench/)] [--report FILE.jsonl] [--timings FILE.jsonl]
 
+  --secs S     publishing budget of each measurement (it also ends at --max-events)
+  --latency-secs S  the same for the latency scenario (--rate offered): long enough that a
+               system falling behind the rate shows it (over 4 s, a backlog that grows by a
+               few hundred events a second still looks like a sustained rate)
   --window W   publishes in flight for the acknowledging peers (JetStream, QoS 1) in every
                scenario, and for every acknowledging system, tidings included, in persist-window
   --tidings-lanes L  publishes in flight for tidings in the scenarios other than persist-*
@@ -67,7 +75,8 @@ usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--max-events N (200000)]
   --tidings-publish V  how tidings publishes: `stream` (default; the WebSocket publish stream,
                every lane's publish in flight on one connection, as the NATS and MQTT clients
                pipeline theirs) or `http` (one POST /v1/publish per event, a connection per lane)
-  --quick      smoke test: 1 run, 1 s and at most 20000 events per measurement, 3 s grace;
+  --quick      smoke test: 1 run, 1 s (latency too) and at most 20000 events per measurement,
+               3 s grace;
                output to /tmp/tidings-compare-quick unless --out is given
   --report F   only regenerate DIR/RESULTS.md and the plots from F
   --timings F  also append every published event's timings to F, one JSON line each:
@@ -83,6 +92,7 @@ fn parse_args() -> Result<Args> {
         quick: false,
         runs: 3,
         secs: 4.0,
+        latency_secs: 30.0,
         max_events: 200_000,
         window: 256,
         rate: 5000.0,
@@ -107,6 +117,7 @@ fn parse_args() -> Result<Args> {
             "--quick" => a.quick = true,
             "--runs" => a.runs = val("--runs")?.parse()?,
             "--secs" => a.secs = val("--secs")?.parse()?,
+            "--latency-secs" => a.latency_secs = val("--latency-secs")?.parse()?,
             "--max-events" => a.max_events = val("--max-events")?.parse()?,
             "--window" => a.window = val("--window")?.parse()?,
             "--rate" => a.rate = val("--rate")?.parse()?,
@@ -155,6 +166,9 @@ fn parse_args() -> Result<Args> {
         if !given("--secs") {
             a.secs = 1.0;
         }
+        if !given("--latency-secs") {
+            a.latency_secs = a.secs;
+        }
         if !given("--max-events") {
             a.max_events = 20_000;
         }
@@ -168,6 +182,7 @@ fn parse_args() -> Result<Args> {
     ensure!(
         a.runs > 0
             && a.secs > 0.0
+            && a.latency_secs > 0.0
             && a.max_events > 0
             && a.window > 0
             && a.rate > 0.0
@@ -185,6 +200,8 @@ struct Shape {
     filtered: bool,
     lanes: usize,
     rate: Option<f64>,
+    /// Its publishing budget.
+    secs: f64,
 }
 
 fn shape(a: &Args, scenario: &str, sys: System) -> Option<Shape> {
@@ -204,12 +221,16 @@ fn shape(a: &Args, scenario: &str, sys: System) -> Option<Shape> {
             filtered,
             lanes,
             rate,
+            secs: a.secs,
         })
     };
     match scenario {
         "throughput" => s(1, false, lanes, None),
         "fanout" => s(a.fanout, false, lanes, None),
-        "latency" => s(1, false, lanes, Some(a.rate)),
+        "latency" => s(1, false, lanes, Some(a.rate)).map(|sh| Shape {
+            secs: a.latency_secs,
+            ..sh
+        }),
         "latency-sustained" => s(1, false, lanes, Some(a.sustained_rate)),
         "filter" => s(1, true, lanes, None),
         "persist-1" if sys.acked() => s(1, false, 1, None),
@@ -259,7 +280,7 @@ async fn run_cell(
     let plan = Plan {
         lanes: sh.lanes,
         rate: sh.rate,
-        budget: Duration::from_secs_f64(a.secs),
+        budget: Duration::from_secs_f64(sh.secs),
         grace: Duration::from_secs_f64(a.grace),
         timings: a.timings.clone(),
     };
@@ -321,6 +342,7 @@ fn machine(a: &Args, date: String) -> Machine {
         runs: a.runs,
         seed: a.seed,
         budget_s: a.secs,
+        latency_budget_s: a.latency_secs,
         max_events: a.max_events,
         window: a.window.min(TOPICS),
         latency_rate: a.rate,
@@ -406,7 +428,7 @@ async fn main() -> Result<()> {
                     continue;
                 };
                 // Bounded: start-up, the publishing budget, the grace period, and slack.
-                let limit = Duration::from_secs_f64(a.secs + a.grace + 180.0);
+                let limit = Duration::from_secs_f64(sh.secs + a.grace + 180.0);
                 let r = match tokio::time::timeout(
                     limit,
                     run_cell(&a, sys, scenario, &sh, run, &events),
@@ -488,6 +510,7 @@ mod tests {
             quick: false,
             runs: 1,
             secs: 1.0,
+            latency_secs: 30.0,
             max_events: 10,
             window: 256,
             rate: 1.0,
@@ -526,5 +549,19 @@ mod tests {
         assert_eq!(lanes(System::Tidings1), Some(256));
         assert_eq!(lanes(System::JetStreamSync), Some(256));
         assert_eq!(lanes(System::Nats), Some(1));
+    }
+
+    /// The latency scenario runs for its own budget, long enough that a backlog shows; every
+    /// other scenario for `--secs`.
+    #[test]
+    fn only_the_latency_scenario_runs_for_the_latency_budget() {
+        let a = args();
+        for sc in SCENARIOS {
+            let Some(sh) = shape(&a, sc, System::Tidings3) else {
+                continue;
+            };
+            let want = if sc == "latency" { 30.0 } else { 1.0 };
+            assert_eq!(sh.secs, want, "{sc}");
+        }
     }
 }

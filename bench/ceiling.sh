@@ -54,19 +54,24 @@ if [ "${1:-}" = "--report" ]; then
   exit 0
 fi
 
-# Applies the patch to a worktree of HEAD and type-checks the node there, into the workspace's
-# own target/ (only the patched crates are checked again: a few seconds after clippy). A change
-# to the store can leave the patch applying cleanly but no longer compiling; this finds that in
-# CI rather than at the next measurement.
+# Puts a worktree of HEAD at $1 with the patch applied, or stops saying the patch needs updating.
+# Both the measurement and --check start from it.
+patched_tree() {
+  git worktree add -q --detach "$1" HEAD
+  git -C "$1" apply "$root/bench/ceiling/no-fsync.patch" || {
+    echo "ceiling.sh: bench/ceiling/no-fsync.patch no longer applies to node/src/store/writer.rs; update it" >&2
+    exit 1
+  }
+}
+
+# Type-checks the patched node, into the workspace's own target/ (only the patched crates are
+# checked again: a few seconds after clippy). A change to the store can leave the patch applying
+# cleanly but no longer compiling; this finds that in CI rather than at the next measurement.
 if [ "${1:-}" = "--check" ]; then
   [ $# -eq 1 ] || { echo "usage: bench/ceiling.sh --check" >&2; exit 2; }
   check=$(mktemp -d /tmp/tidings-ceiling-check.XXXXXX)
   trap 'git worktree remove --force "$check/tree" 2>/dev/null || true; rm -rf "$check"' EXIT
-  git worktree add -q --detach "$check/tree" HEAD
-  git -C "$check/tree" apply "$root/bench/ceiling/no-fsync.patch" || {
-    echo "ceiling.sh: bench/ceiling/no-fsync.patch no longer applies to node/src/store/writer.rs; update it" >&2
-    exit 1
-  }
+  patched_tree "$check/tree"
   (cd "$check/tree" && CARGO_TARGET_DIR="$root/target" cargo check -q -p tidings-node) || {
     echo "ceiling.sh: the tree with bench/ceiling/no-fsync.patch applied no longer compiles; update the patch" >&2
     exit 1
@@ -101,11 +106,7 @@ cargo build --release -q -p tidings-node -p tidings-bench
 cp target/release/tidings "$work/tidings-durable"
 
 echo "== building the no-fsync variant into target/ceiling/ (≈8 min the first time)" >&2
-git worktree add -q --detach "$tree" HEAD
-if ! git -C "$tree" apply "$root/bench/ceiling/no-fsync.patch"; then
-  echo "ceiling.sh: bench/ceiling/no-fsync.patch no longer applies to node/src/store/writer.rs; update it" >&2
-  exit 1
-fi
+patched_tree "$tree"
 (cd "$tree" && CARGO_TARGET_DIR="$root/target/ceiling" cargo build --release -q -p tidings-node)
 cp target/ceiling/release/tidings "$work/tidings-ceiling"
 # The builds leave about a gigabyte of dirty pages; written back during a measurement, they

@@ -273,13 +273,9 @@ pub fn markdown(machine: Option<&Machine>, records: &[Record], jsonl_name: &str)
                     "at most {} events or {} s of publishing{}, seed {}",
                     thousands(m.max_events as f64),
                     m.budget_s,
-                    if latency_budget(m) == m.budget_s {
-                        String::new()
-                    } else {
-                        format!(
-                            " ({} s at the offered rate of the latency scenario)",
-                            latency_budget(m)
-                        )
+                    match latency_budget(m) {
+                        l if l == m.budget_s => String::new(),
+                        l => format!(" ({l} s at the offered rate of the latency scenario)"),
                     },
                     m.seed
                 ),

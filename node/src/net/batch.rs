@@ -14,8 +14,9 @@
 //! Any single item up to the 1 MiB block limit fits in a batch by itself: the first item of a
 //! batch is always taken.
 //!
-//! [`check_encoded`](super::codec::check_encoded) is the last line of defence, where the bytes are written: a message over
-//! the limit is a bug here, never sent (the peer would penalise us), and logged as one.
+//! [`check_encoded`](super::codec::check_encoded) is the last line of defence, where the bytes
+//! are written: a message over the limit is a bug here, never sent (the peer would penalise us),
+//! and logged as one.
 
 use tidings_ipld_schema::MAX_BLOCK_SIZE;
 

@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Largest request or response on the tidings protocols. Senders fill their messages to a
-/// quarter of it ([`MESSAGE_BUDGET`](super::batch::MESSAGE_BUDGET)); a receiver refuses anything over it as hostile.
+/// quarter of it ([`MESSAGE_BUDGET`](super::batch::MESSAGE_BUDGET)); a receiver refuses
+/// anything over it as hostile.
 pub const MAX_MESSAGE: u64 = 16 << 20;
 
 /// Why a received message was rejected: the sender's fault (except [`Malformed::Truncated`],

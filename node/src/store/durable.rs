@@ -6,7 +6,7 @@ use serde_bytes::ByteBuf;
 use tidings_ipld_schema::Cid;
 
 use super::redo::Redo;
-use super::tables::{BLOCKS, DURABLES, LOG, LOG_NEXT};
+use super::tables::{DURABLES, LOG, LOG_NEXT};
 use super::{Store, StoreError, db, parse_cid};
 
 /// What a rendezvous member keeps of one durable subscription.
@@ -173,7 +173,7 @@ impl Store {
     ) -> Result<(Vec<(u64, Cid, Vec<u8>)>, Option<u64>), StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let log = txn.open_table(LOG).map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let blocks = self.db.block_reader(&txn)?;
         let mut out = Vec::new();
         for (read, item) in log
             .range((root, from)..=(root, u64::MAX))
@@ -186,7 +186,7 @@ impl Store {
                 return Ok((out, Some(pos)));
             }
             let cid = parse_cid(v.value())?;
-            if let Some(b) = blocks.get(v.value()).map_err(db)? {
+            if let Some(b) = blocks.get(v.value())? {
                 out.push((pos, cid, b.value().to_vec()));
             }
         }

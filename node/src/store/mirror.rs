@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use tidings_ipld_schema::{Block, Cid, Event};
 
-use super::tables::{BLOCKS, LOG, LOG_NEXT};
+use super::tables::{LOG, LOG_NEXT};
 use super::{Store, StoreError, db, parse_cid};
 
 /// Root segment → the next log position the IPFS mirror has to send.
@@ -56,11 +56,10 @@ impl Store {
     ) -> Result<Vec<LoggedBlock>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let log = txn.open_table(LOG).map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let blocks = self.db.block_reader(&txn)?;
         let get = |cid: &Cid| -> Result<Option<Vec<u8>>, StoreError> {
             Ok(blocks
-                .get(cid.to_bytes().as_slice())
-                .map_err(db)?
+                .get(cid.to_bytes().as_slice())?
                 .map(|g| g.value().to_vec()))
         };
         let mut out = Vec::new();

@@ -1,5 +1,6 @@
-//! The block store: an embedded ACID database (redb) holding blocks by CID, the heads of each
-//! topic, the last `seq` per (author, topic), and an arrival-order log per root segment.
+//! The block store: an embedded ACID database (redb) holding blocks (by arrival number, found
+//! by CID through an index in memory: [`block_index`]), the heads of each topic, the last `seq`
+//! per (author, topic), and an arrival-order log per root segment.
 //!
 //! Every mutation is one write transaction, durable before its method returns `Ok`, so before
 //! the API acknowledges it. The hot paths (publish, replicas, deliveries, fetched blocks,
@@ -7,8 +8,10 @@
 //! in one transaction and makes it durable with one fsync of a write-ahead log ([`wal`]); the
 //! other mutations are rare and let redb fsync their commit.
 
+mod block_index;
 mod car;
 mod durable;
+mod migrate;
 mod mirror;
 mod redo;
 mod retention;
@@ -34,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
-use tables::{BLOCKS, HEADS, LOG, LOG_NEXT, SEQS, STATS, Tables};
+use tables::{HEADS, LOG, LOG_NEXT, SEQS, STATS, Tables};
 use versioned::VersionedDb;
 
 /// Errors from the block store.
@@ -123,7 +126,7 @@ impl Store {
     /// Opens (or creates) the store file at `path` and makes sure every table exists.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let database = match Database::create(path) {
-            Ok(d) => Arc::new(VersionedDb::new(d)),
+            Ok(d) => Arc::new(VersionedDb::open(d)?),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::InUse(path.to_path_buf()));
             }
@@ -397,10 +400,9 @@ impl Store {
     /// The raw block stored under `cid`, if any.
     pub fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let blocks = self.db.block_reader(&txn)?;
         Ok(blocks
-            .get(cid.to_bytes().as_slice())
-            .map_err(db)?
+            .get(cid.to_bytes().as_slice())?
             .map(|g| g.value().to_vec()))
     }
 
@@ -433,9 +435,9 @@ impl Store {
         cids: impl IntoIterator<Item = &'a Cid>,
     ) -> Result<bool, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let blocks = self.db.block_reader(&txn)?;
         for cid in cids {
-            if blocks.get(cid.to_bytes().as_slice()).map_err(db)?.is_none() {
+            if blocks.get(cid.to_bytes().as_slice())?.is_none() {
                 return Ok(false);
             }
         }
@@ -500,7 +502,7 @@ impl Store {
     pub fn stream_blocks(&self, topic_name: &str) -> Result<(Vec<Cid>, Vec<Block>), StoreError> {
         let heads = self.heads(topic_name)?;
         let txn = self.db.begin_read().map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let blocks = self.db.block_reader(&txn)?;
         let mut seen = std::collections::HashSet::new();
         let mut queue: std::collections::VecDeque<Cid> = heads.iter().copied().collect();
         let mut out = Vec::new();
@@ -508,7 +510,7 @@ impl Store {
             if !seen.insert(cid) {
                 continue;
             }
-            let Some(g) = blocks.get(cid.to_bytes().as_slice()).map_err(db)? else {
+            let Some(g) = blocks.get(cid.to_bytes().as_slice())? else {
                 continue; // history this node never held: the CAR is partial, not wrong
             };
             let data = g.value().to_vec();
@@ -545,7 +547,7 @@ impl Store {
         mut emit: impl FnMut(&Cid, &[u8]) -> bool,
     ) -> Result<Walked, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let blocks = self.db.block_reader(&txn)?;
         let mut seen: std::collections::HashSet<Cid> = have.clone();
         let mut queue: std::collections::VecDeque<Cid> = std::collections::VecDeque::new();
         for c in want {
@@ -556,7 +558,7 @@ impl Store {
         let mut out = Walked::default();
         let mut bytes = 0u64;
         while let Some(cid) = queue.pop_front() {
-            let Some(g) = blocks.get(cid.to_bytes().as_slice()).map_err(db)? else {
+            let Some(g) = blocks.get(cid.to_bytes().as_slice())? else {
                 out.missing.push(cid);
                 continue;
             };

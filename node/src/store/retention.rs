@@ -6,8 +6,9 @@
 use redb::{ReadableMultimapTable, ReadableTable};
 use tidings_ipld_schema::Event;
 
+use super::block_index::{BLOCK_CIDS, BLOCK_DATA, IndexChanges};
 use super::tables::{
-    BLOCKS, HEADS, LOG, PRUNED, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key,
+    HEADS, LOG, PRUNED, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key,
 };
 use super::{Store, StoreError, db};
 
@@ -52,7 +53,9 @@ impl Store {
         let mut out = Retained::default();
         {
             let mut log = txn.open_table(LOG).map_err(db)?;
-            let mut blocks = txn.open_table(BLOCKS).map_err(db)?;
+            let mut data = txn.open_table(BLOCK_DATA).map_err(db)?;
+            let mut cids = txn.open_table(BLOCK_CIDS).map_err(db)?;
+            let mut removed = Vec::new();
             let mut referenced = txn.open_table(REFERENCED).map_err(db)?;
             let heads = txn.open_multimap_table(HEADS).map_err(db)?;
             let mut pruned = txn.open_table(PRUNED).map_err(db)?;
@@ -70,7 +73,12 @@ impl Store {
                     break;
                 }
                 let cid = v.value().to_vec();
-                let Some(g) = blocks.get(cid.as_slice()).map_err(db)? else {
+                let id = txn.blocks().id_of(&cid);
+                let held = match id {
+                    Some(id) => data.get(id).map_err(db)?,
+                    None => None,
+                };
+                let (Some(id), Some(g)) = (id, held) else {
                     doomed.push((pos, cid, None));
                     continue;
                 };
@@ -93,17 +101,19 @@ impl Store {
                     Some(e) => e.author == limits.own_author || is_head(&heads, &e.topic, &cid)?,
                 };
                 let stream = event.map(|e| (e.author, e.topic, e.seq));
-                doomed.push((pos, cid, (!keep).then_some((len, stream))));
+                doomed.push((pos, cid, (!keep).then_some((id, len, stream))));
             }
             for (pos, cid, delete) in doomed {
                 log.remove((root, pos)).map_err(db)?;
                 out.entries += 1;
-                let Some((len, stream)) = delete else {
+                let Some((id, len, stream)) = delete else {
                     continue;
                 };
-                if blocks.remove(cid.as_slice()).map_err(db)?.is_some() {
+                if data.remove(id).map_err(db)?.is_some() {
+                    cids.remove(id).map_err(db)?;
                     out.blocks += 1;
                     out.bytes += len;
+                    removed.push((Box::from(cid.as_slice()), id));
                 }
                 // Not a head, so a stored event links it: should it arrive again (a fetch, a
                 // replica), it must not become a head (see REFERENCED).
@@ -118,6 +128,10 @@ impl Store {
                     }
                 }
             }
+            txn.note(IndexChanges {
+                added: Default::default(),
+                removed,
+            });
             stats.insert(key.as_str(), root_bytes).map_err(db)?;
             for (k, by) in [(STAT_BLOCKS, out.blocks), (STAT_BYTES, out.bytes)] {
                 let cur = stats.get(k).map_err(db)?.map_or(0, |g| g.value());

@@ -4,7 +4,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 use tidings_ipld_schema::{Cid, Event, topic};
 
-use super::tables::{BLOCKS, HOLES, PRUNED, SEQS};
+use super::tables::{HOLES, PRUNED, SEQS};
 use super::{Store, StoreError, db, parse_cid};
 
 /// The newest stored event of one (author, topic) stream.
@@ -156,7 +156,7 @@ impl Store {
     ) -> Result<Vec<ChainHole>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let holes = txn.open_table(HOLES).map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let blocks = self.db.block_reader(&txn)?;
         let pruned = txn.open_table(PRUNED).map_err(db)?;
         let mut out = Vec::new();
         for item in holes.iter().map_err(db)? {
@@ -166,7 +166,7 @@ impl Store {
             let (k, v) = item.map_err(db)?;
             let missing = parse_cid(k.value())?;
             let (below_seq, above, below_cid) = v.value();
-            let Some(data) = blocks.get(above).map_err(db)? else {
+            let Some(data) = blocks.get(above)? else {
                 continue;
             };
             let Some(event) = Event::decode_stored(data.value()) else {

@@ -8,11 +8,11 @@ use redb::{
 };
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
+use super::block_index::{BLOCK_CIDS, BLOCK_DATA, BlockIndex, IndexChanges};
 use super::redo::Redo;
+use super::versioned::Write;
 use super::{StoreError, db, parse_cid};
 
-/// CID bytes → block bytes.
-pub(super) const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
 /// Topic → CIDs of its heads.
 pub(super) const HEADS: MultimapTableDefinition<&str, &[u8]> =
     MultimapTableDefinition::new("heads");
@@ -33,7 +33,7 @@ pub(super) const SEQS: TableDefinition<SeqKey, SeqValue> = TableDefinition::new(
 pub(super) const LOG: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log");
 /// Root segment → next log position.
 pub(super) const LOG_NEXT: TableDefinition<&str, u64> = TableDefinition::new("log_next");
-/// Counters kept in step with BLOCKS so status needs no scan.
+/// Counters kept in step with the blocks held, so status needs no scan.
 pub(super) const STATS: TableDefinition<&str, u64> = TableDefinition::new("stats");
 /// Value of HOLES: (seq of the newest event held below the hole, or 0; CID of the event
 /// above it; CID of that event below, or empty).
@@ -61,7 +61,12 @@ pub(super) const STAT_BYTES: &str = "bytes";
 
 /// Every table, open inside one write transaction.
 pub(super) struct Tables<'txn> {
-    blocks: Table<'txn, &'static [u8], &'static [u8]>,
+    block_data: Table<'txn, u64, &'static [u8]>,
+    block_cids: Table<'txn, u64, &'static [u8]>,
+    /// Where each block is, as of the last commit ...
+    index: &'txn BlockIndex,
+    /// ... and what this transaction stored since.
+    changes: IndexChanges,
     heads: MultimapTable<'txn, &'static str, &'static [u8]>,
     referenced: Table<'txn, &'static [u8], ()>,
     pub(super) seqs: Table<'txn, SeqKey, SeqValue>,
@@ -117,22 +122,31 @@ impl Counters {
 impl<'txn> Tables<'txn> {
     /// Opens every table in `txn`, runs `f` on them, then writes back the counters and log
     /// positions they kept in memory: the only way to use them, so no caller can lose those.
+    /// The blocks stored go into the block index when `txn` commits.
     pub(super) fn within<R>(
-        txn: &'txn WriteTransaction,
+        txn: &'txn Write<'_>,
         f: impl FnOnce(&mut Tables<'txn>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut t = Tables::open(txn)?;
+        let mut t = Tables::open(txn, txn.blocks(), txn.take_changes())?;
         let r = f(&mut t)?;
-        t.close()?;
+        txn.note(t.close()?);
         Ok(r)
     }
 
-    /// Opens (creating where needed) every table in `txn`.
-    fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    /// Opens (creating where needed) every table in `txn`; `changes` is what the transaction
+    /// did to the block index before.
+    fn open(
+        txn: &'txn WriteTransaction,
+        index: &'txn BlockIndex,
+        changes: IndexChanges,
+    ) -> Result<Self, StoreError> {
         // Created here so readers never meet a missing table.
         txn.open_table(DURABLES).map_err(db)?;
         Ok(Tables {
-            blocks: txn.open_table(BLOCKS).map_err(db)?,
+            block_data: txn.open_table(BLOCK_DATA).map_err(db)?,
+            block_cids: txn.open_table(BLOCK_CIDS).map_err(db)?,
+            index,
+            changes,
             heads: txn.open_multimap_table(HEADS).map_err(db)?,
             referenced: txn.open_table(REFERENCED).map_err(db)?,
             seqs: txn.open_table(SEQS).map_err(db)?,
@@ -148,10 +162,24 @@ impl<'txn> Tables<'txn> {
         })
     }
 
-    /// Writes the counters and log positions kept in memory back to their tables.
-    fn close(mut self) -> Result<(), StoreError> {
+    /// Writes the counters and log positions kept in memory back to their tables, and returns
+    /// what was done to the block index.
+    fn close(mut self) -> Result<IndexChanges, StoreError> {
         std::mem::take(&mut self.stats_now).write_back(&mut self.stats)?;
-        std::mem::take(&mut self.log_next_now).write_back(&mut self.log_next)
+        std::mem::take(&mut self.log_next_now).write_back(&mut self.log_next)?;
+        Ok(self.changes)
+    }
+
+    /// Whether the block `cid` (CID bytes) is held, this transaction's writes included.
+    pub(super) fn holds(&self, cid: &[u8]) -> Result<bool, StoreError> {
+        if self.changes.added.contains_key(cid) {
+            return Ok(true);
+        }
+        match self.index.id_of(cid) {
+            // Its number may be one retention deleted: held only if its bytes are.
+            Some(id) => Ok(self.block_data.get(id).map_err(db)?.is_some()),
+            None => Ok(false),
+        }
     }
 
     /// Keeps a [`Redo`] record of every change made through these tables from now on, for the
@@ -217,12 +245,15 @@ impl<'txn> Tables<'txn> {
 
     fn put_raw(&mut self, block: &Block) -> Result<bool, StoreError> {
         let key = block.cid.to_bytes();
-        if self.blocks.get(key.as_slice()).map_err(db)?.is_some() {
+        if self.holds(&key)? {
             return Ok(false);
         }
-        self.blocks
-            .insert(key.as_slice(), block.data.as_slice())
+        let id = self.index.next_id();
+        self.block_data
+            .insert(id, block.data.as_slice())
             .map_err(db)?;
+        self.block_cids.insert(id, key.as_slice()).map_err(db)?;
+        self.changes.added.insert(key.into_boxed_slice(), id);
         self.bump(STAT_BLOCKS, 1)?;
         self.bump(STAT_BYTES, block.data.len() as u64)?;
         Ok(true)
@@ -246,7 +277,7 @@ impl<'txn> Tables<'txn> {
         for p in &event.prev {
             let pb = p.to_bytes();
             // A stored parent is never applied again: only a missing one needs remembering.
-            if self.blocks.get(pb.as_slice()).map_err(db)?.is_none() {
+            if !self.holds(&pb)? {
                 self.referenced.insert(pb.as_slice(), ()).map_err(db)?;
             }
             self.heads
@@ -297,12 +328,7 @@ impl<'txn> Tables<'txn> {
             return Ok(());
         };
         let prev_bytes = prev.to_bytes();
-        if self
-            .blocks
-            .get(prev_bytes.as_slice())
-            .map_err(db)?
-            .is_some()
-        {
+        if self.holds(&prev_bytes)? {
             return Ok(());
         }
         // The stream's past below here was pruned (here, or on every member): nothing to fetch.

@@ -306,6 +306,92 @@ fn a_parent_retention_deleted_stays_out_of_the_heads_when_it_arrives_again() {
     assert_eq!(store.heads("/r/x").unwrap(), vec![c[5].0.cid], "{r:?}");
 }
 
+#[test]
+fn a_reader_that_began_before_retention_still_reads_the_blocks_it_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let kp = Keypair::generate_ed25519();
+    let c = chain(&kp, "/r/x", 6);
+    store.insert_replicas(&c, &[]).unwrap();
+    let before = store.db.begin_read().unwrap();
+    assert_eq!(retain_everything(&store, "r").blocks, 5);
+    assert!(
+        !store.has_block(&c[0].0.cid).unwrap(),
+        "gone for a new reader"
+    );
+    // Later commits (they apply what retention retired) do not take it from that reader.
+    let later = chain(&kp, "/r/y", 1);
+    store.insert_replicas(&later, &[]).unwrap();
+    // A long walk of history keeps reading the snapshot it began with.
+    let old = store.db.block_reader(&before).unwrap();
+    for (b, _) in &c {
+        let held = old.get(&b.cid.to_bytes()).unwrap();
+        assert_eq!(held.map(|g| g.value().to_vec()), Some(b.data.clone()));
+    }
+}
+
+#[test]
+fn a_store_that_kept_blocks_by_cid_moves_to_the_arrival_layout_with_nothing_lost() {
+    use block_index::{BLOCK_CIDS, BLOCK_DATA};
+    use redb::{ReadableDatabase, ReadableTable};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let kp = Keypair::generate_ed25519();
+    let c = chain(&kp, "/m/x", 7);
+    let loose = Block::new_dag_cbor(b"\x65loose".to_vec()).unwrap();
+    Store::open(&path)
+        .unwrap()
+        .insert_replicas(&c, std::slice::from_ref(&loose))
+        .unwrap();
+    // Back to the layout of earlier versions: one table of blocks by CID.
+    {
+        let database = Database::create(&path).unwrap();
+        let txn = database.begin_write().unwrap();
+        {
+            let data = txn.open_table(BLOCK_DATA).unwrap();
+            let cids = txn.open_table(BLOCK_CIDS).unwrap();
+            let mut legacy = txn.open_table(migrate::LEGACY_BLOCKS).unwrap();
+            for item in cids.iter().unwrap() {
+                let (id, cid) = item.unwrap();
+                let bytes = data.get(id.value()).unwrap().unwrap();
+                legacy.insert(cid.value(), bytes.value()).unwrap();
+            }
+        }
+        txn.delete_table(BLOCK_DATA).unwrap();
+        txn.delete_table(BLOCK_CIDS).unwrap();
+        txn.commit().unwrap();
+        // A stop part-way through the move: 3 of the 8 blocks moved, in one commit.
+        assert_eq!(migrate::move_chunk(&database, 3).unwrap(), (3, false));
+    }
+    let store = Store::open(&path).unwrap();
+    for (b, _) in &c {
+        assert_eq!(store.get_block(&b.cid).unwrap(), Some(b.data.clone()));
+    }
+    assert_eq!(
+        store.get_block(&loose.cid).unwrap(),
+        Some(loose.data.clone())
+    );
+    assert_eq!(store.heads("/m/x").unwrap(), vec![c[6].0.cid]);
+    assert_eq!(store.stats().unwrap().blocks, 8);
+    let walked = store
+        .walk(&[c[6].0.cid], &Default::default(), 100, u64::MAX, |_, _| {
+            true
+        })
+        .unwrap();
+    assert_eq!((walked.sent, walked.missing.len()), (7, 0));
+    let txn = store.db.begin_read().unwrap();
+    assert!(
+        txn.open_table(migrate::LEGACY_BLOCKS).is_err(),
+        "the old table is gone"
+    );
+    drop(txn);
+    // Nothing is stored twice, and the stream goes on.
+    let again = store.insert_replicas(&c, &[]).unwrap();
+    assert_eq!((again.new_blocks, again.already_had), (0, 7));
+    let next = append(&store, &kp, "/m/x", 8);
+    assert_eq!(next.event.prev, vec![c[6].0.cid]);
+}
+
 /// One retention pass over `root` with a byte limit of 0: every log entry goes, and every
 /// block but the heads' and own events'.
 fn retain_everything(store: &Store, root: &str) -> Retained {
@@ -870,4 +956,52 @@ async fn next_links_kept_between_commits_are_always_those_of_a_fresh_read() {
     }
     // The kept answers were used, so the comparison above tested them.
     assert!(kept >= 500, "only {kept} answers kept");
+}
+
+/// What the block index costs: memory per block and the time to build it at open, over
+/// `TIDINGS_INDEX_BLOCKS` blocks (200,000 by default). Run with
+/// `cargo test --release -p tidings-node --lib what_the_block_index_costs -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn what_the_block_index_costs() {
+    use block_index::{BLOCK_CIDS, BlockIndex};
+    use redb::{ReadableDatabase, ReadableTable};
+    let n: usize = std::env::var("TIDINGS_INDEX_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let blocks: Vec<Block> = (0..n as u64)
+        .map(|i| {
+            // A DAG-CBOR byte string of 300 bytes, distinct per block.
+            let mut data = vec![0x59, 0x01, 0x2c];
+            data.extend(i.to_be_bytes());
+            data.resize(303, 7);
+            Block::new_dag_cbor(data).unwrap()
+        })
+        .collect();
+    for chunk in blocks.chunks(10_000) {
+        store.insert_replicas(&[], chunk).unwrap();
+    }
+    let rss = || -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    };
+    let txn = store.db.begin_read().unwrap();
+    let table = txn.open_table(BLOCK_CIDS).unwrap();
+    // Read once so that redb's cache holds the table: what follows is the index alone.
+    assert_eq!(table.iter().unwrap().count(), n);
+    let before = rss();
+    let started = std::time::Instant::now();
+    let index = BlockIndex::load(&table).unwrap();
+    let took = started.elapsed();
+    let after = rss();
+    assert!(index.id_of(&blocks[n - 1].cid.to_bytes()).is_some());
+    println!(
+        "block index of {n} blocks: built in {took:?} ({:.0} ns per block), {:.0} bytes per block",
+        took.as_nanos() as f64 / n as f64,
+        after.saturating_sub(before) as f64 / n as f64
+    );
 }

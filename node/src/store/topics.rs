@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use tidings_ipld_schema::Event;
 
-use super::tables::{BLOCKS, HEADS, SEQS};
+use super::tables::{HEADS, SEQS};
 use super::{Store, StoreError, db, parse_cid};
 
 /// One topic held by this store.
@@ -36,7 +36,7 @@ impl Store {
     ) -> Result<(Vec<TopicSummary>, bool), StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let heads = txn.open_multimap_table(HEADS).map_err(db)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db)?;
+        let blocks = self.db.block_reader(&txn)?;
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut page: BTreeMap<String, TopicSummary> = BTreeMap::new();
         let mut more = false;
@@ -61,8 +61,7 @@ impl Store {
             cids.sort();
             for cid in &cids {
                 let time = blocks
-                    .get(cid.to_bytes().as_slice())
-                    .map_err(db)?
+                    .get(cid.to_bytes().as_slice())?
                     .and_then(|g| Event::decode_stored(g.value()))
                     .map_or(0, |e| e.time);
                 summary.last_time = summary.last_time.max(time);

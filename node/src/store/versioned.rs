@@ -8,25 +8,53 @@
 //! visible and to the next even one after: a reader that sees the same even count before and
 //! after a read knows no commit happened during it, and while the count stays there, the
 //! state it read is still the state.
+//!
+//! It also holds the index of where each block is ([`BlockIndex`]), which changes as a commit
+//! does: in [`Write::commit`], after redb's commit and before the count says it is over.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use redb::{Database, WriteTransaction};
 
-/// A [`Database`] whose write commits are counted.
+use super::block_index::{BLOCK_CIDS, BLOCK_DATA, BlockIndex, BlockReader, IndexChanges};
+use super::{StoreError, db, migrate};
+
+/// A [`Database`] whose write commits are counted, with the index of its blocks.
 pub(super) struct VersionedDb {
     db: Database,
     version: AtomicU64,
+    blocks: BlockIndex,
 }
 
 impl VersionedDb {
-    /// Wraps an open database; its count starts at 0.
-    pub(super) fn new(db: Database) -> VersionedDb {
-        VersionedDb {
+    /// Wraps an open database (moving its blocks to the layout keyed by arrival first, if it
+    /// is older) and loads its block index; its count starts at 0.
+    pub(super) fn open(db: Database) -> Result<VersionedDb, StoreError> {
+        migrate::blocks_by_number(&db)?;
+        let txn = db.begin_write().map_err(super::db)?;
+        // Created here so readers never meet a missing table.
+        txn.open_table(BLOCK_DATA).map_err(super::db)?;
+        let blocks = BlockIndex::load(&txn.open_table(BLOCK_CIDS).map_err(super::db)?)?;
+        txn.commit().map_err(super::db)?;
+        Ok(VersionedDb {
             db,
             version: AtomicU64::new(0),
-        }
+            blocks,
+        })
+    }
+
+    /// Reads blocks by CID in the snapshot of `txn`.
+    pub(super) fn block_reader(
+        &self,
+        txn: &redb::ReadTransaction,
+    ) -> Result<BlockReader<'_, redb::ReadOnlyTable<u64, &'static [u8]>>, StoreError> {
+        Ok(BlockReader::new(
+            txn.open_table(BLOCK_DATA).map_err(db)?,
+            &self.blocks,
+        ))
     }
 
     /// The commit count: odd while a commit is under way, two more per commit.
@@ -38,7 +66,8 @@ impl VersionedDb {
     pub(super) fn begin_write(&self) -> Result<Write<'_>, redb::TransactionError> {
         Ok(Write {
             txn: self.db.begin_write()?,
-            version: &self.version,
+            db: self,
+            changes: Mutex::default(),
         })
     }
 }
@@ -54,16 +83,45 @@ impl Deref for VersionedDb {
 /// A write transaction of a [`VersionedDb`]. Dropped without [`Write::commit`], it aborts.
 pub(super) struct Write<'a> {
     txn: WriteTransaction,
-    version: &'a AtomicU64,
+    db: &'a VersionedDb,
+    /// What this transaction did to the block index, applied when it commits.
+    changes: Mutex<IndexChanges>,
 }
 
 impl Write<'_> {
-    /// Commits, counted (see the module's documentation).
+    /// Commits, counted (see the module's documentation), and applies the transaction's
+    /// changes to the block index.
     pub(super) fn commit(self) -> Result<(), redb::CommitError> {
-        self.version.fetch_add(1, Ordering::SeqCst);
+        let version = &self.db.version;
+        version.fetch_add(1, Ordering::SeqCst);
         let done = self.txn.commit();
-        self.version.fetch_add(1, Ordering::SeqCst);
+        if done.is_ok() {
+            let changes = self
+                .changes
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.db.blocks.committed(changes, Instant::now());
+        }
+        version.fetch_add(1, Ordering::SeqCst);
         done
+    }
+
+    /// Where each block is, as of the last commit.
+    pub(super) fn blocks(&self) -> &BlockIndex {
+        &self.db.blocks
+    }
+
+    /// Takes the changes to the block index noted so far (to note them again with more).
+    pub(super) fn take_changes(&self) -> IndexChanges {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Notes changes to the block index, made when this transaction commits.
+    pub(super) fn note(&self, changes: IndexChanges) {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(changes);
     }
 }
 

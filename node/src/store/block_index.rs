@@ -12,11 +12,12 @@
 //! about 100 bytes of memory per block held and half a second per million blocks at open
 //! (`what_the_block_index_costs` in the store's tests measures both).
 //!
-//! It changes only when a write transaction commits ([`super::versioned::Write::commit`]), so
-//! a reader sees a block in it no earlier than in its snapshot; a number in it whose block its
+//! It changes as a write transaction commits ([`super::versioned::Write::commit`]): the blocks
+//! it stored go in just before (the next write transaction, which may begin as soon as this
+//! one has committed, must find them), and a number in the index whose block a reader's
 //! snapshot lacks is read as "not held". Blocks retention deletes stay in the index for
-//! [`RETIRE_AFTER`], so that a reader whose snapshot began before the deletion (a long walk of
-//! history) still finds them.
+//! [`RETIRE_AFTER`] after, so that a reader whose snapshot began before the deletion (a long
+//! walk of history) still finds them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,32 +100,50 @@ impl BlockIndex {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Applies what a committed transaction changed, and forgets the blocks deleted more than
+    /// Adds the blocks a transaction stored, just before it commits: a write transaction that
+    /// begins once it has committed must find them (or it would store them again), and a
+    /// reader whose snapshot lacks them reads them as not held.
+    pub(super) fn add(&self, added: &HashMap<Box<[u8]>, u64>) {
+        if added.is_empty() {
+            return;
+        }
+        let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
+        ids.extend(added.iter().map(|(c, id)| (c.clone(), *id)));
+    }
+
+    /// Takes back what [`BlockIndex::add`] added for a transaction that failed to commit.
+    pub(super) fn abandon(&self, added: &HashMap<Box<[u8]>, u64>) {
+        let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
+        for (cid, id) in added {
+            if ids.get(cid) == Some(id) {
+                ids.remove(cid);
+            }
+        }
+    }
+
+    /// Notes the blocks a committed transaction deleted, and forgets those deleted more than
     /// [`RETIRE_AFTER`] before `now`.
-    pub(super) fn committed(&self, changes: IndexChanges, now: Instant) {
+    pub(super) fn retire(&self, removed: Vec<(Box<[u8]>, u64)>, now: Instant) {
         let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let due = retired
             .front()
             .is_some_and(|(at, ..)| now.duration_since(*at) >= RETIRE_AFTER);
-        if changes.added.is_empty() && !due {
-            retired.extend(changes.removed.into_iter().map(|(c, id)| (now, c, id)));
-            return;
-        }
-        let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
-        ids.extend(changes.added);
-        while let Some((at, ..)) = retired.front() {
-            if now.duration_since(*at) < RETIRE_AFTER {
-                break;
-            }
-            let Some((_, cid, id)) = retired.pop_front() else {
-                break;
-            };
-            // Stored again since under a new number: that one stays.
-            if ids.get(&cid) == Some(&id) {
-                ids.remove(&cid);
+        if due {
+            let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
+            while let Some((at, ..)) = retired.front() {
+                if now.duration_since(*at) < RETIRE_AFTER {
+                    break;
+                }
+                let Some((_, cid, id)) = retired.pop_front() else {
+                    break;
+                };
+                // Stored again since under a new number: that one stays.
+                if ids.get(&cid) == Some(&id) {
+                    ids.remove(&cid);
+                }
             }
         }
-        retired.extend(changes.removed.into_iter().map(|(c, id)| (now, c, id)));
+        retired.extend(removed.into_iter().map(|(c, id)| (now, c, id)));
     }
 }
 
@@ -156,23 +175,24 @@ impl<'i, T: ReadableTable<u64, &'static [u8]>> BlockReader<'i, T> {
 mod tests {
     use super::*;
 
-    fn changes(added: &[(&[u8], u64)], removed: &[(&[u8], u64)]) -> IndexChanges {
-        IndexChanges {
-            added: added.iter().map(|(c, i)| (Box::from(*c), *i)).collect(),
-            removed: removed.iter().map(|(c, i)| (Box::from(*c), *i)).collect(),
-        }
+    fn ids(of: &[(&[u8], u64)]) -> HashMap<Box<[u8]>, u64> {
+        of.iter().map(|(c, i)| (Box::from(*c), *i)).collect()
+    }
+
+    fn gone(of: &[(&[u8], u64)]) -> Vec<(Box<[u8]>, u64)> {
+        ids(of).into_iter().collect()
     }
 
     #[test]
     fn a_deleted_block_stays_for_old_readers_then_goes() {
         let index = BlockIndex::default();
         let t0 = Instant::now();
-        index.committed(changes(&[(b"a", 1), (b"b", 2)], &[]), t0);
-        index.committed(changes(&[], &[(b"a", 1)]), t0);
+        index.add(&ids(&[(b"a", 1), (b"b", 2)]));
+        index.retire(gone(&[(b"a", 1)]), t0);
         // A snapshot from before the deletion may still hold it: the number stays.
-        index.committed(changes(&[], &[]), t0 + RETIRE_AFTER / 2);
+        index.retire(Vec::new(), t0 + RETIRE_AFTER / 2);
         assert_eq!(index.id_of(b"a"), Some(1));
-        index.committed(changes(&[], &[]), t0 + RETIRE_AFTER);
+        index.retire(Vec::new(), t0 + RETIRE_AFTER);
         assert_eq!(index.id_of(b"a"), None);
         assert_eq!(index.id_of(b"b"), Some(2));
     }
@@ -181,10 +201,20 @@ mod tests {
     fn a_block_stored_again_keeps_its_new_number_when_the_old_one_retires() {
         let index = BlockIndex::default();
         let t0 = Instant::now();
-        index.committed(changes(&[(b"a", 1)], &[]), t0);
-        index.committed(changes(&[], &[(b"a", 1)]), t0);
-        index.committed(changes(&[(b"a", 7)], &[]), t0 + Duration::from_secs(1));
-        index.committed(changes(&[], &[]), t0 + RETIRE_AFTER * 2);
+        index.add(&ids(&[(b"a", 1)]));
+        index.retire(gone(&[(b"a", 1)]), t0);
+        index.add(&ids(&[(b"a", 7)]));
+        index.retire(Vec::new(), t0 + RETIRE_AFTER * 2);
         assert_eq!(index.id_of(b"a"), Some(7));
+    }
+
+    #[test]
+    fn a_transaction_that_failed_to_commit_leaves_nothing_in_the_index() {
+        let index = BlockIndex::default();
+        index.add(&ids(&[(b"a", 1)]));
+        let failed = ids(&[(b"a", 2), (b"b", 3)]);
+        index.add(&failed);
+        index.abandon(&failed);
+        assert_eq!((index.id_of(b"a"), index.id_of(b"b")), (None, None));
     }
 }

@@ -10,7 +10,7 @@
 //! state it read is still the state.
 //!
 //! It also holds the index of where each block is ([`BlockIndex`]), which changes as a commit
-//! does: in [`Write::commit`], after redb's commit and before the count says it is over.
+//! does, in [`Write::commit`], while the count is odd.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,15 +32,15 @@ pub(super) struct VersionedDb {
 impl VersionedDb {
     /// Wraps an open database (moving its blocks to the layout keyed by arrival first, if it
     /// is older) and loads its block index; its count starts at 0.
-    pub(super) fn open(db: Database) -> Result<VersionedDb, StoreError> {
-        migrate::blocks_by_number(&db)?;
-        let txn = db.begin_write().map_err(super::db)?;
+    pub(super) fn open(database: Database) -> Result<VersionedDb, StoreError> {
+        migrate::blocks_by_number(&database)?;
+        let txn = database.begin_write().map_err(db)?;
         // Created here so readers never meet a missing table.
-        txn.open_table(BLOCK_DATA).map_err(super::db)?;
-        let blocks = BlockIndex::load(&txn.open_table(BLOCK_CIDS).map_err(super::db)?)?;
-        txn.commit().map_err(super::db)?;
+        txn.open_table(BLOCK_DATA).map_err(db)?;
+        let blocks = BlockIndex::load(&txn.open_table(BLOCK_CIDS).map_err(db)?)?;
+        txn.commit().map_err(db)?;
         Ok(VersionedDb {
-            db,
+            db: database,
             version: AtomicU64::new(0),
             blocks,
         })
@@ -93,14 +93,17 @@ impl Write<'_> {
     /// changes to the block index.
     pub(super) fn commit(self) -> Result<(), redb::CommitError> {
         let version = &self.db.version;
+        let changes = self
+            .changes
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
         version.fetch_add(1, Ordering::SeqCst);
+        // Before redb's commit: the next write transaction can begin as soon as it returns.
+        self.db.blocks.add(&changes.added);
         let done = self.txn.commit();
-        if done.is_ok() {
-            let changes = self
-                .changes
-                .into_inner()
-                .unwrap_or_else(PoisonError::into_inner);
-            self.db.blocks.committed(changes, Instant::now());
+        match &done {
+            Ok(()) => self.db.blocks.retire(changes.removed, Instant::now()),
+            Err(_) => self.db.blocks.abandon(&changes.added),
         }
         version.fetch_add(1, Ordering::SeqCst);
         done

@@ -147,6 +147,23 @@ impl BlockIndex {
     }
 }
 
+/// A block's bytes as a table holds them.
+type BlockBytes<'t> = redb::AccessGuard<'t, &'static [u8]>;
+
+/// The block `cid` (CID bytes) and its number, read from `data` (a transaction's
+/// [`BLOCK_DATA`]) through `index`: `None` when the index has no number for it, or when this
+/// snapshot lacks that number's block (stored after it began, or deleted since).
+pub(super) fn find<'t>(
+    data: &'t impl ReadableTable<u64, &'static [u8]>,
+    index: &BlockIndex,
+    cid: &[u8],
+) -> Result<Option<(u64, BlockBytes<'t>)>, StoreError> {
+    let Some(id) = index.id_of(cid) else {
+        return Ok(None);
+    };
+    Ok(data.get(id).map_err(db)?.map(|g| (id, g)))
+}
+
 /// Reads blocks by CID in one snapshot (a read or a write transaction).
 pub(super) struct BlockReader<'i, T> {
     data: T,
@@ -160,14 +177,8 @@ impl<'i, T: ReadableTable<u64, &'static [u8]>> BlockReader<'i, T> {
     }
 
     /// The bytes of the block `cid` (CID bytes), if this snapshot holds it.
-    pub(super) fn get(
-        &self,
-        cid: &[u8],
-    ) -> Result<Option<redb::AccessGuard<'_, &'static [u8]>>, StoreError> {
-        match self.index.id_of(cid) {
-            Some(id) => self.data.get(id).map_err(db),
-            None => Ok(None),
-        }
+    pub(super) fn get(&self, cid: &[u8]) -> Result<Option<BlockBytes<'_>>, StoreError> {
+        Ok(find(&self.data, self.index, cid)?.map(|(_, g)| g))
     }
 }
 

@@ -6,7 +6,7 @@
 use redb::{ReadableMultimapTable, ReadableTable};
 use tidings_ipld_schema::Event;
 
-use super::block_index::{BLOCK_CIDS, BLOCK_DATA, IndexChanges};
+use super::block_index::{BLOCK_CIDS, BLOCK_DATA, IndexChanges, find};
 use super::tables::{
     HEADS, LOG, PRUNED, REFERENCED, STAT_BLOCKS, STAT_BYTES, STATS, root_bytes_key,
 };
@@ -73,12 +73,7 @@ impl Store {
                     break;
                 }
                 let cid = v.value().to_vec();
-                let id = txn.blocks().id_of(&cid);
-                let held = match id {
-                    Some(id) => data.get(id).map_err(db)?,
-                    None => None,
-                };
-                let (Some(id), Some(g)) = (id, held) else {
+                let Some((id, g)) = find(&data, txn.blocks(), &cid)? else {
                     doomed.push((pos, cid, None));
                     continue;
                 };

@@ -8,7 +8,7 @@ use redb::{
 };
 use tidings_ipld_schema::{Block, Cid, Event, topic};
 
-use super::block_index::{BLOCK_CIDS, BLOCK_DATA, BlockIndex, IndexChanges};
+use super::block_index::{BLOCK_CIDS, BLOCK_DATA, BlockIndex, IndexChanges, find};
 use super::redo::Redo;
 use super::versioned::Write;
 use super::{StoreError, db, parse_cid};
@@ -172,14 +172,8 @@ impl<'txn> Tables<'txn> {
 
     /// Whether the block `cid` (CID bytes) is held, this transaction's writes included.
     pub(super) fn holds(&self, cid: &[u8]) -> Result<bool, StoreError> {
-        if self.changes.added.contains_key(cid) {
-            return Ok(true);
-        }
-        match self.index.id_of(cid) {
-            // Its number may be one retention deleted: held only if its bytes are.
-            Some(id) => Ok(self.block_data.get(id).map_err(db)?.is_some()),
-            None => Ok(false),
-        }
+        Ok(self.changes.added.contains_key(cid)
+            || find(&self.block_data, self.index, cid)?.is_some())
     }
 
     /// Keeps a [`Redo`] record of every change made through these tables from now on, for the

@@ -246,6 +246,17 @@ fn good_batch_with_forged(seed: u8) -> Result<Vec<Block>> {
     Ok(blocks)
 }
 
+/// 40 valid events with a forged one at position 23: fewer than the receiver hands to its
+/// crypto pool, so they are verified as one batch where they arrived, and the whole request
+/// must still be refused.
+fn small_batch_with_forged(seed: u8) -> Result<Vec<Block>> {
+    let mut blocks = (1..=40)
+        .map(|seq| signed(seed, seq))
+        .collect::<Result<Vec<_>>>()?;
+    blocks.insert(23, forged(seed)?);
+    Ok(blocks)
+}
+
 /// A block one byte over the 1 MiB limit, its CID right.
 fn oversized_block() -> Block {
     let data = vec![0x41; MAX_BLOCK_SIZE + 1];
@@ -492,6 +503,11 @@ fn cases() -> Vec<Case> {
             name: "replicate: one forged signature among 200 good events (one batch verification)",
             reason: Some("signature does not verify for the event's author"),
             act: |h| replicate(h, good_batch_with_forged(h.seed)?),
+        },
+        Case {
+            name: "replicate: one forged signature among 40 good events (verified where they arrive)",
+            reason: Some("signature does not verify for the event's author"),
+            act: |h| replicate(h, small_batch_with_forged(h.seed)?),
         },
         Case {
             name: "deliver: one forged signature among 200 good events (one batch verification)",

@@ -236,25 +236,25 @@ fn forged(seed: u8) -> Result<Block> {
     Ok(ev.to_block()?)
 }
 
-/// 200 valid events with a forged one at position 137: the receiver verifies them as ed25519
-/// batches spread over its cores, and must still refuse the whole request.
-fn good_batch_with_forged(seed: u8) -> Result<Vec<Block>> {
-    let mut blocks = (1..=200)
+/// `good` valid events with a forged one inserted at `at`: the whole request must be refused.
+fn batch_with_forged(seed: u8, good: u64, at: usize) -> Result<Vec<Block>> {
+    let mut blocks = (1..=good)
         .map(|seq| signed(seed, seq))
         .collect::<Result<Vec<_>>>()?;
-    blocks.insert(137, forged(seed)?);
+    blocks.insert(at, forged(seed)?);
     Ok(blocks)
 }
 
+/// 200 valid events with a forged one at position 137: the receiver verifies them as ed25519
+/// batches spread over its cores.
+fn good_batch_with_forged(seed: u8) -> Result<Vec<Block>> {
+    batch_with_forged(seed, 200, 137)
+}
+
 /// 40 valid events with a forged one at position 23: fewer than the receiver hands to its
-/// crypto pool, so they are verified as one batch where they arrived, and the whole request
-/// must still be refused.
+/// crypto pool, so they are verified as one batch where they arrived.
 fn small_batch_with_forged(seed: u8) -> Result<Vec<Block>> {
-    let mut blocks = (1..=40)
-        .map(|seq| signed(seed, seq))
-        .collect::<Result<Vec<_>>>()?;
-    blocks.insert(23, forged(seed)?);
-    Ok(blocks)
+    batch_with_forged(seed, 40, 23)
 }
 
 /// A block one byte over the 1 MiB limit, its CID right.

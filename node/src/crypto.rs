@@ -28,8 +28,8 @@ const MIN_SPLIT: usize = 32;
 /// at 5,000 events/s, a threshold of 4 sent most replicate and deliver requests to the pool,
 /// whose threads then woke 4,000-5,600 times a second each node for 0.16-0.19 of a core, and
 /// every thread of the machine waited longer for a core. Measured in the same script
-/// (`bench/compare.sh --systems tidings-3 --scenarios latency`, alternating builds): p50 / p99
-/// 19-31 / 46-69 ms against 25-37 / 52-76 ms with 4.
+/// (`compare --systems tidings-3 --scenarios latency --latency-secs 20`, 4 rounds alternating
+/// 64 and 4): p50 / p99 19-31 / 46-69 ms against 25-37 / 52-76 ms with 4.
 const INLINE_BELOW: usize = 64;
 // The test of the inline path needs a batch larger than one thread's share of a spread one.
 const _: () = assert!(INLINE_BELOW - 1 > MIN_SPLIT);
@@ -228,6 +228,14 @@ mod tests {
             .collect()
     }
 
+    /// Flips a byte of the block's signature (its last bytes) and gives it its own CID, so
+    /// only the signature is wrong.
+    fn forge(block: &mut (Vec<u8>, Vec<u8>)) {
+        let last = block.1.len() - 1;
+        block.1[last] ^= 1;
+        block.0 = tidings_ipld_schema::cid_of(tidings_ipld_schema::DAG_CBOR, &block.1).to_bytes();
+    }
+
     #[test]
     fn a_batch_over_several_threads_keeps_order_and_finds_the_one_forged_block() {
         let mut bs = blocks(200);
@@ -236,14 +244,8 @@ mod tests {
         for (i, r) in good.iter().enumerate() {
             assert_eq!(r.as_ref().map(|(_, e)| e.seq).ok(), Some(i as u64 + 1));
         }
-        // Flip a byte of one signature (the block's last bytes) and give it its own CID, so
-        // only the signature is wrong.
         let forged = 137;
-        let data = &mut bs[forged].1;
-        let last = data.len() - 1;
-        data[last] ^= 1;
-        let cid = tidings_ipld_schema::cid_of(tidings_ipld_schema::DAG_CBOR, data);
-        bs[forged].0 = cid.to_bytes();
+        forge(&mut bs[forged]);
         bs[3].0 = vec![1, 2, 3];
         let out = verify_wire_now(bs);
         assert_eq!(out.len(), 200);
@@ -282,9 +284,7 @@ mod tests {
         // over the held pool.
         let mut bs = blocks(INLINE_BELOW as u64 - 1);
         // One forged among them is still found.
-        let last = bs[40].1.len() - 1;
-        bs[40].1[last] ^= 1;
-        bs[40].0 = tidings_ipld_schema::cid_of(tidings_ipld_schema::DAG_CBOR, &bs[40].1).to_bytes();
+        forge(&mut bs[40]);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().build();

@@ -212,6 +212,8 @@ pub struct Network {
     role: Role,
     replication: usize,
     directory: Arc<RwLock<Directory>>,
+    /// Rendezvous sets as of the directory's epoch.
+    sets: Arc<rendezvous::SetCache>,
     streams: libp2p_stream::Control,
     /// `/tidings/publish/3`: publishes to primaries, one stream per primary.
     publish_stream: Arc<stream_rpc::Client<PublishRequest, PublishResponse>>,
@@ -313,7 +315,9 @@ impl Network {
     pub fn rendezvous_set(&self, root: &str) -> Vec<PeerId> {
         let d = self.directory.read();
         match d {
-            Ok(d) => rendezvous::set_for_root(&d.brokers, root, self.replication),
+            Ok(d) => self
+                .sets
+                .set_for_root(d.epoch, &d.brokers, root, self.replication),
             Err(_) => Vec::new(),
         }
     }

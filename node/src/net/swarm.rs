@@ -178,6 +178,7 @@ pub fn start(
             streams.clone(),
         )),
         streams,
+        sets: Arc::default(),
         penalties: penalties.clone(),
         cmd: cmd_tx,
         local,

@@ -44,6 +44,13 @@ const UNSUPPORTED_FOR: Duration = Duration::from_secs(60);
 /// Bytes of a frame before its message: the request id.
 const ID_LEN: usize = 8;
 
+/// How many bytes of frames a writer gathers before it writes them to the stream. yamux sends
+/// every write to a stream as a frame of its own and flushes the connection after each: without
+/// the gathering, a frame's head and its message went as two TCP segments, each a send on this
+/// side and a wake-up on the other, and a batch of answers as two per answer. (Three nodes at
+/// 5,000 events/s on two cores: 5,100–9,000 sends a second per node, about 4 per event.)
+const GATHER: usize = 64 * 1024;
+
 /// Why a call got no answer on the stream.
 #[derive(Debug)]
 pub enum CallError<Req> {
@@ -349,12 +356,13 @@ where
     W: AsyncWrite + Unpin,
     Req: Serialize,
 {
+    let mut w = futures::io::BufWriter::with_capacity(GATHER, w);
     let mut next_id = 0u64;
     loop {
         let Some(mut call) = queued.recv().await else {
             return io::Error::other("the node stopped");
         };
-        // Everything queued goes out before one flush.
+        // Everything queued goes out, gathered into as few writes as fit, before one flush.
         loop {
             match encode_checked(protocol, &call.req) {
                 Ok(body) => {
@@ -366,7 +374,7 @@ where
                         }
                         c.insert(next_id, call);
                     }
-                    if let Err(e) = write_frame(w, next_id, &body).await {
+                    if let Err(e) = write_frame(&mut w, next_id, &body).await {
                         return e;
                     }
                 }
@@ -449,37 +457,40 @@ pub async fn serve<Req, Resp>(
             serve.clone(),
         );
         tokio::spawn(async move {
-            let (mut r, mut w) = stream.split();
+            let (mut r, w) = stream.split();
             let (answers, mut out) = mpsc::unbounded_channel::<(u64, Resp)>();
             let reading = read_requests(&net, &admission, &inbound, &serve, peer, &mut r, answers);
-            let writing = async {
-                while let Some((id, resp)) = out.recv().await {
-                    if write_answer(&mut w, serve.protocol, id, resp)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    while let Ok((id, resp)) = out.try_recv() {
-                        if write_answer(&mut w, serve.protocol, id, resp)
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    if w.flush().await.is_err() {
-                        return;
-                    }
-                }
-            };
             // The writer ends once the reader has ended and every answer has gone; then the
             // stream is closed, so the requester reads to its end.
+            let writing = write_answers(w, serve.protocol, &mut out);
             let (why, ()) = futures::join!(reading, writing);
-            let _ = w.close().await;
             tracing::debug!(%peer, protocol = %serve.protocol, reason = %why, "inbound stream ended");
         });
     }
+}
+
+/// Writes the answers as they come, those ready together gathered into one write (see
+/// [`GATHER`]) and flushed once; closes `w` when `out` ends or a write fails.
+async fn write_answers<W: AsyncWrite + Unpin, Resp: Serialize>(
+    w: W,
+    protocol: &str,
+    out: &mut mpsc::UnboundedReceiver<(u64, Resp)>,
+) {
+    let mut w = futures::io::BufWriter::with_capacity(GATHER, w);
+    'answering: while let Some((id, resp)) = out.recv().await {
+        if write_answer(&mut w, protocol, id, resp).await.is_err() {
+            break;
+        }
+        while let Ok((id, resp)) = out.try_recv() {
+            if write_answer(&mut w, protocol, id, resp).await.is_err() {
+                break 'answering;
+            }
+        }
+        if w.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = w.close().await;
 }
 
 /// Writes one answer. One that cannot go (a bug, logged) is skipped: its requester times out.
@@ -594,5 +605,103 @@ mod tests {
             Err(FrameError::Malformed(m)) if m.contains("limit")
         ));
         assert!(decode::<Vec<u32>>(b"\xff\xfe").is_err());
+    }
+
+    /// A stream that records each write it is given (as yamux makes each one a frame and a
+    /// TCP segment) and each flush.
+    #[derive(Default)]
+    struct Recording {
+        writes: Vec<Vec<u8>>,
+        flushes: usize,
+        closed: bool,
+    }
+
+    impl AsyncWrite for Recording {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.writes.push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            self.flushes += 1;
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            self.closed = true;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The frames in what `w` was given, as (id, message).
+    async fn frames_in(w: &Recording) -> Vec<(u64, Vec<u32>)> {
+        let mut r = futures::io::Cursor::new(w.writes.concat());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while let Ok(id) = read_frame(&mut r, &mut buf).await {
+            got.push((id, decode::<Vec<u32>>(&buf).expect("dec")));
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn queued_requests_go_out_as_one_write_and_one_flush() {
+        let (tx, mut queued) = mpsc::unbounded_channel::<Call<Vec<u32>, Vec<u32>>>();
+        let mut answers = Vec::new();
+        for k in 0..20u32 {
+            let (answer, rx) = oneshot::channel();
+            tx.send(Call {
+                req: vec![k; 3],
+                answer,
+            })
+            .expect("queue");
+            answers.push(rx);
+        }
+        drop(tx);
+        let calls: Calls<Vec<u32>, Vec<u32>> = Arc::default();
+        let mut w = Recording::default();
+        let why = write_calls(&mut w, "/test/1", PeerId::random(), &mut queued, &calls).await;
+        assert!(why.to_string().contains("stopped"), "{why}");
+        // Twenty frames of head and message: forty writes before they were gathered.
+        assert_eq!((w.writes.len(), w.flushes), (1, 1));
+        let want: Vec<(u64, Vec<u32>)> =
+            (0..20u32).map(|k| (u64::from(k) + 1, vec![k; 3])).collect();
+        assert_eq!(frames_in(&w).await, want);
+        assert_eq!(
+            calls.lock().expect("calls").len(),
+            20,
+            "every call waits for its answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_ready_together_go_out_as_one_write_then_the_stream_closes() {
+        let (tx, mut out) = mpsc::unbounded_channel::<(u64, Vec<u32>)>();
+        for id in [5u64, 3, 9] {
+            tx.send((id, vec![id as u32])).expect("queue");
+        }
+        drop(tx);
+        let mut w = Recording::default();
+        write_answers(&mut w, "/test/1", &mut out).await;
+        assert_eq!(
+            (w.writes.len(), w.flushes),
+            (1, 1),
+            "one write, flushed, then closed"
+        );
+        assert!(w.closed);
+        assert_eq!(
+            frames_in(&w).await,
+            vec![(5, vec![5]), (3, vec![3]), (9, vec![9])]
+        );
     }
 }

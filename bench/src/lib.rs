@@ -17,3 +17,4 @@ pub mod proxy;
 pub mod report;
 pub mod stats;
 pub mod subscribers;
+pub mod timeline;

@@ -188,4 +188,28 @@ fn timings_has_a_line_for_every_published_event() {
         assert_eq!(t.delivery_us.len(), 1, "{t:?}");
         assert!(t.delivery_us[0].is_some_and(|d| d > 0.0), "{t:?}");
     }
+    // The same file as a timeline: a line per interval in which something was published, and
+    // every event in one of them.
+    let every = 0.1;
+    let run = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(["--timeline", timings_arg, "--every", &every.to_string()])
+        .output()
+        .expect("running compare --timeline");
+    assert!(run.status.success(), "{run:?}");
+    let table = String::from_utf8_lossy(&run.stdout);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split(' ').collect())
+        .collect();
+    let slots: std::collections::BTreeSet<u64> = lines
+        .iter()
+        .map(|t| (t.at_s / every).floor() as u64)
+        .collect();
+    assert_eq!(rows.len(), slots.len(), "{table}");
+    let events: u64 = rows
+        .iter()
+        .map(|r| r[4].parse::<u64>().expect("events"))
+        .sum();
+    assert_eq!(events, published, "{table}");
 }

@@ -42,6 +42,8 @@ struct Args {
     out_dir: PathBuf,
     report_only: Option<PathBuf>,
     timings: Option<PathBuf>,
+    /// `--timeline`: a timings file to print as a timeline, and its interval in seconds.
+    timeline: Option<(PathBuf, f64)>,
 }
 
 const SCENARIOS: [&str; 7] = [
@@ -62,6 +64,7 @@ usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--latency-secs S (30)]
                [--sustained-rate R (200)] [--fanout K (10)]
                [--seed S (7)] [--grace S (10)] [--systems a,b,..] [--scenarios x,y,..]
                [--out DIR (bench/)] [--report FILE.jsonl] [--timings FILE.jsonl]
+       compare --timeline FILE.jsonl [--every S (0.25)]
 
   --secs S     publishing budget of each measurement (it also ends at --max-events)
   --latency-secs S  the same for the latency scenario (--rate offered): long enough that a
@@ -82,6 +85,9 @@ usage: compare [--quick] [--runs N (3)] [--secs S (4)] [--latency-secs S (30)]
   --timings F  also append every published event's timings to F, one JSON line each:
                system, scenario, run, id, at_s (publish start after the first), publish_us
                (the call, to its ack where there is one), delivery_us (per subscriber)
+  --timeline F only print F (written by --timings) as a timeline: for every S seconds of
+               each run, the events published, their delivery p50 / p99 / largest and their
+               publish call's p50 / p99, in ms (a tail from a few bursts shows as a few lines)
 systems:   nats jetstream jetstream-sync mqtt-qos0 mqtt-qos1 gossipsub tidings-1 tidings-3
 scenarios: throughput fanout latency latency-sustained filter persist-1 persist-window
 env: TIDINGS_BIN, NATS_SERVER, MOSQUITTO (binaries; default: built / on PATH or /usr/sbin;
@@ -107,6 +113,7 @@ fn parse_args() -> Result<Args> {
         out_dir: Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(),
         report_only: None,
         timings: None,
+        timeline: None,
     };
     let mut out_given = false;
     let mut it = std::env::args().skip(1);
@@ -149,6 +156,19 @@ fn parse_args() -> Result<Args> {
             }
             "--report" => a.report_only = Some(PathBuf::from(val("--report")?)),
             "--timings" => a.timings = Some(PathBuf::from(val("--timings")?)),
+            "--timeline" => {
+                let every = a.timeline.as_ref().map_or(0.25, |t| t.1);
+                a.timeline = Some((PathBuf::from(val("--timeline")?), every));
+            }
+            "--every" => {
+                let every: f64 = val("--every")?.parse()?;
+                ensure!(
+                    every > 0.0 && every.is_finite(),
+                    "--every takes a positive number of seconds, not {every}"
+                );
+                let file = a.timeline.take().map(|t| t.0).unwrap_or_default();
+                a.timeline = Some((file, every));
+            }
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -379,6 +399,18 @@ fn summary(r: &Record) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = parse_args()?;
+    if let Some((file, every)) = &a.timeline {
+        ensure!(
+            !file.as_os_str().is_empty(),
+            "--every goes with --timeline FILE (a file written by --timings)"
+        );
+        let lines = tidings_bench::timeline::read(file)?;
+        print!(
+            "{}",
+            tidings_bench::timeline::render(&tidings_bench::timeline::intervals(&lines, *every))
+        );
+        return Ok(());
+    }
     if let Some(jsonl) = &a.report_only {
         report::write(&a.out_dir, jsonl)?;
         println!("wrote {}", a.out_dir.join("RESULTS.md").display());
@@ -525,6 +557,7 @@ mod tests {
             out_dir: PathBuf::new(),
             report_only: None,
             timings: None,
+            timeline: None,
         }
     }
 

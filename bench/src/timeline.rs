@@ -29,8 +29,9 @@ pub struct Interval {
     pub publish_us: [f64; 2],
 }
 
-/// Splits `lines` into intervals of `every_s` seconds of each run, in the order of system,
-/// scenario, run and time. An interval in which nothing was published is left out.
+/// Splits `lines` into intervals of `every_s` seconds of each run (1 s if `every_s` is not
+/// positive), in the order of system, scenario, run and time. An interval in which nothing
+/// was published is left out.
 pub fn intervals(lines: &[EventTiming], every_s: f64) -> Vec<Interval> {
     let every_s = if every_s > 0.0 { every_s } else { 1.0 };
     type Key = (String, String, u32, u64);

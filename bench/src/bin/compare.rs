@@ -42,8 +42,10 @@ struct Args {
     out_dir: PathBuf,
     report_only: Option<PathBuf>,
     timings: Option<PathBuf>,
-    /// `--timeline`: a timings file to print as a timeline, and its interval in seconds.
-    timeline: Option<(PathBuf, f64)>,
+    /// `--timeline`: a timings file to print as a timeline, instead of measuring.
+    timeline: Option<PathBuf>,
+    /// `--every`: the timeline's interval, in seconds.
+    every_s: f64,
 }
 
 const SCENARIOS: [&str; 7] = [
@@ -114,6 +116,7 @@ fn parse_args() -> Result<Args> {
         report_only: None,
         timings: None,
         timeline: None,
+        every_s: 0.25,
     };
     let mut out_given = false;
     let mut it = std::env::args().skip(1);
@@ -156,18 +159,14 @@ fn parse_args() -> Result<Args> {
             }
             "--report" => a.report_only = Some(PathBuf::from(val("--report")?)),
             "--timings" => a.timings = Some(PathBuf::from(val("--timings")?)),
-            "--timeline" => {
-                let every = a.timeline.as_ref().map_or(0.25, |t| t.1);
-                a.timeline = Some((PathBuf::from(val("--timeline")?), every));
-            }
+            "--timeline" => a.timeline = Some(PathBuf::from(val("--timeline")?)),
             "--every" => {
-                let every: f64 = val("--every")?.parse()?;
+                a.every_s = val("--every")?.parse()?;
                 ensure!(
-                    every > 0.0 && every.is_finite(),
-                    "--every takes a positive number of seconds, not {every}"
+                    a.every_s > 0.0 && a.every_s.is_finite(),
+                    "--every takes a positive number of seconds, not {}",
+                    a.every_s
                 );
-                let file = a.timeline.take().map(|t| t.0).unwrap_or_default();
-                a.timeline = Some((file, every));
             }
             "-h" | "--help" => {
                 println!("{HELP}");
@@ -177,6 +176,10 @@ fn parse_args() -> Result<Args> {
         }
         explicit.push(arg);
     }
+    ensure!(
+        a.timeline.is_some() || !explicit.iter().any(|e| e == "--every"),
+        "--every goes with --timeline FILE (a file written by --timings)"
+    );
     if a.quick {
         // Quick defaults, unless given explicitly.
         let given = |f: &str| explicit.iter().any(|e| e == f);
@@ -399,15 +402,11 @@ fn summary(r: &Record) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = parse_args()?;
-    if let Some((file, every)) = &a.timeline {
-        ensure!(
-            !file.as_os_str().is_empty(),
-            "--every goes with --timeline FILE (a file written by --timings)"
-        );
+    if let Some(file) = &a.timeline {
         let lines = tidings_bench::timeline::read(file)?;
         print!(
             "{}",
-            tidings_bench::timeline::render(&tidings_bench::timeline::intervals(&lines, *every))
+            tidings_bench::timeline::render(&tidings_bench::timeline::intervals(&lines, a.every_s))
         );
         return Ok(());
     }
@@ -558,6 +557,7 @@ mod tests {
             report_only: None,
             timings: None,
             timeline: None,
+            every_s: 0.25,
         }
     }
 

@@ -1005,3 +1005,49 @@ fn what_the_block_index_costs() {
         after.saturating_sub(before) as f64 / n as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_writer_commits_through_the_log_and_checkpoints_by_its_size() {
+    // Eight streams written at once, in batches of 4 events, as fast as the writer takes them:
+    // far above the 2,000 operations a second at which the writer used to make every batch a
+    // durable redb commit (every page it touched, two fsyncs). It now logs every batch and
+    // makes a checkpoint each time the log has grown to CHECKPOINT_BYTES.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = Arc::new(Store::open(&path).unwrap());
+    let mut tasks = Vec::new();
+    for s in 0..8u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let kp = Keypair::ed25519_from_bytes([s + 1; 32]).unwrap();
+            let events = chain(&kp, &format!("/busy/s{s}"), 2_000);
+            let mut bytes = 0u64;
+            for part in events.chunks(4) {
+                bytes += part.iter().map(|(b, _)| b.data.len() as u64).sum::<u64>();
+                store
+                    .insert_grouped(part.to_vec(), Vec::new(), |_| true)
+                    .await
+                    .unwrap();
+            }
+            bytes
+        }));
+    }
+    let mut bytes = 0;
+    for t in tasks {
+        bytes += t.await.unwrap();
+    }
+    let stats = store.commit_stats();
+    // Each checkpoint follows at least CHECKPOINT_BYTES of log, and the log holds every block
+    // (with its CID and framing): so at least this many, less the last, partial one.
+    let expected = bytes / (wal::CHECKPOINT_BYTES + (64 << 10));
+    assert!(expected >= 2, "the test writes too little: {bytes} bytes");
+    assert!(
+        stats.checkpoints >= expected,
+        "{bytes} bytes of blocks made only {} checkpoints: {stats:?}",
+        stats.checkpoints
+    );
+    assert!(
+        stats.commits >= 10 * stats.checkpoints,
+        "most commits go through the log, not a durable redb commit each: {stats:?}"
+    );
+}

@@ -32,8 +32,7 @@ fn kill_9_while_the_writer_is_saturated_loses_no_acknowledged_event() -> Result<
     let _heavy = tidings_tests::one_heavy_test_at_a_time();
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("n");
-    let env = [("RUST_LOG", "info,tidings_node::store=debug")];
-    let mut node = NodeProcess::start_with_env(&data, &[], &env)?;
+    let mut node = NodeProcess::start(&data, &[])?;
     let metrics = node.api();
     let api = node.api.clone();
     let rt = tokio::runtime::Runtime::new()?;
@@ -68,22 +67,22 @@ fn kill_9_while_the_writer_is_saturated_loses_no_acknowledged_event() -> Result<
     // acknowledged on the log.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut acked: Vec<(String, u64, String)> = Vec::new();
-    let mut saturated_at = None;
+    let mut checkpointed_at = None;
     let mut checkpoints = 0;
     loop {
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => acked.push(a),
             Err(_) => bail!("{} acknowledged, then none for 30 s", acked.len()),
         }
-        if saturated_at.is_none() && acked.len().is_multiple_of(500) {
+        if checkpointed_at.is_none() && acked.len().is_multiple_of(500) {
             checkpoints = metrics
                 .metric("tidings_store_checkpoints_total")
                 .unwrap_or(0);
             if checkpoints >= CHECKPOINTS {
-                saturated_at = Some(acked.len());
+                checkpointed_at = Some(acked.len());
             }
         }
-        if let Some(at) = saturated_at
+        if let Some(at) = checkpointed_at
             && acked.len() >= at + 2_000
         {
             break;
@@ -100,7 +99,7 @@ fn kill_9_while_the_writer_is_saturated_loses_no_acknowledged_event() -> Result<
     acked.extend(rx.try_iter());
     eprintln!(
         "{CHECKPOINTS} checkpoints after {} acknowledged; killed with {} acknowledged",
-        saturated_at.unwrap_or(0),
+        checkpointed_at.unwrap_or(0),
         acked.len()
     );
 

@@ -1010,7 +1010,7 @@ fn what_the_block_index_costs() {
 async fn a_busy_writer_commits_through_the_log_and_checkpoints_by_its_size() {
     // Eight streams written at once, in batches of 4 events, as fast as the writer takes them:
     // far above the 2,000 operations a second at which the writer used to make every batch a
-    // durable redb commit (every page it touched, two fsyncs). It now logs every batch and
+    // durable redb commit (every page it touched, then an fsync). It now logs every batch and
     // makes a checkpoint each time the log has grown to CHECKPOINT_BYTES.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.redb");

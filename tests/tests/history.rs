@@ -128,6 +128,30 @@ fn a_durable_whose_first_deliveries_of_a_stream_were_lost_gets_them_repaired() -
     Ok(())
 }
 
+#[test]
+fn a_live_subscriber_whose_first_deliveries_of_a_stream_were_lost_gets_them_repaired() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    // b loses the deliveries of seq 1-9 (as when a batch is given up, or when they are still on
+    // their way from another member while a later event arrives): the first it gets names seq 9
+    // as the previous event meant for it, and nothing of the stream was seen before. Its live
+    // subscriber began before seq 1, so it is owed the stream from there, not from seq 9.
+    let (a, b) =
+        broker_and_lossy_peer(dir.path(), ("TIDINGS_TEST_DROP_DELIVERIES_SEQ_BELOW", "10"))?;
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", b.api),
+        &[("filter", "/firstlive/** where keep = true")],
+    )?;
+    let (_sock, rx) = tidings_tests::sse_subscribe(&url)?;
+    wait_lease(&a)?;
+    let want = publish_range(&a.api(), "/firstlive/x", 1..=30, 4)?;
+    let end = sentinel(&a.api(), "/firstlive/x")?;
+    let got = tidings_tests::collect_until(&rx, &[end], "live subscriber")?;
+    same_order(&got, &want, "live subscriber")?;
+    ensure!(b.log().contains("gap repaired"), "b's log should say so");
+    Ok(())
+}
+
 /// Three brokers (K = 3) and a peer-role node, all knowing every broker.
 fn three_brokers_and_a_peer(dir: &std::path::Path) -> Result<Vec<NodeProcess>> {
     let b0 = NodeProcess::start(&dir.join("b0"), &["--replication", "3"])?;

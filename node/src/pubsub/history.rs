@@ -393,7 +393,11 @@ impl Router {
     /// needs it from what it acknowledged of it or, never having acknowledged any, from when it
     /// began (less [`CLOCK_SLACK_MS`]). When the sender could not tell (`unknown`: it lacks part
     /// of the stream itself), every live subscription covering the topic needs it from when it
-    /// began too. Otherwise repair stops at `named`.
+    /// began too. Otherwise the live subscriptions need it from when the earliest of them began
+    /// (no slack: only a lost first delivery makes that walk longer than the sender's word),
+    /// not only from `named`: the earlier events may have been lost, or still be on their way
+    /// from another member (a publisher that fell over to the next member mid-burst), and once
+    /// a later event was handed on they would be dropped as past when they came.
     pub(crate) async fn first_repair_floor(
         &self,
         event: &Event,
@@ -436,7 +440,12 @@ impl Router {
             // One durable never acknowledged the stream: back to the earliest start (deeper
             // than any acknowledged seq needs; the extra events are duplicates at worst).
             Some(t) => (0, t),
-            None => (after_seq, 0),
+            // A durable acknowledged part of the stream: back to the oldest acknowledged seq.
+            None if after_seq < named => (after_seq, 0),
+            None => match self.local().earliest_start(&event.topic) {
+                Some(t) => (0, t),
+                None => (named, 0),
+            },
         }
     }
 

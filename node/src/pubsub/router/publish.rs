@@ -160,14 +160,21 @@ impl Router {
             } else {
                 // Handed to the network after the publish before it, so the primary gets
                 // the stream in order (and puts it in order if requests overtake each other).
+                // The turn to route is kept until the answer: should this member fail and the
+                // publish fall over to this node, its deliveries still come after the earlier
+                // publishes' (which may be falling over too), never before them. Only a publish
+                // that falls over waits on it, so the pipeline is not held back.
                 b.turn.wait_sent().await;
                 let answer = self.publishes.send(member, block);
                 b.turn.sent();
-                b.turn.routed();
                 answer.await
             };
             match answer {
                 Ok(PublishAnswer::Stored { copies, heads }) => {
+                    // Released (on return) only after the publish before it: a later one that
+                    // falls over to this node then routes after every earlier one, whichever
+                    // member took each.
+                    b.turn.wait_routed().await;
                     return Ok(Published {
                         cid: block.cid,
                         seq: b.appended.event.seq,

@@ -331,11 +331,9 @@ fn a_publisher_cut_off_from_its_primary_falls_over_to_itself_and_delivers_in_ord
                 got.len()
             );
         }
-        let metrics = reqwest::blocking::get(format!("{api}/metrics"))?.text()?;
-        let gaps = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("tidings_gaps_repaired_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        let gaps = nodes[*i]
+            .api()
+            .metric("tidings_gaps_repaired_total")
             .context("tidings_gaps_repaired_total")?;
         ensure!(
             gaps == 0,

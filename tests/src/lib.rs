@@ -239,6 +239,14 @@ impl NodeProcess {
             .context("node reports no listen address")
     }
 
+    /// The node's peer id, as its status reports it.
+    pub fn peer_id(&self) -> Result<libp2p::PeerId> {
+        Ok(self.status()?["peer_id"]
+            .as_str()
+            .context("peer_id")?
+            .parse()?)
+    }
+
     /// The node's `/v1/status`.
     pub fn status(&self) -> Result<Value> {
         let (code, s) = self.api().get_json("/v1/status")?;
@@ -767,20 +775,38 @@ pub fn chain(api: &Api, topic: &str) -> Result<Vec<String>> {
 /// Starts `brokers` brokers and `peers` peer-role nodes joined through the first broker, and
 /// waits until every node knows every broker.
 pub fn network(dir: &Path, brokers: usize, peers: usize, k: usize) -> Result<Vec<NodeProcess>> {
+    network_with(dir, brokers, peers, k, &[], |_| Vec::new())
+}
+
+/// [`network`] with `extra_args` for every node and `env(name)` for the node named `name`
+/// (`b0`, `b1`, ... then `p0`, ...; also its directory under `dir`).
+pub fn network_with(
+    dir: &Path,
+    brokers: usize,
+    peers: usize,
+    k: usize,
+    extra_args: &[&str],
+    env: impl Fn(&str) -> Vec<(String, String)>,
+) -> Result<Vec<NodeProcess>> {
     let k = k.to_string();
-    let first = NodeProcess::start(&dir.join("b0"), &["--replication", &k])?;
+    let start = |name: &str, args: &[&str]| {
+        let vars = env(name);
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let mut all = vec!["--replication", k.as_str()];
+        all.extend_from_slice(args);
+        all.extend_from_slice(extra_args);
+        NodeProcess::start_with_env(&dir.join(name), &all, &vars)
+    };
+    let first = start("b0", &[])?;
     let boot = first.p2p_addr()?;
     let mut nodes = vec![first];
     for i in 1..brokers {
-        nodes.push(NodeProcess::start(
-            &dir.join(format!("b{i}")),
-            &["--replication", &k, "--bootstrap", &boot],
-        )?);
+        nodes.push(start(&format!("b{i}"), &["--bootstrap", &boot])?);
     }
     for i in 0..peers {
-        nodes.push(NodeProcess::start(
-            &dir.join(format!("p{i}")),
-            &["--replication", &k, "--bootstrap", &boot, "--role", "peer"],
+        nodes.push(start(
+            &format!("p{i}"),
+            &["--bootstrap", &boot, "--role", "peer"],
         )?);
     }
     for n in &nodes {

@@ -42,7 +42,7 @@ fn run(dir: &std::path::Path) -> Result<()> {
         &["--replication", "1", "--sync-interval", "600s"],
     )?;
     let boot = a.p2p_addr()?;
-    let a_id = peer_id(&a)?;
+    let a_id = a.peer_id()?.to_string();
     let peer_args = ["--role", "peer", "--bootstrap", boot.as_str()];
     let w_gate = dir.join("w.gate");
     let s_gate = dir.join("s.gate");
@@ -55,8 +55,7 @@ fn run(dir: &std::path::Path) -> Result<()> {
     // heals it can ask W, the author, for what it lacks. A bootstrap address counts as a broker
     // until proven otherwise, so the topic is one whose rendezvous is A whether W counts or not.
     let w_addr = w.p2p_addr()?;
-    let ids: std::collections::BTreeSet<PeerId> =
-        [a_id.parse::<PeerId>()?, peer_id(&w)?.parse::<PeerId>()?].into();
+    let ids: std::collections::BTreeSet<PeerId> = [a.peer_id()?, w.peer_id()?].into();
     let root = (0..1000)
         .map(|i| format!("held{i}"))
         .find(|r| {
@@ -74,7 +73,7 @@ fn run(dir: &std::path::Path) -> Result<()> {
         &s_args,
         &[("TIDINGS_TEST_PARTITION_FILE", &s_gate.display().to_string())],
     )?;
-    let w_id = peer_id(&w)?;
+    let w_id = w.peer_id()?.to_string();
     for n in [&w, &s] {
         poll(WITHIN, || {
             (n.status().ok()?["brokers"].as_u64()? >= 1).then_some(())
@@ -183,7 +182,7 @@ fn tail(dir: &std::path::Path) -> Result<()> {
         &["--replication", "1", "--sync-interval", "600s"],
     )?;
     let boot = a.p2p_addr()?;
-    let a_id = peer_id(&a)?;
+    let a_id = a.peer_id()?.to_string();
     let s_gate = dir.join("s.gate");
     let s = NodeProcess::start_with_env(
         &dir.join("s"),
@@ -247,13 +246,6 @@ fn print_logs(dir: &std::path::Path, names: &[&str]) {
             eprintln!("{line}");
         }
     }
-}
-
-fn peer_id(n: &NodeProcess) -> Result<String> {
-    Ok(n.status()?["peer_id"]
-        .as_str()
-        .context("peer_id")?
-        .to_string())
 }
 
 fn publish(n: &NodeProcess, topic: &str, body: Value) -> Result<(u16, Value)> {

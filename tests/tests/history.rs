@@ -82,18 +82,8 @@ fn dropped_deliveries_are_repaired_from_the_dag_in_order() -> Result<()> {
     let dir = tempfile::tempdir()?;
     // b loses every delivery of an event whose seq is a multiple of 5, as if the network ate it.
     let (a, b) = broker_and_lossy_peer(dir.path(), ("TIDINGS_TEST_DROP_DELIVERIES_SEQ_MOD", "5"))?;
-    let url = reqwest::Url::parse_with_params(
-        &format!("{}/v1/subscribe", b.api),
-        &[("filter", "/gap/** where keep = true")],
-    )?;
-    let (_sock, rx) = tidings_tests::sse_subscribe(&url)?;
-    wait_lease(&a)?;
-    // a publishes: its own stream, seq = i. A third do not match the filter at all.
-    let want = publish_range(&a.api(), "/gap/x", 1..=203, 3)?;
-    // The sentinel follows on the same stream: nothing but `want` may come before it.
-    let end = sentinel(&a.api(), "/gap/x")?;
-    let got = tidings_tests::collect_until(&rx, &[end], "gap subscriber")?;
-    same_order(&got, &want, "gap subscriber")?;
+    // A third do not match the filter at all.
+    sse_gets_in_order(&a, &b, "/gap", 1..=203, 3, "gap subscriber")?;
     let metrics = reqwest::blocking::get(format!("{}/metrics", b.api))?.text()?;
     let repaired = metrics
         .lines()
@@ -138,16 +128,7 @@ fn a_live_subscriber_whose_first_deliveries_of_a_stream_were_lost_gets_them_repa
     // subscriber began before seq 1, so it is owed the stream from there, not from seq 9.
     let (a, b) =
         broker_and_lossy_peer(dir.path(), ("TIDINGS_TEST_DROP_DELIVERIES_SEQ_BELOW", "10"))?;
-    let url = reqwest::Url::parse_with_params(
-        &format!("{}/v1/subscribe", b.api),
-        &[("filter", "/firstlive/** where keep = true")],
-    )?;
-    let (_sock, rx) = tidings_tests::sse_subscribe(&url)?;
-    wait_lease(&a)?;
-    let want = publish_range(&a.api(), "/firstlive/x", 1..=30, 4)?;
-    let end = sentinel(&a.api(), "/firstlive/x")?;
-    let got = tidings_tests::collect_until(&rx, &[end], "live subscriber")?;
-    same_order(&got, &want, "live subscriber")?;
+    sse_gets_in_order(&a, &b, "/firstlive", 1..=30, 4, "live subscriber")?;
     ensure!(b.log().contains("gap repaired"), "b's log should say so");
     Ok(())
 }
@@ -230,6 +211,30 @@ fn ws_until_sentinel(ws: &mut Ws, api: &tidings_tests::Api, topic: &str) -> Resu
             return Ok(());
         }
     }
+}
+
+/// An SSE subscriber on `b` to `{root}/** where keep = true` gets exactly the kept events that
+/// `a` publishes to `{root}/x` (seq `range`, every `skip_every`-th not kept), in order: its own
+/// stream, seq = i, then a sentinel on the same stream, so nothing but those may come before it.
+fn sse_gets_in_order(
+    a: &NodeProcess,
+    b: &NodeProcess,
+    root: &str,
+    range: std::ops::RangeInclusive<u64>,
+    skip_every: u64,
+    who: &str,
+) -> Result<()> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", b.api),
+        &[("filter", format!("{root}/** where keep = true"))],
+    )?;
+    let (_sock, rx) = tidings_tests::sse_subscribe(&url)?;
+    wait_lease(a)?;
+    let topic = format!("{root}/x");
+    let want = publish_range(&a.api(), &topic, range, skip_every)?;
+    let end = sentinel(&a.api(), &topic)?;
+    let got = tidings_tests::collect_until(&rx, &[end], who)?;
+    same_order(&got, &want, who)
 }
 
 /// Publishes `{"keep": true, "sentinel": true}` to `topic`; its CID.

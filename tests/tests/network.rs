@@ -232,7 +232,7 @@ fn a_peer_finds_a_broker_restarted_on_a_new_port_and_publishes_through_it_as_pri
         (s["brokers"] == 2 && s["peers"] == 2).then_some(())
     };
     poll(Duration::from_secs(30), || whole(&peer)).context("the peer never saw both brokers")?;
-    let set = [peer_id(&b0)?, peer_id(&b1)?];
+    let set = [b0.peer_id()?, b1.peer_id()?];
     let topic = (0..)
         .map(|i| format!("/moved/t{i}"))
         .find(|t| tidings_node::net::rendezvous::publish_order(&set, t)[0] == set[1])
@@ -325,7 +325,7 @@ fn a_node_without_the_stream_protocols_is_asked_over_request_response() -> Resul
         })
         .with_context(|| format!("{} never saw both brokers", n.api))?;
     }
-    let set = [peer_id(&b0)?, peer_id(&b1)?];
+    let set = [b0.peer_id()?, b1.peer_id()?];
     let primary_is = |who: libp2p::PeerId| {
         (0..)
             .map(|i| format!("/old/t{i}"))
@@ -396,12 +396,4 @@ fn a_node_without_the_stream_protocols_is_asked_over_request_response() -> Resul
         "b1 fell back though its peers have the stream protocols"
     );
     Ok(())
-}
-
-/// A node's peer id, as its status reports it.
-fn peer_id(n: &NodeProcess) -> Result<libp2p::PeerId> {
-    Ok(n.status()?["peer_id"]
-        .as_str()
-        .context("peer_id")?
-        .parse()?)
 }

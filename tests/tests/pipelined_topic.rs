@@ -242,39 +242,18 @@ fn a_publisher_cut_off_from_its_primary_falls_over_to_itself_and_delivers_in_ord
     let dir = tempfile::tempdir()?;
     // Every node has a gate file; only the author's is written. No replica sync round during
     // the test: the cut-off primary would pull the stream from the third broker and route it too.
-    let gates: Vec<_> = (0..3)
-        .map(|i| dir.path().join(format!("{i}.gate")))
-        .collect();
-    let args = ["--replication", "3", "--sync-interval", "600s"];
-    let mut nodes = Vec::new();
-    for (i, gate) in gates.iter().enumerate() {
-        let mut a = args.to_vec();
-        let boot = match nodes.first() {
-            Some(first) => Some(NodeProcess::p2p_addr(first)?),
-            None => None,
-        };
-        if let Some(b) = &boot {
-            a.extend(["--bootstrap", b.as_str()]);
-        }
-        nodes.push(NodeProcess::start_with_env(
-            &dir.path().join(i.to_string()),
-            &a,
-            &[("TIDINGS_TEST_PARTITION_FILE", &gate.display().to_string())],
-        )?);
-    }
-    let mut ids = Vec::new();
-    for n in &nodes {
-        tidings_tests::poll(Duration::from_secs(60), || {
-            (n.status().ok()?["brokers"].as_u64()? == 3).then_some(())
-        })
-        .with_context(|| format!("{} never learnt all 3 brokers", n.api))?;
-        ids.push(
-            n.status()?["peer_id"]
-                .as_str()
-                .context("peer_id")?
-                .parse::<PeerId>()?,
-        );
-    }
+    let gate = |name: &str| dir.path().join(format!("{name}.gate"));
+    let nodes =
+        tidings_tests::network_with(dir.path(), 3, 0, 3, &["--sync-interval", "600s"], |name| {
+            vec![(
+                "TIDINGS_TEST_PARTITION_FILE".into(),
+                gate(name).display().to_string(),
+            )]
+        })?;
+    let ids = nodes
+        .iter()
+        .map(NodeProcess::peer_id)
+        .collect::<Result<Vec<PeerId>>>()?;
     // The author is the second member its publishes try: cut off from the first (the topic's
     // primary), it acts as the primary of its own events.
     let topic = "/fallover/t";
@@ -291,7 +270,7 @@ fn a_publisher_cut_off_from_its_primary_falls_over_to_itself_and_delivers_in_ord
         subs.push((i, sse_subscribe(&url)?));
     }
     wait_leases(&nodes, subs.len() * 3)?;
-    std::fs::write(&gates[author], format!("{cut}\n"))?;
+    std::fs::write(gate(&format!("b{author}")), format!("{cut}\n"))?;
     tidings_tests::poll(Duration::from_secs(30), || {
         nodes[author]
             .log()

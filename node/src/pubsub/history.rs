@@ -414,13 +414,10 @@ impl Router {
             }
         };
         let mut after_seq = named;
-        let mut since: Option<u64> = if unknown {
-            self.local()
-                .earliest_start(&event.topic)
-                .map(|t| t.saturating_sub(CLOCK_SLACK_MS))
-        } else {
-            None
-        };
+        let live = self.local().earliest_start(&event.topic);
+        let mut since = live
+            .filter(|_| unknown)
+            .map(|t| t.saturating_sub(CLOCK_SLACK_MS));
         for (key, rec) in records {
             let name = key.split_once('/').map_or(key.as_str(), |(_, n)| n);
             let covers = Filter::parse(&rec.filter).is_ok_and(|f| f.topic().matches(&event.topic));
@@ -442,10 +439,7 @@ impl Router {
             Some(t) => (0, t),
             // A durable acknowledged part of the stream: back to the oldest acknowledged seq.
             None if after_seq < named => (after_seq, 0),
-            None => match self.local().earliest_start(&event.topic) {
-                Some(t) => (0, t),
-                None => (named, 0),
-            },
+            None => live.map_or((named, 0), |t| (0, t)),
         }
     }
 

@@ -397,3 +397,89 @@ fn a_node_without_the_stream_protocols_is_asked_over_request_response() -> Resul
     );
     Ok(())
 }
+
+/// A stream its receiver drops unread is opened again and its requests written again.
+/// libp2p-stream hands a protocol's inbound streams over through a channel of one slot and
+/// drops one that finds it full, as when several nodes open streams to a busy node at once:
+/// its opener read the end of the stream, every request on it failed, and a publish fell over
+/// to the next member (found in a looped `pipelined_topic` run). Here b1 drops the first
+/// inbound stream of each stream protocol, with K=2 so every publish needs b1: the peer
+/// publishes through b1 as primary, then through b0, which replicates to b1. Each publish
+/// takes its first member and is stored on both brokers.
+#[test]
+fn a_stream_dropped_unread_by_its_receiver_is_opened_again() -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
+    if !tidings_tests::has_test_faults(&tidings_tests::tidings_bin())? {
+        anyhow::bail!("needs a node built with --features test-faults");
+    }
+    let dir = tempfile::tempdir()?;
+    let b0 = NodeProcess::start(&dir.path().join("b0"), &["--replication", "2"])?;
+    let boot = b0.p2p_addr()?;
+    let b1 = NodeProcess::start_with_env(
+        &dir.path().join("b1"),
+        &["--replication", "2", "--bootstrap", &boot],
+        &[(tidings_node::net::stream_rpc::DROP_INBOUND_ENV, "1")],
+    )?;
+    let peer = NodeProcess::start(
+        &dir.path().join("p"),
+        &["--replication", "2", "--role", "peer", "--bootstrap", &boot],
+    )?;
+    for n in [&b0, &b1, &peer] {
+        poll(Duration::from_secs(30), || {
+            (n.status().ok()?["brokers"] == 2).then_some(())
+        })
+        .with_context(|| format!("{} never saw both brokers", n.api))?;
+    }
+    let set = [b0.peer_id()?, b1.peer_id()?];
+    let primary_is = |who: libp2p::PeerId| {
+        (0..)
+            .map(|i| format!("/dropped/t{i}"))
+            .find(|t| tidings_node::net::rendezvous::publish_order(&set, t)[0] == who)
+    };
+    let on_b1 = primary_is(set[1]).context("no topic with b1 as primary")?;
+    let on_b0 = primary_is(set[0]).context("no topic with b0 as primary")?;
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/subscribe", peer.api),
+        &[("filter", "/dropped/**")],
+    )?;
+    let (_sse, rx) = sse_subscribe(&url)?;
+    let nodes = [b0, b1, peer];
+    wait_leases(&nodes, 2)?;
+    let [b0, b1, peer] = &nodes;
+
+    let mut cids = Vec::new();
+    for topic in [&on_b1, &on_b0] {
+        let (code, v) = peer.api().publish(topic, &json!({"topic": topic}))?;
+        ensure!(code == 200, "publish on {topic}: {code} {v}");
+        ensure!(v["copies"] == 2, "{topic}: not on both brokers: {v}");
+        cids.push(v["cid"].as_str().context("cid")?.to_string());
+    }
+    let got: BTreeSet<String> = tidings_tests::collect(&rx, 2, "the peer")?
+        .into_iter()
+        .collect();
+    ensure!(
+        got == cids.iter().cloned().collect(),
+        "the peer's subscriber got {got:?}, want {cids:?}"
+    );
+    let stored = |n: &NodeProcess| {
+        n.api()
+            .metric("tidings_primary_publishes_total{outcome=\"stored\"}")
+            .unwrap_or(0)
+    };
+    ensure!(
+        (stored(b0), stored(b1)) == (1, 1),
+        "each publish should take its first member as primary: b0 stored {}, b1 stored {} (a publish fell over)",
+        stored(b0),
+        stored(b1)
+    );
+    // The premise: b1 did drop the peer's publish stream and b0's replicate stream.
+    for protocol in ["/tidings/publish/3", "/tidings/replicate/2"] {
+        ensure!(
+            b1.log().lines().any(|l| {
+                l.contains("test-only: inbound stream dropped unread") && l.contains(protocol)
+            }),
+            "b1 never dropped an inbound {protocol} stream"
+        );
+    }
+    Ok(())
+}

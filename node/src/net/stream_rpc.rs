@@ -226,6 +226,14 @@ where
 /// One peer's stream: writes the queued calls as frames and routes each answer to its call,
 /// until the stream breaks; then every call still waiting fails (or, if the peer turned out
 /// not to speak the protocol, gets its request back to send another way).
+///
+/// A stream that ends cleanly before any answer is opened once more and its calls written
+/// again: the peer's node dropped it unread. libp2p-stream hands a protocol's inbound streams
+/// to its acceptor through a channel of one slot and drops a stream that finds the slot full,
+/// which happens when several nodes open streams to a busy node at once; its opener then reads
+/// the end of the stream. Without the second try every call on it failed, and a publish fell
+/// over to another member for nothing. Writing a call twice is harmless: every handler takes
+/// a block it already holds as done (content-addressed).
 async fn run_stream<Req, Resp>(
     mut control: libp2p_stream::Control,
     protocol: StreamProtocol,
@@ -236,34 +244,52 @@ async fn run_stream<Req, Resp>(
     Req: Serialize + Send + 'static,
     Resp: DeserializeOwned + Send + 'static,
 {
-    let calls: Calls<Req, Resp> = Arc::default();
-    let ended = match control.open_stream(peer, protocol.clone()).await {
-        Ok(stream) => {
-            let (mut r, mut w) = stream.split();
-            let answered = std::sync::atomic::AtomicBool::new(false);
-            tokio::select! {
-                e = read_answers(&mut r, &calls, &answered) => {
-                    Ended::from_error(e, answered.load(std::sync::atomic::Ordering::Relaxed))
+    let mut again: Vec<Call<Req, Resp>> = Vec::new();
+    let mut tried_again = false;
+    let (ended, calls) = loop {
+        let calls: Calls<Req, Resp> = Arc::default();
+        let opened = if tried_again {
+            // Bounded: a peer that is gone (its stream also ends cleanly when its connection
+            // does) fails over as it did before, after at most this long.
+            tokio::time::timeout(REOPEN_TIMEOUT, control.open_stream(peer, protocol.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(libp2p_stream::OpenStreamError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "could not open the stream again in time",
+                    )))
+                })
+        } else {
+            control.open_stream(peer, protocol.clone()).await
+        };
+        let ended = match opened {
+            Ok(stream) => {
+                let (mut r, mut w) = stream.split();
+                let answered = std::sync::atomic::AtomicBool::new(false);
+                let first = std::mem::take(&mut again);
+                let e = tokio::select! {
+                    e = read_answers(&mut r, &calls, &answered) => e,
+                    // The write can meet the peer's refusal first: a lazily negotiated stream
+                    // reports it on whichever side touches the stream next.
+                    e = write_calls(&mut w, protocol.as_ref(), peer, first, &mut queued, &calls) => e,
+                };
+                let answered = answered.load(std::sync::atomic::Ordering::Relaxed);
+                if !answered && !tried_again && e.kind() == io::ErrorKind::UnexpectedEof {
+                    again = take_calls(&calls);
+                    tried_again = true;
+                    tracing::debug!(%peer, %protocol, calls = again.len(), "stream ended before any answer (dropped unread by the peer's node): opening it again");
+                    continue;
                 }
-                // The write can meet the peer's refusal first: a lazily negotiated stream
-                // reports it on whichever side touches the stream next.
-                e = write_calls(&mut w, protocol.as_ref(), peer, &mut queued, &calls) => {
-                    Ended::from_error(e, answered.load(std::sync::atomic::Ordering::Relaxed))
-                }
+                Ended::from_error(e, answered)
             }
-        }
-        Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => Ended::Unsupported,
-        Err(e) => Ended::Broken(e.to_string()),
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => Ended::Unsupported,
+            Err(e) => Ended::Broken(e.to_string()),
+        };
+        break (ended, calls);
     };
     queued.close();
-    let mut left: Vec<Call<Req, Resp>> = match calls.lock() {
-        Ok(mut c) => {
-            let mut ids: Vec<u64> = c.keys().copied().collect();
-            ids.sort_unstable();
-            ids.into_iter().filter_map(|id| c.remove(&id)).collect()
-        }
-        Err(_) => Vec::new(),
-    };
+    let mut left = again;
+    left.extend(take_calls(&calls));
     while let Ok(call) = queued.try_recv() {
         left.push(call);
     }
@@ -289,6 +315,21 @@ async fn run_stream<Req, Resp>(
                 let _ = call.answer.send(Err(CallError::Failed(e)));
             }
         }
+    }
+}
+
+/// How long a stream dropped unread may take to open again before its calls fail.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The calls still waiting on a stream, in the order they were written.
+fn take_calls<Req, Resp>(calls: &Calls<Req, Resp>) -> Vec<Call<Req, Resp>> {
+    match calls.lock() {
+        Ok(mut c) => {
+            let mut ids: Vec<u64> = c.keys().copied().collect();
+            ids.sort_unstable();
+            ids.into_iter().filter_map(|id| c.remove(&id)).collect()
+        }
+        Err(_) => Vec::new(),
     }
 }
 
@@ -345,10 +386,12 @@ where
     }
 }
 
+/// Writes `first` (calls to write again on a new stream), then the calls as they are queued.
 async fn write_calls<W, Req, Resp>(
     w: &mut W,
     protocol: &str,
     peer: PeerId,
+    first: Vec<Call<Req, Resp>>,
     queued: &mut mpsc::UnboundedReceiver<Call<Req, Resp>>,
     calls: &Calls<Req, Resp>,
 ) -> io::Error
@@ -358,8 +401,13 @@ where
 {
     let mut w = futures::io::BufWriter::with_capacity(GATHER, w);
     let mut next_id = 0u64;
+    let mut first = first.into_iter();
     loop {
-        let Some(mut call) = queued.recv().await else {
+        let next = match first.next() {
+            Some(call) => Some(call),
+            None => queued.recv().await,
+        };
+        let Some(mut call) = next else {
             return io::Error::other("the node stopped");
         };
         // Everything queued goes out, gathered into as few writes as fit, before one flush.
@@ -386,7 +434,7 @@ where
                     let _ = call.answer.send(Err(CallError::Failed(e)));
                 }
             }
-            match queued.try_recv() {
+            match first.next().map(Ok).unwrap_or_else(|| queued.try_recv()) {
                 Ok(more) => call = more,
                 Err(_) => break,
             }
@@ -411,6 +459,10 @@ pub fn served() -> bool {
 
 /// Environment variable that makes a `test-faults` build leave the stream protocols out.
 pub const OLD_PROTOCOLS_ENV: &str = "TIDINGS_TEST_OLD_PROTOCOLS";
+
+/// Environment variable that makes a `test-faults` build drop the first N inbound streams of
+/// each stream protocol unread, as libp2p-stream drops one that finds its acceptor busy.
+pub const DROP_INBOUND_ENV: &str = "TIDINGS_TEST_DROP_INBOUND_STREAMS";
 
 /// What the responder side of a protocol hands the node: wraps a request as the
 /// [`Inbound`] the request-response protocol of the same name would, and words a refusal.
@@ -445,7 +497,19 @@ pub async fn serve<Req, Resp>(
         return;
     };
     let serve = Arc::new(serve);
+    #[cfg(feature = "test-faults")]
+    let mut to_drop: u64 = std::env::var(DROP_INBOUND_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     while let Some((peer, stream)) = incoming.next().await {
+        #[cfg(feature = "test-faults")]
+        if to_drop > 0 {
+            to_drop -= 1;
+            tracing::warn!(%peer, protocol = %serve.protocol, "test-only: inbound stream dropped unread");
+            drop(stream);
+            continue;
+        }
         if net.is_penalised(&peer) {
             tracing::debug!(%peer, protocol = %serve.protocol, "stream from a penalised peer refused");
             continue;
@@ -670,7 +734,15 @@ mod tests {
         drop(tx);
         let calls: Calls<Vec<u32>, Vec<u32>> = Arc::default();
         let mut w = Recording::default();
-        let why = write_calls(&mut w, "/test/1", PeerId::random(), &mut queued, &calls).await;
+        let why = write_calls(
+            &mut w,
+            "/test/1",
+            PeerId::random(),
+            Vec::new(),
+            &mut queued,
+            &calls,
+        )
+        .await;
         assert!(why.to_string().contains("stopped"), "{why}");
         // Twenty frames of head and message: forty writes before they were gathered.
         assert_eq!((w.writes.len(), w.flushes), (1, 1));

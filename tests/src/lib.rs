@@ -150,7 +150,11 @@ impl NodeProcess {
                 &["--listen", "/ip4/127.0.0.1/tcp/0"][..]
             })
             .args(extra_args)
-            .env("RUST_LOG", "info")
+            // More of a failing run's story on demand; the tests read info-level lines.
+            .env(
+                "RUST_LOG",
+                std::env::var("TIDINGS_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("TIDINGS_TOKEN")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

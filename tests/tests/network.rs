@@ -299,24 +299,28 @@ fn a_peer_finds_a_broker_restarted_on_a_new_port_and_publishes_through_it_as_pri
     Ok(())
 }
 
-/// A node that predates the stream protocols (`/tidings/publish/3`, `/tidings/replicate/2`,
-/// `/tidings/deliver/2`) is still published through, replicated to and delivered to: the
-/// other nodes find it lacks them and ask it over request-response instead, each saying so
-/// in its log. Here b1 acts as such a node (a test-only switch leaves the three out), with
-/// K=2, so every publish needs b1's copy, on both b1's and b0's topics.
-#[test]
-fn a_node_without_the_stream_protocols_is_asked_over_request_response() -> Result<()> {
-    let _heavy = tidings_tests::one_heavy_test_at_a_time();
-    let dir = tempfile::tempdir()?;
-    let b0 = NodeProcess::start(&dir.path().join("b0"), &["--replication", "2"])?;
+/// b0 and b1, brokers with K=2 (b1 started with the test-only switch `b1_env` set), and a peer,
+/// once each sees both brokers; with a topic under `root` whose primary is each broker.
+struct TwoBrokers {
+    b0: NodeProcess,
+    b1: NodeProcess,
+    peer: NodeProcess,
+    on_b0: String,
+    on_b1: String,
+    /// b0's and b1's peer ids.
+    set: [libp2p::PeerId; 2],
+}
+
+fn two_brokers_and_a_peer(dir: &std::path::Path, b1_env: &str, root: &str) -> Result<TwoBrokers> {
+    let b0 = NodeProcess::start(&dir.join("b0"), &["--replication", "2"])?;
     let boot = b0.p2p_addr()?;
     let b1 = NodeProcess::start_with_env(
-        &dir.path().join("b1"),
+        &dir.join("b1"),
         &["--replication", "2", "--bootstrap", &boot],
-        &[(tidings_node::net::stream_rpc::OLD_PROTOCOLS_ENV, "1")],
+        &[(b1_env, "1")],
     )?;
     let peer = NodeProcess::start(
-        &dir.path().join("p"),
+        &dir.join("p"),
         &["--replication", "2", "--role", "peer", "--bootstrap", &boot],
     )?;
     for n in [&b0, &b1, &peer] {
@@ -328,11 +332,50 @@ fn a_node_without_the_stream_protocols_is_asked_over_request_response() -> Resul
     let set = [b0.peer_id()?, b1.peer_id()?];
     let primary_is = |who: libp2p::PeerId| {
         (0..)
-            .map(|i| format!("/old/t{i}"))
+            .map(|i| format!("{root}/t{i}"))
             .find(|t| tidings_node::net::rendezvous::publish_order(&set, t)[0] == who)
     };
     let on_b1 = primary_is(set[1]).context("no topic with b1 as primary")?;
     let on_b0 = primary_is(set[0]).context("no topic with b0 as primary")?;
+    Ok(TwoBrokers {
+        b0,
+        b1,
+        peer,
+        on_b0,
+        on_b1,
+        set,
+    })
+}
+
+/// `peer` publishes once on each topic, in order; each event must be stored on both brokers.
+/// Their CIDs.
+fn publish_on_both(peer: &NodeProcess, first: &str, then: &str) -> Result<Vec<String>> {
+    let mut cids = Vec::new();
+    for topic in [first, then] {
+        let (code, v) = peer.api().publish(topic, &json!({"topic": topic}))?;
+        ensure!(code == 200, "publish on {topic}: {code} {v}");
+        ensure!(v["copies"] == 2, "{topic}: not on both brokers: {v}");
+        cids.push(v["cid"].as_str().context("cid")?.to_string());
+    }
+    Ok(cids)
+}
+
+/// A node that predates the stream protocols (`/tidings/publish/3`, `/tidings/replicate/2`,
+/// `/tidings/deliver/2`) is still published through, replicated to and delivered to: the
+/// other nodes find it lacks them and ask it over request-response instead, each saying so
+/// in its log. Here b1 acts as such a node (a test-only switch leaves the three out), with
+/// K=2, so every publish needs b1's copy, on both b1's and b0's topics.
+#[test]
+fn a_node_without_the_stream_protocols_is_asked_over_request_response() -> Result<()> {
+    let _heavy = tidings_tests::one_heavy_test_at_a_time();
+    let dir = tempfile::tempdir()?;
+    let two = two_brokers_and_a_peer(
+        dir.path(),
+        tidings_node::net::stream_rpc::OLD_PROTOCOLS_ENV,
+        "/old",
+    )?;
+    let (b0, b1, peer) = (two.b0, two.b1, two.peer);
+    let (on_b0, on_b1, set) = (two.on_b0, two.on_b1, two.set);
     let subscribe = |n: &NodeProcess| {
         let url = reqwest::Url::parse_with_params(
             &format!("{}/v1/subscribe", n.api),
@@ -347,15 +390,9 @@ fn a_node_without_the_stream_protocols_is_asked_over_request_response() -> Resul
     wait_leases(&nodes, 4)?;
     let [b0, b1, peer] = &nodes;
 
-    let mut cids = Vec::new();
-    for topic in [&on_b1, &on_b0] {
-        // The peer publishes through the topic's primary; b0 replicates to b1 and delivers to
-        // it over request-response, b1 publishes-through and delivers on streams.
-        let (code, v) = peer.api().publish(topic, &json!({"topic": topic}))?;
-        ensure!(code == 200, "publish on {topic}: {code} {v}");
-        ensure!(v["copies"] == 2, "{topic}: not on both brokers: {v}");
-        cids.push(v["cid"].as_str().context("cid")?.to_string());
-    }
+    // The peer publishes through each topic's primary; b0 replicates to b1 and delivers to it
+    // over request-response, b1 publishes-through and delivers on streams.
+    let cids = publish_on_both(peer, &on_b1, &on_b0)?;
     for (who, rx) in [("b1", &b1_rx), ("the peer", &peer_rx)] {
         let got: BTreeSet<String> = tidings_tests::collect(rx, 2, who)?.into_iter().collect();
         ensure!(
@@ -413,47 +450,22 @@ fn a_stream_dropped_unread_by_its_receiver_is_opened_again() -> Result<()> {
         anyhow::bail!("needs a node built with --features test-faults");
     }
     let dir = tempfile::tempdir()?;
-    let b0 = NodeProcess::start(&dir.path().join("b0"), &["--replication", "2"])?;
-    let boot = b0.p2p_addr()?;
-    let b1 = NodeProcess::start_with_env(
-        &dir.path().join("b1"),
-        &["--replication", "2", "--bootstrap", &boot],
-        &[(tidings_node::net::stream_rpc::DROP_INBOUND_ENV, "1")],
+    let two = two_brokers_and_a_peer(
+        dir.path(),
+        tidings_node::net::stream_rpc::DROP_INBOUND_ENV,
+        "/dropped",
     )?;
-    let peer = NodeProcess::start(
-        &dir.path().join("p"),
-        &["--replication", "2", "--role", "peer", "--bootstrap", &boot],
-    )?;
-    for n in [&b0, &b1, &peer] {
-        poll(Duration::from_secs(30), || {
-            (n.status().ok()?["brokers"] == 2).then_some(())
-        })
-        .with_context(|| format!("{} never saw both brokers", n.api))?;
-    }
-    let set = [b0.peer_id()?, b1.peer_id()?];
-    let primary_is = |who: libp2p::PeerId| {
-        (0..)
-            .map(|i| format!("/dropped/t{i}"))
-            .find(|t| tidings_node::net::rendezvous::publish_order(&set, t)[0] == who)
-    };
-    let on_b1 = primary_is(set[1]).context("no topic with b1 as primary")?;
-    let on_b0 = primary_is(set[0]).context("no topic with b0 as primary")?;
     let url = reqwest::Url::parse_with_params(
-        &format!("{}/v1/subscribe", peer.api),
+        &format!("{}/v1/subscribe", two.peer.api),
         &[("filter", "/dropped/**")],
     )?;
     let (_sse, rx) = sse_subscribe(&url)?;
-    let nodes = [b0, b1, peer];
+    let (on_b0, on_b1) = (two.on_b0, two.on_b1);
+    let nodes = [two.b0, two.b1, two.peer];
     wait_leases(&nodes, 2)?;
     let [b0, b1, peer] = &nodes;
 
-    let mut cids = Vec::new();
-    for topic in [&on_b1, &on_b0] {
-        let (code, v) = peer.api().publish(topic, &json!({"topic": topic}))?;
-        ensure!(code == 200, "publish on {topic}: {code} {v}");
-        ensure!(v["copies"] == 2, "{topic}: not on both brokers: {v}");
-        cids.push(v["cid"].as_str().context("cid")?.to_string());
-    }
+    let cids = publish_on_both(peer, &on_b1, &on_b0)?;
     let got: BTreeSet<String> = tidings_tests::collect(&rx, 2, "the peer")?
         .into_iter()
         .collect();

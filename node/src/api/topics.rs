@@ -88,7 +88,7 @@ pub(super) async fn stream(
         let mut more = false;
         let walked = store.walk(
             &heads,
-            &Default::default(),
+            &crate::store::CidSet::default(),
             u64::MAX,
             STREAM_BYTES,
             |cid, data| {

@@ -24,7 +24,7 @@ use crate::net::batch::Batch;
 use crate::net::codec;
 use crate::net::fetch::{self, FetchRequest, Frame};
 use crate::net::{Network, Role};
-use crate::store::{Store, StoreError};
+use crate::store::{CidSet, Store, StoreError};
 
 /// Blocks verified together (one ed25519 batch, one store transaction).
 const BATCH: usize = 1024;
@@ -144,14 +144,14 @@ enum Checked {
 /// State carried across requests of one fetch.
 struct Ctx {
     store: Arc<Store>,
-    until: HashSet<Cid>,
+    until: CidSet,
     /// Every CID asked for or linked from a received event: anything else is unsolicited.
-    linked: HashSet<Cid>,
+    linked: CidSet,
     /// What this fetch needs: all of `linked`, or only the chain's links.
-    expected: HashSet<Cid>,
+    expected: CidSet,
     chain: Option<Chain>,
     max_blocks: u64,
-    received: HashSet<Cid>,
+    received: CidSet,
     verify_only: bool,
     summary: FetchSummary,
     progress: watch::Sender<Progress>,
@@ -175,7 +175,7 @@ pub async fn fetch(
     progress: watch::Sender<Progress>,
 ) -> Result<FetchSummary, FetchError> {
     let started = Instant::now();
-    let until: HashSet<Cid> = opts.until.iter().copied().collect();
+    let until: CidSet = opts.until.iter().copied().collect();
     // What is held locally needs no request: start from the edge of local history.
     let (want, until_c, s, chain) = (
         opts.want.clone(),
@@ -199,7 +199,7 @@ pub async fn fetch(
         chain: opts.chain.clone(),
         max_blocks: opts.max_blocks,
         until,
-        received: HashSet::new(),
+        received: CidSet::default(),
         verify_only: opts.verify_only,
         summary: FetchSummary {
             held,
@@ -291,7 +291,7 @@ pub async fn fetch_chain(
 fn local_frontier(
     store: &Store,
     want: &[Cid],
-    until: &HashSet<Cid>,
+    until: &CidSet,
     chain: Option<&Chain>,
 ) -> Result<(Vec<Cid>, u64), StoreError> {
     let Some(chain) = chain else {
@@ -378,7 +378,7 @@ async fn still_needed(ctx: &Ctx) -> Result<Vec<Cid>, FetchError> {
     .await
 }
 
-fn request(want: &[Cid], until: &HashSet<Cid>, max_blocks: u64) -> FetchRequest {
+fn request(want: &[Cid], until: &CidSet, max_blocks: u64) -> FetchRequest {
     // Each list up to its share of the responder's request limit (and count): what does not fit
     // is asked for in a later round (`want`) or walked past (`have`: at worst, blocks held).
     let list = |cids: &mut dyn Iterator<Item = &Cid>| {
@@ -642,7 +642,7 @@ mod tests {
             .map(|i| tidings_ipld_schema::cid_of(tidings_ipld_schema::RAW, &i.to_be_bytes()))
             .collect();
         let (want, until) = cids.split_at(fetch::MAX_LISTED);
-        let until: HashSet<Cid> = until.iter().copied().collect();
+        let until: CidSet = until.iter().copied().collect();
         let req = request(want, &until, 0);
         let bytes = encode(&req).expect("within the limit");
         assert!(bytes.len() - 4 <= fetch::MAX_REQUEST, "{}", bytes.len());
@@ -661,12 +661,12 @@ mod tests {
     fn ctx(store: Arc<Store>, want: Cid) -> Ctx {
         Ctx {
             store,
-            until: HashSet::new(),
-            linked: [want].into(),
-            expected: [want].into(),
+            until: CidSet::default(),
+            linked: [want].into_iter().collect(),
+            expected: [want].into_iter().collect(),
             chain: None,
             max_blocks: 0,
-            received: HashSet::new(),
+            received: CidSet::default(),
             verify_only: false,
             summary: FetchSummary::default(),
             progress: watch::channel(Progress::default()).0,

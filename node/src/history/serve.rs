@@ -1,6 +1,5 @@
 //! The responder side of `/tidings/fetch/1`: walks the local DAG and streams blocks.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::net::fetch::{self, FetchEnd};
 use crate::net::{Network, codec};
-use crate::store::Store;
+use crate::store::{CidSet, Store};
 
 /// Fetches served at once; more are answered "busy" so a flood cannot exhaust the node.
 const MAX_CONCURRENT: usize = 16;
@@ -75,7 +74,7 @@ async fn serve_one(
             .collect()
     };
     let (want, have) = match (parse(&req.want), parse(&req.have)) {
-        (Ok(w), Ok(h)) => (w, h.into_iter().collect::<HashSet<Cid>>()),
+        (Ok(w), Ok(h)) => (w, h.into_iter().collect::<CidSet>()),
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(%peer, error = %e, "refused a fetch request");
             return finish(&mut stream, error_end(e)).await;

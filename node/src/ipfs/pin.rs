@@ -2,7 +2,6 @@
 //! (`dag/import`, roots pinned) so it stays there and any IPFS tool can walk it from a head
 //! through `prev`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +58,13 @@ pub async fn pin_topic(ipfs: &Ipfs, store: &Arc<Store>, topic: &str) -> Result<P
             return Err(PinError::NoEvents(t));
         }
         let missing = s
-            .walk(&heads, &HashSet::new(), u64::MAX, u64::MAX, |_, _| true)?
+            .walk(
+                &heads,
+                &crate::store::CidSet::default(),
+                u64::MAX,
+                u64::MAX,
+                |_, _| true,
+            )?
             .missing;
         let n = blocks.len() as u64;
         let size = blocks.iter().map(|b| b.data.len() as u64).sum();

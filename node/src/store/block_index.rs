@@ -37,10 +37,14 @@ pub(super) const BLOCK_CIDS: TableDefinition<u64, &[u8]> = TableDefinition::new(
 /// before it went.
 pub(super) const RETIRE_AFTER: Duration = Duration::from_secs(60);
 
+/// CID bytes → block number. foldhash, seeded per process: every block read or stored looks
+/// its CID up here, and SipHash was the larger part of that lookup.
+pub(super) type Ids = HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>;
+
 /// CID bytes → block number, for every block the store holds.
 #[derive(Debug, Default)]
 pub(super) struct BlockIndex {
-    ids: RwLock<HashMap<Box<[u8]>, u64>>,
+    ids: RwLock<Ids>,
     /// The next number to give a block: never one given before in this process.
     next: AtomicU64,
     /// Blocks deleted, with when, still in `ids` (see [`RETIRE_AFTER`]).
@@ -54,7 +58,7 @@ type Retired = (Instant, Box<[u8]>, u64);
 #[derive(Debug, Default)]
 pub(super) struct IndexChanges {
     /// Blocks stored, by CID bytes.
-    pub(super) added: HashMap<Box<[u8]>, u64>,
+    pub(super) added: Ids,
     /// Blocks deleted: CID bytes and number.
     pub(super) removed: Vec<(Box<[u8]>, u64)>,
 }
@@ -72,7 +76,8 @@ impl BlockIndex {
     pub(super) fn load(
         table: &impl ReadableTable<u64, &'static [u8]>,
     ) -> Result<BlockIndex, StoreError> {
-        let mut ids = HashMap::with_capacity(table.len().map_err(db)? as usize);
+        let mut ids =
+            Ids::with_capacity_and_hasher(table.len().map_err(db)? as usize, Default::default());
         let mut next = 1;
         for item in table.iter().map_err(db)? {
             let (k, v) = item.map_err(db)?;
@@ -103,7 +108,7 @@ impl BlockIndex {
     /// Adds the blocks a transaction stored, just before it commits: a write transaction that
     /// begins once it has committed must find them (or it would store them again), and a
     /// reader whose snapshot lacks them reads them as not held.
-    pub(super) fn add(&self, added: &HashMap<Box<[u8]>, u64>) {
+    pub(super) fn add(&self, added: &Ids) {
         if added.is_empty() {
             return;
         }
@@ -112,7 +117,7 @@ impl BlockIndex {
     }
 
     /// Takes back what [`BlockIndex::add`] added for a transaction that failed to commit.
-    pub(super) fn abandon(&self, added: &HashMap<Box<[u8]>, u64>) {
+    pub(super) fn abandon(&self, added: &Ids) {
         let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
         for (cid, id) in added {
             if ids.get(cid) == Some(id) {
@@ -186,7 +191,7 @@ impl<'i, T: ReadableTable<u64, &'static [u8]>> BlockReader<'i, T> {
 mod tests {
     use super::*;
 
-    fn ids(of: &[(&[u8], u64)]) -> HashMap<Box<[u8]>, u64> {
+    fn ids(of: &[(&[u8], u64)]) -> Ids {
         of.iter().map(|(c, i)| (Box::from(*c), *i)).collect()
     }
 

@@ -374,7 +374,7 @@ fn a_store_that_kept_blocks_by_cid_moves_to_the_arrival_layout_with_nothing_lost
     assert_eq!(store.heads("/m/x").unwrap(), vec![c[6].0.cid]);
     assert_eq!(store.stats().unwrap().blocks, 8);
     let walked = store
-        .walk(&[c[6].0.cid], &Default::default(), 100, u64::MAX, |_, _| {
+        .walk(&[c[6].0.cid], &CidSet::default(), 100, u64::MAX, |_, _| {
             true
         })
         .unwrap();

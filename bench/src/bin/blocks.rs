@@ -293,6 +293,7 @@ fn main() -> Result<()> {
         baseline_ed25519_verify_per_s: per_sec(n, ed_verify),
         batch_verify_signatures_per_s: per_sec(n, merged_batch),
         baseline_ed25519_dalek_batch_verify_per_s: per_sec(n, dalek_batch),
+        curve_backend: batch::curve_backend().into(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -37,6 +37,10 @@ pub struct Record {
     /// only (no decoding); 0 in files older than the merged-key batch.
     #[serde(default)]
     pub baseline_ed25519_dalek_batch_verify_per_s: f64,
+    /// The curve arithmetic the signatures ran on (`batch::curve_backend`); empty in files
+    /// older than the IFMA backend.
+    #[serde(default)]
+    pub curve_backend: String,
 }
 
 /// What the bench prints for `r` (and bench/README.md shows).
@@ -47,6 +51,9 @@ pub fn text(r: &Record) -> String {
         "tidings event blocks: {} seeded stock orders, body ≈{:.0} B JSON, block ≈{:.0} B; median of {} runs",
         r.events, r.avg_body_json_bytes, r.avg_block_bytes, r.reps
     );
+    if !r.curve_backend.is_empty() {
+        let _ = writeln!(s, "  ed25519 on {}", r.curve_backend);
+    }
     let _ = writeln!(
         s,
         "  build+encode+hash+sign  {:>12.0} events/s   (baseline: ed25519 sign alone {:>10.0}/s; ed25519-dalek's {:.0}/s)",

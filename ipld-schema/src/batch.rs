@@ -26,9 +26,7 @@ const Z_LABEL: &[u8] = b"tidings ed25519 batch z v1";
 /// verifications per second of AVX2 on a CPU that has it).
 pub fn curve_backend() -> &'static str {
     #[cfg(all(target_arch = "x86_64", curve25519_dalek_backend = "avx512"))]
-    if std::arch::is_x86_feature_detected!("avx512ifma")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-    {
+    if ifma_cpu() {
         return "AVX-512 IFMA";
     }
     #[cfg(target_arch = "x86_64")]
@@ -36,6 +34,13 @@ pub fn curve_backend() -> &'static str {
         return "AVX2";
     }
     "portable"
+}
+
+/// Whether this CPU has what curve25519-dalek's IFMA backend needs (its own run-time check).
+#[cfg(target_arch = "x86_64")]
+fn ifma_cpu() -> bool {
+    std::arch::is_x86_feature_detected!("avx512ifma")
+        && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
 /// One signature to check: the signed message, the signature and its signer's key.
@@ -127,6 +132,7 @@ pub fn verify_all(items: &[Item<'_>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
 
     /// The IFMA backend is built in on x86-64 (`.cargo/config.toml`): without it a CPU that has
     /// IFMA verifies at the AVX2 rate, silently. A RUSTFLAGS variable replaces the setting.
@@ -139,16 +145,13 @@ mod tests {
             "built without curve25519_dalek_backend=\"avx512\": was .cargo/config.toml ignored \
              (a RUSTFLAGS variable replaces it)?"
         );
-        let ifma = std::arch::is_x86_feature_detected!("avx512ifma")
-            && std::arch::is_x86_feature_detected!("avx512vl");
         assert_eq!(
             curve_backend() == "AVX-512 IFMA",
-            ifma,
+            ifma_cpu(),
             "{}",
             curve_backend()
         );
     }
-    use ed25519_dalek::{Signer, SigningKey};
 
     /// `n` messages signed by `authors` keys in turn.
     fn batch(n: usize, authors: u8) -> (Vec<Vec<u8>>, Vec<Signature>, Vec<VerifyingKey>) {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tidings_ipld_schema::{json as ipld_json, topic, verify};
 
 use super::{ApiError, AppState};
+use crate::store::CidSet;
 
 /// Topics per page when `limit` is not given.
 const TOPICS_DEFAULT: usize = 100;
@@ -88,7 +89,7 @@ pub(super) async fn stream(
         let mut more = false;
         let walked = store.walk(
             &heads,
-            &crate::store::CidSet::default(),
+            &CidSet::default(),
             u64::MAX,
             STREAM_BYTES,
             |cid, data| {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tidings_ipld_schema::{Cid, car};
 
 use super::{Ipfs, RpcError};
-use crate::store::{Store, StoreError};
+use crate::store::{CidSet, Store, StoreError};
 
 /// Longest a `dag/import` of a whole stream may take.
 const IMPORT_WAIT: Duration = Duration::from_secs(300);
@@ -58,13 +58,7 @@ pub async fn pin_topic(ipfs: &Ipfs, store: &Arc<Store>, topic: &str) -> Result<P
             return Err(PinError::NoEvents(t));
         }
         let missing = s
-            .walk(
-                &heads,
-                &crate::store::CidSet::default(),
-                u64::MAX,
-                u64::MAX,
-                |_, _| true,
-            )?
+            .walk(&heads, &CidSet::default(), u64::MAX, u64::MAX, |_, _| true)?
             .missing;
         let n = blocks.len() as u64;
         let size = blocks.iter().map(|b| b.data.len() as u64).sum();
